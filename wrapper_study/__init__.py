@@ -1,0 +1,3 @@
+"""wrapper_study: does fine-tuning delete a pretrained capability, or only wrap it?"""
+
+__version__ = '0.1.0'
