@@ -1,0 +1,63 @@
+r"""Runs one experiment from a config file.
+
+  python launch/main.py --config=configs/tracr_study.py[:arg] --workdir=runs/x \
+      [--config.section.field=value ...]
+
+The run writes into its workdir: TensorBoard events (tb/), checkpoints,
+figures/*.png, tables/*.csv and report.md. This file is kept short on purpose:
+the logic lives in wrapper_study.experiments, importable from Colab.
+"""
+
+import pathlib
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from wrapper_study import config_check
+from wrapper_study import experiments
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/tracr_study.py or configs/tracr_study.py:smoke.',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes (and resumes from).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _parse_flags(argv):
+  """absl's parser, but a config typo or bad value ends with one clear line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'FATAL flags error: {e}\nPass --helpfull to see all flags.')
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections raises these for unknown fields ("Did you mean ...") and
+    # wrong types while applying --config.* overrides.
+    msg = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+    sys.exit(f'FATAL config error: {msg}\n'
+             'Check the --config.* overrides against the fields of the config file.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  experiment = experiments.get(config.experiment)
+  try:
+    experiment.validate(config)
+  except config_check.ConfigError as e:
+    sys.exit(f'FATAL config error: {e}')
+  logging.info('JAX devices: %s', jax.devices())
+  logging.info('Config:\n%s', config)
+  workdir = pathlib.Path(_WORKDIR.value)
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / 'config.txt').write_text(str(config))
+  experiment.run(config, workdir)
+  logging.info('Done. Report: %s', workdir / 'report.md')
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,12 @@
+"""Shared test setup: a per-session tracr export cache so each program compiles once."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope='session')
+def tracr_cache(tmp_path_factory):
+  # Reuse a developer's warm cache when set; otherwise one fresh dir per session.
+  path = os.environ.get('WRAPPER_STUDY_TEST_CACHE') or str(tmp_path_factory.mktemp('tracr_cache'))
+  return path

@@ -1,0 +1,80 @@
+"""Config validation that runs before any compute.
+
+Every error names the dotted field (as typed on the command line, e.g.
+`--config.train.lr`) and says what would be valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field and the fix."""
+
+
+def get(config, path: str) -> Any:
+  node = config
+  for part in path.split('.'):
+    try:
+      node = node[part]
+    except (KeyError, TypeError, AttributeError):
+      raise ConfigError(f'config.{path} is missing (needed by this experiment).') from None
+  return node
+
+
+def fail(path: str, value: Any, valid: str) -> None:
+  raise ConfigError(f'config.{path}={value!r} is invalid: {valid}. '
+                    f'Fix it in the config file or with --config.{path}=...')
+
+
+def positive(config, *paths: str, integer: bool = False) -> None:
+  for p in paths:
+    v = get(config, p)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 or (
+        integer and not isinstance(v, int)):
+      fail(p, v, 'must be a positive ' + ('integer' if integer else 'number'))
+
+
+def non_negative_int(config, *paths: str) -> None:
+  for p in paths:
+    v = get(config, p)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+      fail(p, v, 'must be an integer >= 0')
+
+
+def one_of(config, path: str, choices: Iterable) -> None:
+  choices = list(choices)
+  v = get(config, path)
+  if v not in choices:
+    fail(path, v, f'valid values are {choices}')
+
+
+def subset_of(config, path: str, choices: Iterable, allow_empty: bool = False) -> None:
+  choices = list(choices)
+  v = get(config, path)
+  if isinstance(v, str):
+    v = (v,)
+  unknown = [x for x in v if x not in choices]
+  if unknown or (not v and not allow_empty):
+    fail(path, v, f'each entry must be one of {choices}' + ('' if allow_empty else ', at least one'))
+
+
+def fractions(config, path: str) -> None:
+  v = get(config, path)
+  vs = v if isinstance(v, (tuple, list)) else (v,)
+  if not vs:
+    fail(path, v, 'must not be empty')
+  for x in vs:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
+      fail(path, v, 'every value must lie in [0, 1]')
+
+
+def positive_list(config, path: str) -> None:
+  v = get(config, path)
+  vs = v if isinstance(v, (tuple, list)) else (v,)
+  if not vs:
+    fail(path, v, 'must not be empty')
+  for x in vs:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0:
+      fail(path, v, 'every value must be > 0')

@@ -1,0 +1,14 @@
+"""Experiments the runner can launch: config.experiment -> module with validate() and run()."""
+
+import importlib
+
+EXPERIMENTS = {
+    'tracr_study': 'wrapper_study.experiments.tracr_study',
+}
+
+
+def get(name: str):
+  if name not in EXPERIMENTS:
+    from wrapper_study.config_check import ConfigError  # pylint: disable=g-import-not-at-top
+    raise ConfigError(f'config.experiment={name!r} is unknown; valid: {sorted(EXPERIMENTS)}.')
+  return importlib.import_module(EXPERIMENTS[name])

@@ -1,0 +1,57 @@
+"""Weighted token losses.
+
+The weights pick the positions that count: the answer position for Tracr/PCFG
+fine-tuning, every real token for pretraining.
+
+Shapes: B batch, T sequence, O output vocab.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+
+def _weights(targets_BxT: jax.Array, weights_BxT: Optional[jax.Array]) -> jax.Array:
+  if weights_BxT is None:
+    return jnp.ones(targets_BxT.shape, jnp.float32)
+  if weights_BxT.shape != targets_BxT.shape:
+    raise ValueError(f'weights shape {weights_BxT.shape} != targets shape '
+                     f'{targets_BxT.shape}.')
+  return weights_BxT.astype(jnp.float32)
+
+
+def _safe_div(num, den):
+  # An all-zero weight batch gives 0 rather than NaN, so it cannot trip the
+  # NaN check of the train loop.
+  return num / jnp.maximum(den, 1e-8)
+
+
+def accuracy(logits_BxTxO: jax.Array, targets_BxT: jax.Array,
+             weights_BxT: Optional[jax.Array] = None) -> jax.Array:
+  """Weighted mean of argmax == target."""
+  w_BxT = _weights(targets_BxT, weights_BxT)
+  correct_BxT = (jnp.argmax(logits_BxTxO, axis=-1) == targets_BxT).astype(jnp.float32)
+  return _safe_div(jnp.sum(correct_BxT * w_BxT), jnp.sum(w_BxT))
+
+
+def weighted_cross_entropy(
+    logits_BxTxO: jax.Array, targets_BxT: jax.Array,
+    weights_BxT: Optional[jax.Array] = None) -> tuple[jax.Array, dict]:
+  """Mean cross-entropy over the weighted positions.
+
+  Returns:
+    (loss, metrics) with metrics = dict(loss, accuracy, denominator). loss and
+    accuracy are weighted means; combine batches weighting by `denominator`.
+  """
+  w_BxT = _weights(targets_BxT, weights_BxT)
+  # float32 softmax even for bf16 logits: the loss is a sum of many small terms.
+  logp_BxTxO = jax.nn.log_softmax(logits_BxTxO.astype(jnp.float32), axis=-1)
+  nll_BxT = -jnp.take_along_axis(logp_BxTxO, targets_BxT[..., None], axis=-1)[..., 0]
+  denominator = jnp.sum(w_BxT)
+  loss = _safe_div(jnp.sum(nll_BxT * w_BxT), denominator)
+  metrics = dict(loss=loss, accuracy=accuracy(logits_BxTxO, targets_BxT, w_BxT),
+                 denominator=denominator)
+  return loss, metrics

@@ -1,0 +1,218 @@
+"""Metrics are written in one place: MetricWriter (TensorBoard + a CSV log).
+
+TensorBoard event files are written with tensorboard's own writer and protos, so
+TensorFlow is not needed. Scalars also go to `workdir/metrics.csv` (one
+`step,name,value` row per scalar) so a run can be grepped or loaded with pandas.
+A resumed run appends: a step can then appear twice, the later row wins.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import os
+import struct
+import time
+from typing import Any, Mapping, Optional
+
+from absl import logging
+import numpy as np
+from tensorboard.backend.event_processing import event_file_loader
+from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.compat.proto import tensor_pb2
+from tensorboard.compat.proto import tensor_shape_pb2
+from tensorboard.compat.proto import types_pb2
+from tensorboard.summary.writer import event_file_writer
+from tensorboard.util import tensor_util
+
+TB_SUBDIR = 'tb'
+CSV_NAME = 'metrics.csv'
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+  """(height, width) from the PNG IHDR chunk."""
+  if png[:8] != b'\x89PNG\r\n\x1a\n':
+    raise ValueError('not a PNG')
+  width, height = struct.unpack('>II', png[16:24])
+  return height, width
+
+
+def _encode_png(image) -> bytes:
+  """PNG bytes of a HxW, HxWx3 or HxWx4 array (uint8 or float in [0, 1]) or Figure."""
+  if hasattr(image, 'savefig'):  # A matplotlib Figure.
+    buf = io.BytesIO()
+    image.savefig(buf, format='png')
+    return buf.getvalue()
+  from PIL import Image  # Comes with matplotlib.
+  arr = np.asarray(image)
+  if arr.dtype != np.uint8:
+    arr = (np.clip(arr.astype(np.float64), 0.0, 1.0) * 255).round().astype(np.uint8)
+  if arr.ndim == 3 and arr.shape[-1] == 1:
+    arr = arr[..., 0]
+  if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+    raise ValueError(f'image must be HxW, HxWx3 or HxWx4, got shape {arr.shape}.')
+  buf = io.BytesIO()
+  Image.fromarray(arr).save(buf, format='PNG')
+  return buf.getvalue()
+
+
+class MetricWriter:
+  """TensorBoard event files under workdir/tb plus workdir/metrics.csv."""
+
+  def __init__(self, workdir: str, flush_secs: int = 30):
+    self.workdir = workdir
+    self.logdir = os.path.join(workdir, TB_SUBDIR)
+    os.makedirs(self.logdir, exist_ok=True)
+    self._events = event_file_writer.EventFileWriter(self.logdir, flush_secs=flush_secs)
+    self.csv_path = os.path.join(workdir, CSV_NAME)
+    is_new = not os.path.exists(self.csv_path)
+    self._csv_file = open(self.csv_path, 'a', newline='')
+    self._csv = csv.writer(self._csv_file)
+    if is_new:
+      self._csv.writerow(['step', 'name', 'value'])
+
+  def _add(self, step: int, values: list) -> None:
+    summary = summary_pb2.Summary(value=values)
+    self._events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
+                                           summary=summary))
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    values = []
+    for name, value in scalars.items():
+      value = float(np.asarray(value))
+      values.append(summary_pb2.Summary.Value(tag=name, simple_value=value))
+      self._csv.writerow([int(step), name, repr(value)])
+    self._add(step, values)
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    """name -> HxWx3/HxWx4 uint8 array (or HxW, or a matplotlib Figure)."""
+    values = []
+    for name, image in images.items():
+      png = _encode_png(image)
+      height, width = _png_size(png)
+      img = summary_pb2.Summary.Image(height=height, width=width,
+                                      encoded_image_string=png)
+      values.append(summary_pb2.Summary.Value(tag=name, image=img))
+    self._add(step, values)
+
+  def write_text(self, step: int, texts: Mapping[str, str]) -> None:
+    """name -> markdown text (TensorBoard's Text tab)."""
+    values = []
+    for name, text in texts.items():
+      tensor = tensor_pb2.TensorProto(
+          dtype=types_pb2.DT_STRING, string_val=[str(text).encode('utf-8')],
+          tensor_shape=tensor_shape_pb2.TensorShapeProto())
+      metadata = summary_pb2.SummaryMetadata(
+          plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name='text'))
+      values.append(summary_pb2.Summary.Value(tag=name, tensor=tensor, metadata=metadata))
+    self._add(step, values)
+
+  def flush(self) -> None:
+    self._events.flush()
+    self._csv_file.flush()
+
+  def close(self) -> None:
+    if self._csv_file.closed:
+      return
+    self._events.close()
+    self._csv_file.close()
+
+  def __enter__(self) -> 'MetricWriter':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def _event_files(logdir: str) -> list[str]:
+  files = sorted(glob.glob(os.path.join(logdir, '*tfevents*')))
+  if not files and os.path.isdir(os.path.join(logdir, TB_SUBDIR)):
+    files = sorted(glob.glob(os.path.join(logdir, TB_SUBDIR, '*tfevents*')))
+  return files
+
+
+def _values(logdir: str):
+  """(step, plugin_name, Summary.Value) for every value, oldest file first."""
+  for path in _event_files(logdir):
+    # EventFileLoader migrates legacy simple_value / image summaries to the
+    # tensor form with plugin metadata, as TensorBoard itself sees them.
+    for event in event_file_loader.EventFileLoader(path).Load():
+      if not event.HasField('summary'):
+        continue
+      for value in event.summary.value:
+        yield event.step, value.metadata.plugin_data.plugin_name, value
+
+
+def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
+  """tag -> [(step, value)] in write order (logdir = workdir/tb or workdir)."""
+  out: dict[str, list] = {}
+  for step, plugin, value in _values(logdir):
+    if value.HasField('simple_value'):
+      out.setdefault(value.tag, []).append((step, float(value.simple_value)))
+    elif plugin == 'scalars':
+      out.setdefault(value.tag, []).append(
+          (step, float(tensor_util.make_ndarray(value.tensor).item())))
+  return out
+
+
+def read_images(logdir: str) -> dict[str, list[tuple[int, bytes]]]:
+  """tag -> [(step, png_bytes)]."""
+  out: dict[str, list] = {}
+  for step, plugin, value in _values(logdir):
+    if value.HasField('image'):
+      out.setdefault(value.tag, []).append((step, value.image.encoded_image_string))
+    elif plugin == 'images':
+      # Migrated form: a string tensor [width, height, png, ...].
+      out.setdefault(value.tag, []).append((step, bytes(value.tensor.string_val[2])))
+  return out
+
+
+def read_text(logdir: str) -> dict[str, list[tuple[int, str]]]:
+  """tag -> [(step, text)]."""
+  out: dict[str, list] = {}
+  for step, plugin, value in _values(logdir):
+    if plugin == 'text':
+      out.setdefault(value.tag, []).append(
+          (step, value.tensor.string_val[0].decode('utf-8')))
+  return out
+
+
+def format_duration(seconds: float) -> str:
+  """12s, 3m05s, 1h02m, 2d03h."""
+  s = int(round(max(seconds, 0.0)))
+  if s < 60:
+    return f'{s}s'
+  if s < 3600:
+    return f'{s // 60}m{s % 60:02d}s'
+  if s < 86400:
+    return f'{s // 3600}h{(s % 3600) // 60:02d}m'
+  return f'{s // 86400}d{(s % 86400) // 3600:02d}h'
+
+
+class ProgressLogger:
+  """Logs step, loss, steps/s and ETA through absl.logging every log_every steps."""
+
+  def __init__(self, total_steps: int, log_every: int = 100, start_step: int = 0):
+    self.total_steps = total_steps
+    self.log_every = max(int(log_every), 1)
+    self._last_step = start_step
+    self._last_time = time.monotonic()
+
+  def update(self, step: int, scalars: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """Logs (and returns) a progress line if `step` is due, else None."""
+    if step % self.log_every and step != self.total_steps:
+      return None
+    now = time.monotonic()
+    rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    eta = format_duration((self.total_steps - step) / rate) if rate > 0 else '?'
+    parts = [f'step {step}/{self.total_steps}']
+    loss = (scalars or {}).get('loss')
+    if loss is not None:
+      parts.append(f'loss {float(loss):.4g}')
+    parts += [f'{rate:.2f} steps/s', f'ETA {eta}']
+    line = ', '.join(parts)
+    logging.info(line)
+    return line

@@ -1,0 +1,240 @@
+"""The one train core every experiment uses.
+
+`train_step` is a pure function of (state, batch); `make_train_step` jits it
+with the state donated, optionally vmapped over a population of states (e.g. a
+grid of learning rates x data x seeds, see optim.set_learning_rate).
+`train_loop` adds resume, periodic evals, checkpoints, metrics (fetched one step
+late so dispatch stays asynchronous) and a NaN/Inf stop.
+
+Steps are counted in completed updates: metrics, evals and checkpoints labelled
+step n describe the state after n updates.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from wrapper_study import optim
+from wrapper_study.metrics import ProgressLogger
+
+PyTree = Any
+LossFn = Callable[[PyTree, PyTree], tuple[jax.Array, dict]]
+# name -> (every_n_steps or explicit steps, fn(params, step) -> {scalar: value}).
+Evaluators = Mapping[str, tuple[Union[int, Iterable[int]],
+                                Callable[[PyTree, int], Mapping[str, Any]]]]
+
+# Metrics that must be finite for the state the step returns to be usable.
+FINITE_KEYS = ('loss', 'grad_norm', 'param_norm')
+
+
+@flax.struct.dataclass
+class TrainState:
+  """A plain pytree, so it checkpoints and vmaps (no apply_fn / tx fields)."""
+  step: jax.Array  # int32 [], or [P] for a population.
+  params: PyTree
+  opt_state: PyTree
+
+
+def create_state(params: PyTree, tx: optax.GradientTransformation) -> TrainState:
+  """Step 0 state. For a population: jax.vmap(create_state, (0, None))(params_P, tx)."""
+  return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                    opt_state=tx.init(params))
+
+
+def create_population(params_P: PyTree, tx: optax.GradientTransformation,
+                      lr_P: Optional[jax.Array] = None) -> TrainState:
+  """Stacked states (leading axis P) from stacked params, with per-member peak lrs."""
+  state = jax.vmap(create_state, in_axes=(0, None))(params_P, tx)
+  if lr_P is not None:
+    state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr_P))
+  return state
+
+
+def stack(trees: list[PyTree]) -> PyTree:
+  """List of same-structure pytrees -> one pytree with a leading axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack(tree: PyTree) -> list[PyTree]:
+  """Inverse of stack."""
+  n = jax.tree.leaves(tree)[0].shape[0]
+  return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
+def train_step(state: TrainState, batch: PyTree, *, loss_fn: LossFn,
+               tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
+  """One update. loss_fn(params, batch) -> (loss, metrics dict).
+
+  Metrics: loss_fn's metrics plus loss, grad_norm (before clipping),
+  update_norm, param_norm (of the updated params, so finite metrics certify the
+  returned state) and lr (effective lr of this update, if tx is from optim).
+  """
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(aux)
+  metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
+                 update_norm=optax.tree.norm(updates),
+                 param_norm=optax.tree.norm(params))
+  if optim.has_learning_rate(opt_state):
+    metrics['lr'] = optim.effective_learning_rate(opt_state)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, metrics
+
+
+@functools.lru_cache(maxsize=16)
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
+                    vmap: bool = False) -> Callable[[TrainState, PyTree], tuple[TrainState, dict]]:
+  """jit(train_step) with the state donated; vmap=True maps over a population.
+
+  Cached on (loss_fn, tx, vmap), so a relaunched loop in the same process (an
+  eval, a resumed run, a test) reuses the compiled step.
+  """
+  step = functools.partial(train_step, loss_fn=loss_fn, tx=tx)
+  if vmap:
+    step = jax.vmap(step)
+  return jax.jit(step, donate_argnums=0)
+
+
+def _nonfinite(metrics: Mapping[str, np.ndarray], vmap: bool) -> dict[str, Any]:
+  """The FINITE_KEYS metrics that are bad (all members bad, for a population)."""
+  bad = {}
+  for k in FINITE_KEYS:
+    if k in metrics:
+      ok = np.isfinite(np.asarray(metrics[k]))
+      if (vmap and not ok.any()) or (not vmap and not ok.all()):
+        bad[k] = metrics[k]
+  return bad
+
+
+def _due(when: Union[int, Iterable[int]], step: int, total_steps: int) -> bool:
+  """An int runs at its multiples and at the end; a collection at those steps."""
+  if isinstance(when, int):
+    return step % when == 0 or step == total_steps
+  return step in when
+
+
+def _scalars(prefix: str, metrics: Mapping[str, Any]) -> dict[str, float]:
+  """Flat scalars; a population's [P] metric becomes prefix/name/i."""
+  out = {}
+  for k, v in metrics.items():
+    v = np.asarray(v)
+    if v.ndim == 0:
+      out[f'{prefix}/{k}'] = float(v)
+    else:
+      for i, x in enumerate(v.reshape(-1)):
+        out[f'{prefix}/{k}/{i}'] = float(x)
+  return out
+
+
+def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
+               loss_fn: LossFn, batch_fn: Callable[[int], PyTree],
+               total_steps: int, workdir: Optional[str] = None, writer=None,
+               checkpointer=None, log_every: int = 100,
+               evaluators: Optional[Evaluators] = None, nan_check: bool = True,
+               vmap: bool = False) -> TrainState:
+  """Trains to total_steps, resuming from the checkpointer's latest step.
+
+  A run killed at any moment and relaunched with the same arguments ends with
+  bitwise the same params as an uninterrupted one, provided `batch_fn(step)` is
+  a deterministic function of the step: derive its rng from (seed, step), e.g.
+  `jax.random.fold_in(jax.random.key(seed), step)`, never from a stateful
+  iterator. `state` is donated: do not use it after the call.
+
+  Args:
+    state: initial state (also the shape template for restoring).
+    tx, loss_fn: as in train_step.
+    batch_fn: step -> batch (a stacked population batch when vmap=True).
+    total_steps: number of updates in the whole run.
+    workdir: for log messages only; writer and checkpointer own their paths.
+    writer: a metrics.MetricWriter (or None): train/* every log_every steps.
+    checkpointer: a checkpoint.Checkpointer (or None); saves at its interval
+      and at the end.
+    log_every: steps between train scalars / progress lines.
+    evaluators: name -> (when, fn(params, step) -> scalars), written as
+      name/*. when: an int runs at its multiples and at the end; a collection
+      of ints runs at exactly those steps.
+    nan_check: raise FloatingPointError on a non-finite loss, grad or param
+      norm (for a population: only when every member is non-finite).
+    vmap: state and batches are populations (leading axis P).
+
+  Returns:
+    The final state.
+  """
+  start = 0
+  if checkpointer is not None:
+    restored = checkpointer.restore_latest(state)
+    if restored is not None:
+      start, state = restored
+      logging.info('Resumed %s at step %d of %d.', workdir or '', start, total_steps)
+  if start > total_steps:
+    raise ValueError(f'Checkpoint step {start} is past total_steps={total_steps}; '
+                     'use another --workdir or a larger total_steps.')
+  step_fn = make_train_step(loss_fn, tx, vmap=vmap)
+  progress = ProgressLogger(total_steps, log_every, start_step=start)
+  evaluators = {k: (w if isinstance(w, int) else frozenset(w), fn)
+                for k, (w, fn) in (evaluators or {}).items()}
+
+  def finish(step: int, metrics_dev) -> None:
+    """Fetch, check and write the metrics of the update that made step `step`."""
+    metrics = jax.device_get(metrics_dev)
+    bad = _nonfinite(metrics, vmap) if nan_check else {}
+    if bad:
+      if checkpointer is not None:
+        checkpointer.wait()  # Pending saves are of good states; let them land.
+      last = checkpointer.latest_step() if checkpointer is not None else None
+      if writer is not None:
+        writer.flush()
+      msg = (f'Non-finite {sorted(bad)} at step {step} ({workdir or ""}): '
+             f'{ {k: np.asarray(v).tolist() for k, v in bad.items()} }. The bad state '
+             f'was not saved; last good checkpoint: step {last}.')
+      logging.error(msg)
+      raise FloatingPointError(msg)
+    if step % log_every == 0 or step == total_steps:
+      if writer is not None:
+        writer.write_scalars(step, _scalars('train', metrics))
+      loss = np.asarray(metrics.get('loss', np.nan))
+      progress.update(step, {'loss': np.nanmean(loss) if loss.ndim else loss})
+
+  pending = None  # (step, device metrics) not fetched yet.
+  try:
+    for s in range(start, total_steps):
+      state, metrics = step_fn(state, batch_fn(s))
+      # Fetch the previous step's metrics while this one runs.
+      if pending is not None:
+        finish(*pending)
+      n = s + 1
+      pending = (n, metrics)
+      due_evals = [k for k, (when, _) in evaluators.items()
+                   if _due(when, n, total_steps)]
+      due_save = checkpointer is not None and (
+          checkpointer.should_save(n) or n == total_steps)
+      if due_evals or due_save:
+        # Certify this state as finite before it is evaluated or saved; the
+        # next step donates its buffers, so it has to happen now.
+        finish(*pending)
+        pending = None
+      for k in due_evals:
+        scalars = evaluators[k][1](state.params, n)
+        if writer is not None and scalars:
+          writer.write_scalars(n, _scalars(k, jax.device_get(scalars)))
+      if due_save:
+        checkpointer.save(n, state, force=n == total_steps)
+    if pending is not None:
+      finish(*pending)
+  finally:
+    # Also on KeyboardInterrupt / NaN / a bug: saves already started are of
+    # certified states, so let them land. Nothing new is saved.
+    if checkpointer is not None:
+      checkpointer.wait()
+    if writer is not None:
+      writer.flush()
+  return state
