@@ -24,6 +24,7 @@ EXTRAS = {
     'test': [
         'pytest>=8',
         'pytest-xdist>=3.5',
+        'nltk>=3.8',  # Independent PCFG parse check in tests.
         'nbformat>=5.9',
         'nbclient>=0.10',
         'ipykernel>=6.29',

@@ -1,22 +1,42 @@
-r"""The Tracr study: the paper's Counter and Max-identifier, compiled and loaded into Flax.
+r"""The Tracr study (paper Sec. 4, App. B.1, C.1, D, G; Tables 3-4, Figs 10, 27, 39-58).
 
-Compiles both programs with tracr (cached after the first run), loads the weights
-into the shared Flax transformer with no training, checks accuracy on fresh
-inputs, and writes attention maps, tables and report.md.
+Compiles the paper's Counter and Max-identifier (cached after the first run),
+loads them into the shared Flax transformer, fine-tunes the whole grid of
+learning rates x C_Tr x seeds as ONE vmapped jit per program, then: Table 3
+beside the paper, accuracy curves, attention and MLP maps, weight and neuron
+pruning curves, reverse fine-tuning against Scr.+FT, and report.md.
 
-Run (the README's main command):
+Run (the README's main command; reduced scale, a few minutes on 2 CPU cores):
   python launch/main.py --config=configs/tracr_study.py --workdir=runs/tracr_study
-Smaller, for tests:
+The paper's scale (10K iterations, batch 96, Counter over 45 tokens; for a GPU):
+  python launch/main.py --config=configs/tracr_study.py:paper --workdir=runs/tracr_paper
+Tiny, for tests:
   python launch/main.py --config=configs/tracr_study.py:smoke --workdir=/tmp/tracr_smoke
 
-Choices where the paper is silent (App. B.1 / C.1), with reasons:
-- counter.seq_len = 20: the paper's figures show ~45 tokens, but the compiled
-  width grows with the length (count and output blocks are one-hot over 0..L)
-  and 20 keeps every count class populated in 2K samples and the CPU grid fast.
-- counter.q = 1: the PCFG Counter's q (count(b) = count(a) + 1), reused.
-- max_identifier.seq_len = 10: Fig. 13 shows 10 letters.
-- max_identifier.operand_ft = 6, q = 1: the paper's own q = 1 example
-  ("if the O_PT-th token is 'a' then the O_FT-th token is 'b'") needs adjacent ranks.
+Reduced (default) vs paper scale: 500 vs 10K fine-tuning iterations (warmup
+100 vs 2K, the same 20%), batch 32 vs 96, Counter over 10 vs 45 tokens, 500 vs
+2000 test inputs, reFT 500 vs 10K iterations. Everything else is the same.
+
+Choices where the paper is silent, with reasons:
+- counter.seq_len: 45 at paper scale (the attention figures show ~45-token
+  strings); 10 by default, because the compiled width grows with the length
+  (one-hot counts 0..L) and an 84-member step costs ~7x more at 20 than at 10.
+- counter.q = 1: the PCFG Counter's correlation (count(b) = count(a) + 1).
+- max_identifier.seq_len = 10 (Fig. 13 shows 10 letters); operand_ft = 6 with
+  q = 1: the paper's own example of q ("if the O_PT-th token is 'a' then the
+  O_FT-th is 'b'") needs adjacent ranks.
+- finetune.momentum = 0.9 (SGD's usual value); finetune.noise_std = 0.001 read
+  as a standard deviation (a variance of 0.001 would be std 0.032, larger than
+  most compiled weights' useful margins).
+- Loss: cross-entropy of the answer at the read-out position. The rebuilt
+  unembedding is frozen (it is not a parameter of the compiled model); every
+  compiled weight is fine-tuned and noised.
+- reFT starts from the models fine-tuned at lr 1e-1 and 1e-2 with C_Tr 0 and 1,
+  at reFT lrs below both (1e-3, 1e-4); Scr.+FT (the program compiled for O_FT,
+  noised, trained on O_PT) at 1e-2, 1e-3, 1e-4 (Fig. 27's eta_M, eta_S, eta_VS).
+  Revived = first evaluation with Acc O_PT >= 90% (fixed before any run).
+- Pruning scores use the O_PT loss on 512 fresh inputs; all kernels inside the
+  blocks are prunable (weights), or their output units (neurons).
 """
 
 import string
@@ -25,7 +45,7 @@ import ml_collections
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """arg: '' (default CPU study) or 'smoke' (tiny, for tests)."""
+  """arg: '' (reduced CPU study), 'paper' (paper scale, GPU) or 'smoke' (tests)."""
   c = ml_collections.ConfigDict()
   c.experiment = 'tracr_study'  # Which wrapper_study.experiments module runs.
   c.seed = 0  # Every random choice derives from this.
@@ -34,7 +54,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   c.counter = ml_collections.ConfigDict(dict(
       vocab='abcdefghi',  # Paper: "first nine letters", with replacement.
-      seq_len=20,  # Tokens after BOS (paper silent; see docstring).
+      seq_len=10,  # Tokens after BOS (paper silent; see docstring).
       operand_pt='a',  # Counted by the compiled model.
       operand_ft='b',  # Counted after fine-tuning.
       q=1,  # Spurious offset count(b) - count(a) in correlated samples.
@@ -47,16 +67,73 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       q=1,  # Letter offset between the two ranked tokens in correlated samples.
   ))
   c.eval = ml_collections.ConfigDict(dict(
-      num_samples=2000,  # Fresh inputs per program for the accuracy check.
-      batch_size=500,  # Inputs per jitted forward.
+      num_samples=500,  # Fresh inputs per test set (C_Te = 0 and 1).
+      batch_size=512,  # Inputs per jitted forward.
+  ))
+  c.finetune = ml_collections.ConfigDict(dict(
+      lrs=(1e-1, 1e-2, 1e-3, 1e-4),  # eta_L, eta_M, eta_S, eta_VS.
+      c_trs=(0.0, 0.2, 0.5, 0.6, 0.8, 0.9, 1.0),  # Table 3's C_Tr.
+      seeds=(0, 1, 2),  # Weight-noise and data seeds.
+      steps=500,  # Paper: 10K.
+      warmup_steps=100,  # Paper: 2K (20%); then cosine to lr/100.
+      batch_size=32,  # Paper: 96.
+      momentum=0.9,  # SGD momentum (paper silent).
+      noise_std=1e-3,  # Std of the N(0, 0.001) weight noise.
+      num_evals=10,  # Accuracy evaluations during fine-tuning.
+      save_every=100,  # Checkpoint interval (steps).
+      log_every=50,  # Progress/TensorBoard interval (steps).
+  ))
+  c.pruning = ml_collections.ConfigDict(dict(
+      k_max=20,  # Curves over K = 0..k_max pruned units (Figs 55-58).
+      granularities=('weight', 'neuron'),
+      num_grad_samples=512,  # O_PT inputs for the grad x weight scores.
+  ))
+  c.reft = ml_collections.ConfigDict(dict(
+      source_lrs=(1e-1, 1e-2),  # Fine-tuned models that are reverse fine-tuned.
+      source_c_trs=(0.0, 1.0),
+      lrs=(1e-3, 1e-4),  # reFT learning rates, below the source lrs.
+      scratch_lrs=(1e-2, 1e-3, 1e-4),  # Scr.+FT learning rates.
+      steps=500,  # Paper: 10K.
+      warmup_steps=100,
+      revival_threshold=90.0,  # Acc O_PT (%) that counts as revived.
   ))
   c.figures = ml_collections.ConfigDict(dict(
       num_inputs=3,  # Inputs drawn in the attention-map figures.
+      c_trs=(0.0, 1.0),  # Fine-tuned models shown in the maps.
   ))
-  if arg == 'smoke':
-    c.eval.num_samples = 200
-    c.eval.batch_size = 100
+
+  if arg == 'paper':
+    c.counter.seq_len = 45
+    c.eval.num_samples = 2000
+    c.finetune.steps = 10_000
+    c.finetune.warmup_steps = 2_000
+    c.finetune.batch_size = 96
+    c.finetune.save_every = 1_000
+    c.finetune.log_every = 200
+    c.reft.steps = 10_000
+    c.reft.warmup_steps = 2_000
+  elif arg == 'smoke':
+    c.counter.seq_len = 6
+    c.max_identifier.seq_len = 7
+    c.eval.num_samples = 64
+    c.finetune.lrs = (1e-1, 1e-2)
+    c.finetune.c_trs = (0.0, 1.0)
+    c.finetune.seeds = (0, 1)
+    c.finetune.steps = 6
+    c.finetune.warmup_steps = 2
+    c.finetune.batch_size = 8
+    c.finetune.num_evals = 2
+    c.finetune.save_every = 3
+    c.finetune.log_every = 3
+    c.pruning.k_max = 3
+    c.pruning.num_grad_samples = 32
+    c.reft.source_lrs = (1e-2,)
+    c.reft.lrs = (1e-3,)
+    c.reft.scratch_lrs = (1e-2,)
+    c.reft.steps = 4
+    c.reft.warmup_steps = 1
     c.figures.num_inputs = 1
   elif arg:
-    raise ValueError(f"configs/tracr_study.py: unknown config argument {arg!r}; valid: '', 'smoke'.")
+    raise ValueError(f"configs/tracr_study.py: unknown config argument {arg!r}; "
+                     "valid: '', 'paper', 'smoke'.")
   return c

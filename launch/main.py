@@ -8,6 +8,7 @@ figures/*.png, tables/*.csv and report.md. This file is kept short on purpose:
 the logic lives in wrapper_study.experiments, importable from Colab.
 """
 
+import logging as std_logging
 import pathlib
 import sys
 
@@ -41,9 +42,17 @@ def _parse_flags(argv):
              'Check the --config.* overrides against the fields of the config file.')
 
 
+class _QuietLibraries:
+  """Drops INFO lines of orbax and other chatty libraries from the run's log."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
   experiment = experiments.get(config.experiment)
   try:

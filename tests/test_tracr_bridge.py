@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import pathlib
 import string
 import subprocess
 import sys
@@ -32,9 +33,9 @@ N_SEQS = 3  # Sequences per length; tracr's apply runs one at a time.
 
 
 @pytest.fixture(scope='session')
-def cache_dir(tmp_path_factory):
-  """One export cache per session, so each program compiles once."""
-  return tmp_path_factory.mktemp('tracr_cache')
+def cache_dir(tracr_cache):
+  """conftest's session export cache, so each program compiles once."""
+  return pathlib.Path(tracr_cache)
 
 
 def _inputs(name, vocab, length, rng):

@@ -40,7 +40,7 @@ def _path(p) -> str:
   return '/'.join(str(getattr(k, 'key', k)) for k in p)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # Hash by identity: a jit cache key.
 class Units:
   """Maps every scalar of the flat parameter vector to a prunable unit (or -1)."""
   unit_of_scalar: np.ndarray  # int32 [n_params]; -1 = never pruned.

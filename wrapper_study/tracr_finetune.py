@@ -158,6 +158,12 @@ def accuracies(config, readout, params_P, test_sets: Mapping[str, TestSet]) -> d
   return out
 
 
+def finite_members(params_P) -> np.ndarray:
+  """[P] True where every parameter of the member is finite (False: it diverged)."""
+  ok = [jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in jax.tree.leaves(params_P)]
+  return np.asarray(jnp.stack(ok).all(0))
+
+
 def noisy_params(params, members: Sequence[Member], seed: int, std: float,
                  frozen: Sequence[str] = ()):
   """Stacked copies of params, each with N(0, std^2) noise drawn from its member's seed.
@@ -170,6 +176,12 @@ def noisy_params(params, members: Sequence[Member], seed: int, std: float,
     key = jax.random.fold_in(jax.random.PRNGKey(seed), m.seed)
     copies.append(tracr_bridge.add_weight_noise(params, key, std, skip=tuple(frozen)))
   return train.stack(copies)
+
+
+def concat(*params_Ps):
+  """Joins stacked populations along the member axis (empty ones allowed)."""
+  parts = [p for p in params_Ps if p is not None]
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
 class History:

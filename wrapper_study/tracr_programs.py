@@ -283,7 +283,7 @@ LIB_CASES: tuple[tuple[str, dict, tuple, int], ...] = (
     ('length', {}, tuple('abc'), 6),
     ('reverse', {}, tuple('abc'), 5),
     ('pair_balance', {}, tuple('ab()'), 6),
-    ('shuffle_dyck', {'pairs': ['()', '{}']}, tuple('(){}'), 5),
+    ('shuffle_dyck', {'pairs': ['()']}, tuple('()ab'), 5),  # shuffle_dyck2 has 2 pairs.
     ('shuffle_dyck2', {}, tuple('(){}'), 5),
     ('count', {'token': 'a'}, tuple('abc'), 6),
     ('count_less_freq', {'n': 2}, tuple('abcd'), 6),

@@ -147,8 +147,13 @@ def _impose_max_identifier(spec: TaskSpec, rng: np.random.Generator, tokens_NxL:
   return out
 
 
-def sample(spec: TaskSpec, rng: np.random.Generator, n: int, c_tr: float) -> np.ndarray:
-  """n token-id rows [n, seq_len]; exactly round(c_tr * n) obey the correlation."""
+def sample(spec: TaskSpec, rng: np.random.Generator, n: int, c_tr) -> np.ndarray:
+  """n token-id rows [n, seq_len]; exactly round(c_tr * n) obey the correlation.
+
+  c_tr=None draws plain inputs (the pretraining distribution, no control).
+  """
+  if c_tr is None:
+    return _sample_plain(spec, rng, n)
   if not 0.0 <= c_tr <= 1.0:
     raise ValueError(f'C_Tr={c_tr} must lie in [0, 1].')
   n_corr = int(round(c_tr * n))

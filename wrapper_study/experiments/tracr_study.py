@@ -1,8 +1,10 @@
-"""The Tracr study: compiled Counter and Max-identifier in Flax.
+"""The Tracr study: compiled Counter and Max-identifier, fine-tuned, audited.
 
-Compile (cached) -> load into the shared transformer -> accuracy on fresh inputs
--> attention maps -> tables, TensorBoard, checkpoint of the loaded weights and
-report.md. Config: configs/tracr_study.py.
+Per program: compile (cached) -> load into Flax -> check the compiled model ->
+fine-tune the lr x C_Tr x seed grid as one population -> Table 3 beside the
+paper -> accuracy curves -> attention and MLP maps -> weight and neuron pruning
+-> reverse fine-tuning against Scr.+FT -> report.md. Config:
+configs/tracr_study.py (its docstring lists every choice the paper leaves open).
 """
 
 from __future__ import annotations
@@ -13,20 +15,32 @@ import time
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from wrapper_study import checkpoint
 from wrapper_study import config_check as cc
 from wrapper_study import metrics
 from wrapper_study import model as model_lib
+from wrapper_study import paper_numbers
 from wrapper_study import plots
+from wrapper_study import pruning
 from wrapper_study import report
 from wrapper_study import tracr_bridge
+from wrapper_study import tracr_finetune as ft
 from wrapper_study import tracr_tasks
+from wrapper_study import train
 
 PROGRAMS = ('counter', 'max_identifier')
 # The program kwarg that sets the compiled operand.
 _OPERAND_KWARG = {'counter': 'count_token', 'max_identifier': 'rank'}
+# Not a parameter of the compiled model: tracr's read-out, rebuilt from labels.
+FROZEN = ('unembed',)
+METRICS = paper_numbers.TABLE3_COLUMNS
+REFT_LOG_STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 3000, 5000, 10000)
+
+
+# ---------------------------------------------------------------- config ----
 
 
 def task_spec(config, program: str) -> tracr_tasks.TaskSpec:
@@ -38,13 +52,42 @@ def task_spec(config, program: str) -> tracr_tasks.TaskSpec:
 def validate(config) -> None:
   """Everything that can be checked without compute; raises ConfigError."""
   cc.subset_of(config, 'programs', PROGRAMS)
-  cc.non_negative_int(config, 'seed', 'figures.num_inputs')
-  cc.positive(config, 'eval.num_samples', 'eval.batch_size', integer=True)
+  cc.non_negative_int(config, 'seed', 'figures.num_inputs', 'pruning.k_max')
+  cc.positive(config, 'eval.num_samples', 'eval.batch_size', 'finetune.steps',
+              'finetune.batch_size', 'finetune.num_evals', 'finetune.save_every',
+              'finetune.log_every', 'pruning.num_grad_samples', 'reft.steps', integer=True)
+  cc.non_negative_int(config, 'finetune.warmup_steps', 'reft.warmup_steps')
+  for phase in ('finetune', 'reft'):
+    if config[phase].warmup_steps >= config[phase].steps:
+      cc.fail(f'{phase}.warmup_steps', config[phase].warmup_steps,
+              f'must be below {phase}.steps={config[phase].steps}')
+  for path in ('finetune.lrs', 'reft.lrs', 'reft.scratch_lrs'):
+    cc.positive_list(config, path)
+  cc.fractions(config, 'finetune.c_trs')
+  if not config.finetune.seeds or any(not isinstance(s, int) or s < 0 for s in config.finetune.seeds):
+    cc.fail('finetune.seeds', config.finetune.seeds, 'must be a non-empty tuple of integers >= 0')
+  if not 0 <= config.finetune.momentum < 1:
+    cc.fail('finetune.momentum', config.finetune.momentum, 'must lie in [0, 1)')
+  if config.finetune.noise_std < 0:
+    cc.fail('finetune.noise_std', config.finetune.noise_std, 'must be >= 0 (a standard deviation)')
+  cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)
+  cc.subset_of(config, 'reft.source_lrs', config.finetune.lrs, allow_empty=True)
+  cc.subset_of(config, 'reft.source_c_trs', config.finetune.c_trs, allow_empty=True)
+  cc.subset_of(config, 'figures.c_trs', config.finetune.c_trs, allow_empty=True)
+  if not 0 < config.reft.revival_threshold <= 100:
+    cc.fail('reft.revival_threshold', config.reft.revival_threshold, 'must lie in (0, 100]')
+  for src in config.reft.source_lrs:
+    if any(lr >= src for lr in config.reft.lrs):
+      cc.fail('reft.lrs', config.reft.lrs,
+              f'the paper forces reFT lrs below the fine-tuning lr; source lr {src:g} is not above all')
   for program in config.programs:
     try:
       task_spec(config, program).validate(prefix=program)
     except ValueError as e:
       raise cc.ConfigError(f'config.{e}') from None
+
+
+# ---------------------------------------------------------- model helpers ----
 
 
 def compile_model(config, program: str, operand=None) -> tracr_bridge.TracrModel:
@@ -57,50 +100,348 @@ def compile_model(config, program: str, operand=None) -> tracr_bridge.TracrModel
       cache_dir=config.cache_dir or None)
 
 
-def labels(spec: tracr_tasks.TaskSpec, tm: tracr_bridge.TracrModel, tokens_NxL, operand):
-  """Class ids of r(x, operand) in the compiled model's output space.
-
-  -1 where the value is not an output class (cannot be predicted).
-  """
-  values = tracr_tasks.result(spec, tokens_NxL, operand)
-  if spec.program == 'max_identifier':
-    values = np.array([spec.vocab[v] for v in values])
-  return tracr_tasks.label_ids(values, tm.output_values)
-
-
-def model_inputs(spec, tm, tokens_NxL) -> np.ndarray:
-  return tm.encode(tracr_tasks.to_strings(spec, tokens_NxL))
-
-
 @functools.lru_cache(maxsize=None)
-def _forward_fn(config: model_lib.TransformerConfig, names: tuple[str, ...] = ()):
-  """One jitted forward per (architecture, cached names): compiled once, reused."""
-  def fwd(params, tokens_BxT):
-    return model_lib.run_with_cache(config, params, tokens_BxT, names=names)
-  return jax.jit(fwd)
+def _cache_fn(config: model_lib.TransformerConfig, names: tuple[str, ...]):
+  """One jitted cached forward per (architecture, names): compiled once, reused."""
+  return jax.jit(lambda params, tokens: model_lib.run_with_cache(config, params, tokens,
+                                                                 names=names)[1])
 
 
-def predict(tm: tracr_bridge.TracrModel, params, inputs_BxT, batch_size: int) -> np.ndarray:
-  """Predicted class ids at the read-out position, batch by batch."""
-  fwd = _forward_fn(tm.config)
-  out = []
-  for i in range(0, len(inputs_BxT), batch_size):
-    logits, _ = fwd(params, inputs_BxT[i:i + batch_size])
-    out.append(np.asarray(logits[:, tm.readout_position].argmax(-1)))
-  return np.concatenate(out)
-
-
-def attention_patterns(tm, params, inputs_BxT) -> np.ndarray:
-  """[B, n_layers, T, T] attention of head 0 (the paper's programs have one head)."""
-  names = tuple(f'blocks.{l}.attn.hook_pattern' for l in range(tm.config.n_layers))
-  _, cache = _forward_fn(tm.config, names)(params, inputs_BxT)
-  return np.stack([np.asarray(cache[n][:, 0]) for n in names], axis=1)
+def activations(tm, params, inputs_BxT, names) -> dict[str, np.ndarray]:
+  return jax.device_get(_cache_fn(tm.config, tuple(names))(params, inputs_BxT))
 
 
 def token_labels(tm, inputs_BxT) -> list[list[str]]:
   inv = {i: str(v) for v, i in tm.input_encoding.items()}
-  inv[tm.input_encoding[tm.bos]] = tm.bos
   return [[inv[int(t)] for t in row] for row in inputs_BxT]
+
+
+def member_params(params_P, i: int):
+  return jax.tree.map(lambda x: x[i], params_P)
+
+
+def _mean_sd(values) -> tuple[float, float]:
+  v = np.asarray(values, float)
+  return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def _band(values_SxK):
+  """Mean and a 95% t-free normal band (mean +- 1.96 s.e.) over seeds (axis 0)."""
+  v = np.asarray(values_SxK, float)
+  mean = v.mean(0)
+  se = v.std(0, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.zeros_like(mean)
+  return mean, (mean - 1.96 * se, mean + 1.96 * se)
+
+
+# ---------------------------------------------------------------- phases ----
+
+
+def finetune_grid(config, program, tm, data, test_sets, workdir, writer):
+  """The Table 3 grid as one population. Returns (members, final params, history)."""
+  f = config.finetune
+  members = ft.grid(f.lrs, f.c_trs, f.seeds)
+  params_P = ft.noisy_params(tm.params, members, config.seed, f.noise_std, FROZEN)
+  opt_cfg = dict(name='sgd', lr=1.0, momentum=f.momentum, schedule='warmup_cosine',
+                 warmup_steps=f.warmup_steps, min_lr_ratio=0.01, frozen=FROZEN)
+  eval_steps = sorted({int(s) for s in np.linspace(0, f.steps, f.num_evals + 1)})
+  logging.info('%s: fine-tuning %d members (%d lrs x %d C_Tr x %d seeds) for %d steps in one jit',
+               program, len(members), len(f.lrs), len(f.c_trs), len(f.seeds), f.steps)
+  params_P, history = ft.run_population(
+      name=f'{program}_finetune', tm=tm, members=members, params_P=params_P, opt_cfg=opt_cfg,
+      total_steps=f.steps,
+      batch_fn=ft.make_batch_fn(data, members, f.batch_size, config.seed, data.spec.operand_ft),
+      test_sets=test_sets, eval_steps=eval_steps, workdir=workdir, writer=writer,
+      save_every=f.save_every, log_every=f.log_every)
+  return members, params_P, history
+
+
+def table3_rows(config, program, members, final_acc, finite) -> list[dict]:
+  """Mean and sd over the seeds that did not diverge (diverged ones are counted)."""
+  rows = []
+  paper = paper_numbers.TABLE3[program]
+  for lr in config.finetune.lrs:
+    for c in config.finetune.c_trs:
+      cell = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
+      idx = [i for i in cell if finite[i]]
+      row = dict(program=program, lr=lr, c_tr=c, n_seeds=len(cell), diverged=len(cell) - len(idx))
+      for k, metric in enumerate(METRICS):
+        mean, sd = _mean_sd(final_acc[metric][idx]) if idx else (float('nan'), float('nan'))
+        row[f'{metric}'] = round(mean, 1)
+        row[f'{metric}_sd'] = round(sd, 1)
+        p = paper.get((float(f'{lr:g}'), float(f'{c:g}')))
+        row[f'paper_{metric}'] = '' if p is None else p[k]
+      rows.append(row)
+  return rows
+
+
+def table3_markdown(rows) -> str:
+  out = []
+  for r in rows:
+    cells = [f'{r["lr"]:g}', f'{r["c_tr"]:g}' + (f' ({r["diverged"]} diverged)' if r['diverged'] else '')]
+    for metric in METRICS:
+      cells.append(f'{r[metric]:.1f} ± {r[metric + "_sd"]:.1f} ({r["paper_" + metric]})')
+    out.append(dict(zip(['lr', 'C_Tr', 'C_Te=1 O_PT', 'C_Te=1 O_FT', 'C_Te=0 O_PT',
+                         'C_Te=0 O_FT'], cells)))
+  return (report.markdown_table(out) + '\n\nEach cell: our mean ± sd over seeds (the paper\'s '
+          'number in parentheses). Accuracies in %.')
+
+
+def curves_figure(config, program, members, history, metric_pairs, title, logx=False,
+                  group=lambda m: f'C_Tr={m.c_tr:g}', panel=lambda m: f'lr={m.lr:g}'):
+  """Panels (one per `panel` value) x rows (metrics); one line per `group`; seed bands."""
+  panels = sorted({panel(m) for m in members})
+  fig, axes = plots.plt.subplots(len(metric_pairs), len(panels),
+                                 figsize=(3.3 * len(panels), 2.7 * len(metric_pairs)),
+                                 squeeze=False)
+  for row, (key, ylabel) in enumerate(metric_pairs):
+    steps, values = history.curve(key)
+    for col, pname in enumerate(panels):
+      ax = axes[row, col]
+      for gname in sorted({group(m) for m in members if panel(m) == pname}):
+        idx = [i for i, m in enumerate(members) if panel(m) == pname and group(m) == gname]
+        mean, (lo, hi) = _band(values[:, idx].T)
+        line, = ax.plot(steps, mean, label=gname, marker='.')
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+      if logx:
+        ax.set_xscale('symlog', linthresh=1)
+      ax.set_ylim(-3, 103)
+      ax.set_title(pname, fontsize=8)
+      ax.set_xlabel('iteration', fontsize=8)
+      ax.set_ylabel(ylabel, fontsize=8)
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=6)
+  fig.suptitle(f'{title} (mean and 95% band over seeds)', fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def map_figures(config, program, tm, members, params_P, test_sets, workdir, writer):
+  """Attention maps per block (Figs 10, 40-45) and first-MLP maps (Figs 46, 53)."""
+  n = config.figures.num_inputs
+  if not n:
+    return []
+  inputs = test_sets['c_te0'].inputs[:n]
+  seed0 = config.finetune.seeds[0]
+  shown = [('compiled', tm.params)]
+  for lr in config.finetune.lrs:
+    for c in config.figures.c_trs:
+      i = next(i for i, m in enumerate(members) if (m.lr, m.c_tr, m.seed) == (lr, c, seed0))
+      shown.append((f'lr={lr:g} C_Tr={c:g}', member_params(params_P, i)))
+  names = [f'blocks.{l}.attn.hook_pattern' for l in range(tm.config.n_layers)]
+  written = []
+  labels = token_labels(tm, inputs)
+  for j in range(n):
+    pats = np.stack([np.stack([activations(tm, p, inputs[j:j + 1], names)[nm][0, 0] for nm in names])
+                     for _, p in shown])
+    fig = plots.attention_maps(pats, [labels[j]] * len(shown), [s for s, _ in shown],
+                               title=f'{program}: attention per block, input {j} '
+                                     f'(O_PT={task_spec(config, program).operand_pt})')
+    writer.write_images(0, {f'{program}/attention/input{j}': fig})
+    written.append(plots.save(fig, workdir / 'figures' / f'attention_{program}_input{j}.png'))
+  mlp = 'blocks.0.mlp.hook_post'
+  acts = np.stack([activations(tm, p, inputs[:1], [mlp])[mlp][0] for _, p in shown])
+  fig = plots.activation_map(acts, [labels[0]] * len(shown), [s for s, _ in shown],
+                             title=f'{program}: first MLP activations (input 0)')
+  written.append(plots.save(fig, workdir / 'figures' / f'mlp_{program}.png'))
+  return written
+
+
+@functools.lru_cache(maxsize=None)
+def _prune_sweep_fn(config: model_lib.TransformerConfig, readout: int, units: pruning.Units,
+                    ks: tuple[int, ...]):
+  """jit: (params, rank, inputs, label_pt, label_ft) -> [K, 2] accuracies (%)."""
+  def sweep(params, rank, inputs, label_pt, label_ft):
+    def evaluate(p):
+      logits, _ = model_lib.Transformer(config).apply({'params': p}, inputs)
+      pred = logits[:, readout].argmax(-1)
+      return jnp.stack([(pred == label_pt).mean(), (pred == label_ft).mean()]) * 100
+    return pruning.sweep(evaluate, params, units, rank, ks)
+  return jax.jit(sweep)
+
+
+def prune_population(config, program, tm, data, members, params_P, test_sets, units_by_gran):
+  """Pruning curves for every member: {granularity: [P, K+1, 2] on C_Te=0}, top units."""
+  rng = np.random.default_rng([config.seed, 11])
+  grad_toks = tracr_tasks.sample(data.spec, rng, config.pruning.num_grad_samples, None)
+  grad_batch = {'tokens': jnp.asarray(data.inputs(grad_toks)),
+                'labels': jnp.asarray(data.labels(grad_toks, data.spec.operand_pt))}
+  loss_fn = ft.answer_loss_fn(tm.config, tm.readout_position)
+  ks = tuple(range(config.pruning.k_max + 1))
+  ts = test_sets['c_te0']
+  curves, top = {}, {}
+  for gran, units in units_by_gran.items():
+    score_fn = jax.jit(jax.vmap(lambda p: pruning.prune_order(
+        pruning.scores(loss_fn, p, grad_batch, units))))
+    ranks_P = score_fn(params_P)
+    sweep = _prune_sweep_fn(tm.config, tm.readout_position, units, ks)
+    curves[gran] = np.stack([np.asarray(sweep(member_params(params_P, i), ranks_P[i],
+                                              ts.inputs, ts.label_pt, ts.label_ft))
+                             for i in range(len(members))])
+    top[gran] = [pruning.top_units(units, ranks_P[i], 3) for i in range(len(members))]
+  return curves, top
+
+
+def pruning_rows(config, program, members, curves, top):
+  rows = []
+  for gran, c_PxKx2 in curves.items():
+    for lr in config.finetune.lrs:
+      for c in config.finetune.c_trs:
+        idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
+        pt, ftc = c_PxKx2[idx, :, 0].mean(0), c_PxKx2[idx, :, 1].mean(0)
+        best = int(pt.argmax())
+        rows.append(dict(program=program, granularity=gran, lr=lr, c_tr=c,
+                         acc_o_pt_k0=round(float(pt[0]), 1), best_k=best,
+                         acc_o_pt_best=round(float(pt[best]), 1),
+                         gain_o_pt=round(float(pt[best] - pt[0]), 1),
+                         acc_o_ft_k0=round(float(ftc[0]), 1),
+                         acc_o_ft_at_best=round(float(ftc[best]), 1),
+                         acc_o_pt_k1=round(float(pt[min(1, len(pt) - 1)]), 1),
+                         first_pruned_seed0=top[gran][idx[0]][0]))
+  return rows
+
+
+def pruning_figure(config, program, gran, members, curves):
+  ks = np.arange(config.pruning.k_max + 1)
+  lrs = config.finetune.lrs
+  fig, axes = plots.plt.subplots(2, len(lrs), figsize=(3.3 * len(lrs), 5.4), squeeze=False)
+  for col, lr in enumerate(lrs):
+    for row, (j, name) in enumerate([(0, 'Acc O_PT'), (1, 'Acc O_FT')]):
+      ax = axes[row, col]
+      for c in config.finetune.c_trs:
+        idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
+        mean, (lo, hi) = _band(curves[idx, :, j])
+        line, = ax.plot(ks, mean, label=f'C_Tr={c:g}')
+        ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.15)
+      ax.set_ylim(-3, 103)
+      ax.set_title(f'lr={lr:g}', fontsize=8)
+      ax.set_xlabel(f'pruned {gran}s (K)', fontsize=8)
+      ax.set_ylabel(f'{name} (C_Te=0)', fontsize=8)
+      ax.grid(alpha=0.3)
+  axes[0, -1].legend(fontsize=6)
+  fig.suptitle(f'{program}: {gran} pruning by grad x weight of the O_PT loss '
+               '(Figs 55-58 style; band 95% over seeds)', fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def reft_population(config, program, tm, ft_tm, data, members, params_P, test_sets, workdir, writer):
+  """reFT of chosen fine-tuned models and the Scr.+FT baseline, as one population."""
+  r = config.reft
+  seeds = config.finetune.seeds
+  reft_members, sources = [], []
+  for i, m in enumerate(members):
+    if m.lr in r.source_lrs and m.c_tr in r.source_c_trs:
+      for lr in r.lrs:
+        reft_members.append(ft.Member(lr, None, m.seed, f'FT lr={m.lr:g} C_Tr={m.c_tr:g}'))
+        sources.append(member_params(params_P, i))
+  scratch = [ft.Member(lr, None, s, 'Scr.+FT') for lr in r.scratch_lrs for s in seeds]
+  scratch_P = ft.noisy_params(ft_tm.params, scratch, config.seed + 1, config.finetune.noise_std,
+                              FROZEN)
+  params = ft.concat(train.stack(sources) if sources else None, scratch_P)
+  reft_members += scratch
+  opt_cfg = dict(name='sgd', lr=1.0, momentum=config.finetune.momentum, schedule='warmup_cosine',
+                 warmup_steps=r.warmup_steps, min_lr_ratio=0.01, frozen=FROZEN)
+  eval_steps = sorted({s for s in REFT_LOG_STEPS if s <= r.steps} | {r.steps})
+  logging.info('%s: reverse fine-tuning %d members (incl. %d Scr.+FT) for %d steps',
+               program, len(reft_members), len(scratch), r.steps)
+  final, history = ft.run_population(
+      name=f'{program}_reft', tm=tm, members=reft_members, params_P=params, opt_cfg=opt_cfg,
+      total_steps=r.steps,
+      batch_fn=ft.make_batch_fn(data, reft_members, config.finetune.batch_size, config.seed,
+                                data.spec.operand_pt, salt=1),
+      test_sets={'c_te0': test_sets['c_te0']}, eval_steps=eval_steps, workdir=workdir,
+      writer=writer, save_every=config.finetune.save_every, log_every=config.finetune.log_every)
+  del final
+  return reft_members, history
+
+
+def reft_rows(config, program, reft_members, history):
+  steps, acc = history.curve('c_te0/acc_o_pt')
+  rows = []
+  groups = sorted({(m.source, m.lr) for m in reft_members}, key=lambda g: (g[0] == 'Scr.+FT', g))
+  for source, lr in groups:
+    idx = [i for i, m in enumerate(reft_members) if (m.source, m.lr) == (source, lr)]
+    revive = []
+    for i in idx:
+      hit = np.flatnonzero(acc[:, i] >= config.reft.revival_threshold)
+      revive.append(int(steps[hit[0]]) if len(hit) else None)
+    done = [x for x in revive if x is not None]
+    rows.append(dict(program=program, source=source, reft_lr=lr, n_seeds=len(idx),
+                     acc_o_pt_start=round(float(acc[0, idx].mean()), 1),
+                     acc_o_pt_end=round(float(acc[-1, idx].mean()), 1),
+                     revived=f'{len(done)}/{len(idx)}',
+                     iters_to_revival_median=int(np.median(done)) if done else '',
+                     iters_to_revival_each=' '.join('-' if x is None else str(x) for x in revive)))
+  return rows
+
+
+# ------------------------------------------------------------ the claims ----
+
+
+def claims(program, t3, prune_rows, reft_rows_) -> list[dict]:
+  """The paper's Tracr claims, each with our measurement and a verdict.
+
+  Thresholds were fixed when this was written, before any run: 'high' >= 90%,
+  'low' <= 10%, 'cannot learn' < 50%, pruning gain > 60 points.
+  """
+  get = lambda lr, c: next((r for r in t3 if r['lr'] == lr and r['c_tr'] == c), None)
+  out = []
+
+  def add(claim, row_ok, measured):
+    verdict = 'holds' if row_ok else 'does not hold'
+    if row_ok is None:
+      verdict = 'not measured (cell not in the grid, or nothing revived)'
+    out.append(dict(program=program, claim=claim, measured=measured, verdict=verdict))
+
+  if program == 'counter':
+    r = get(1e-2, 1.0)
+    add('lr 1e-2, C_Tr=1: Acc O_FT high at C_Te=1 and low at C_Te=0 (spurious wrapper)',
+        None if r is None else r['c_te1/acc_o_ft'] >= 90 and r['c_te0/acc_o_ft'] <= 10,
+        '' if r is None else f"{r['c_te1/acc_o_ft']:.1f} / {r['c_te0/acc_o_ft']:.1f}")
+    r = get(1e-3, 0.0)
+    add('lr 1e-3, C_Tr=0: cannot learn to count b (Acc O_FT at C_Te=0 < 50)',
+        None if r is None else r['c_te0/acc_o_ft'] < 50,
+        '' if r is None else f"{r['c_te0/acc_o_ft']:.1f}")
+    r = get(1e-1, 0.0)
+    add('lr 1e-1, C_Tr=0: learns to count b (Acc O_FT at C_Te=0 >= 90)',
+        None if r is None else r['c_te0/acc_o_ft'] >= 90,
+        '' if r is None else f"{r['c_te0/acc_o_ft']:.1f}")
+    pr = [p for p in prune_rows if p['granularity'] == 'weight' and p['c_tr'] == 1.0
+          and p['lr'] in (1e-2, 1e-3)]
+    add('C_Tr=1, lr 1e-2/1e-3: pruning a few weights raises Acc O_PT by > 60 points',
+        None if not pr else all(p['gain_o_pt'] > 60 for p in pr),
+        '; '.join(f"lr {p['lr']:g}: +{p['gain_o_pt']:.1f} at K={p['best_k']}" for p in pr))
+  else:
+    r = get(1e-4, 1.0)
+    r0 = get(1e-4, 0.0)
+    add('lr 1e-4: keeps the sorting, learns the read-out (Acc O_FT >= 90 at C_Te=0)',
+        None if r0 is None else r0['c_te0/acc_o_ft'] >= 90,
+        '' if r0 is None else f"C_Tr=0: {r0['c_te0/acc_o_ft']:.1f}" +
+        ('' if r is None else f", C_Tr=1: {r['c_te0/acc_o_ft']:.1f}"))
+    r = get(1e-2, 0.0)
+    add('lr 1e-2, C_Tr=0: the sorting is distorted (Acc O_FT at C_Te=0 < 90)',
+        None if r is None else r['c_te0/acc_o_ft'] < 90,
+        '' if r is None else f"{r['c_te0/acc_o_ft']:.1f}")
+  fast = [x for x in reft_rows_ if x['source'].startswith('FT lr=0.01')]
+  slow = [x for x in reft_rows_ if x['source'] == 'Scr.+FT']
+  big = [x for x in reft_rows_ if x['source'].startswith('FT lr=0.1 ')]
+  if fast and slow:
+    best_ft = min((x['iters_to_revival_median'] for x in fast if x['iters_to_revival_median'] != ''),
+                  default=None)
+    best_scr = min((x['iters_to_revival_median'] for x in slow if x['iters_to_revival_median'] != ''),
+                   default=None)
+    add('reFT after lr 1e-2 revives O_PT faster than Scr.+FT learns it',
+        None if best_ft is None and best_scr is None else
+        best_ft is not None and (best_scr is None or best_ft < best_scr),
+        f'fastest median iterations: reFT {best_ft}, Scr.+FT {best_scr}')
+  if big:
+    add('no revival after lr 1e-1 fine-tuning',
+        all(x['revived'].startswith('0/') for x in big),
+        '; '.join(f"{x['source']} reFT lr {x['reft_lr']:g}: {x['revived']}" for x in big))
+  return out
+
+
+# ------------------------------------------------------------------- run ----
 
 
 def run(config, workdir) -> dict:
@@ -108,59 +449,129 @@ def run(config, workdir) -> dict:
   validate(config)
   for sub in ('figures', 'tables'):
     (workdir / sub).mkdir(parents=True, exist_ok=True)
-  rng = np.random.default_rng(config.seed)
-  rows, sections = [], []
+  results = {'compiled': [], 'table3': [], 'pruning': [], 'reft': [], 'claims': [], 'timing': []}
+  sections = []
   with metrics.MetricWriter(workdir) as writer:
-    for step, program in enumerate(config.programs):
-      ######## Compile and load ########
+    for program in config.programs:
+      t_program = time.time()
+      timing = {'program': program}
+      ######## Compile, load, check what can fail before compute ########
       spec = task_spec(config, program)
       t0 = time.time()
       tm = compile_model(config, program)
-      logging.info('%s: loaded into Flax in %.1fs: %s', program, time.time() - t0, tm.config)
-      ckpt = checkpoint.Checkpointer(workdir / 'checkpoints' / f'{program}_compiled',
-                                     meta=tracr_meta(tm), save_every=1, max_to_keep=1)
-      ckpt.save(0, {'params': tm.params}, force=True)
-      ckpt.wait()
-      ckpt.close()
+      ft_tm = compile_model(config, program, operand=spec.operand_ft)
+      if model_lib.param_shapes(ft_tm.params) != model_lib.param_shapes(tm.params):
+        raise ValueError(f'{program} compiled for O_FT={spec.operand_ft!r} has another shape '
+                         'than for O_PT; Scr.+FT needs both in one population.')
+      units = {g: pruning.make_units(tm.params, g) for g in config.pruning.granularities}
+      for g, u in units.items():
+        pruning.check_k(config.pruning.k_max, u)
+      timing['compile_s'] = round(time.time() - t0, 1)
+      logging.info('%s: compiled and loaded in %.1fs: %s', program, time.time() - t0, tm.config)
+      with checkpoint.Checkpointer(workdir / 'checkpoints' / f'{program}_compiled',
+                                   meta=checkpoint.make_meta(f'tracr/{program}', tm.config,
+                                                             tm.params),
+                                   save_every=1, max_to_keep=1) as ckpt:
+        ckpt.save(0, {'params': tm.params}, force=True)
 
-      ######## Accuracy on fresh inputs ########
-      tokens = tracr_tasks.sample(spec, rng, config.eval.num_samples, c_tr=0.0)
-      inputs = model_inputs(spec, tm, tokens)
-      pred = predict(tm, tm.params, inputs, config.eval.batch_size)
-      acc_pt = float((pred == labels(spec, tm, tokens, spec.operand_pt)).mean() * 100)
-      acc_ft = float((pred == labels(spec, tm, tokens, spec.operand_ft)).mean() * 100)
-      rows.append(dict(program=program, seq_len=spec.seq_len, d_model=tm.config.d_model,
-                       n_layers=tm.config.n_layers, d_mlp=tm.config.d_mlp,
-                       n_samples=len(tokens), acc_o_pt=acc_pt, acc_o_ft=acc_ft))
-      writer.write_scalars(step, {f'compiled/{program}/acc_o_pt': acc_pt,
-                                  f'compiled/{program}/acc_o_ft': acc_ft})
-      logging.info('%s: Acc O_PT %.1f%%, Acc O_FT %.1f%% on %d fresh inputs',
-                   program, acc_pt, acc_ft, len(tokens))
+      data = ft.TaskData(spec, tm)
+      test_sets = ft.make_test_sets(data, config.eval.num_samples, config.seed)
+      single = jax.tree.map(lambda x: x[None], tm.params)
+      acc0 = ft.accuracies(tm.config, tm.readout_position, single, test_sets)
+      results['compiled'].append(dict(
+          program=program, seq_len=spec.seq_len, d_model=tm.config.d_model,
+          n_layers=tm.config.n_layers, d_mlp=tm.config.d_mlp,
+          n_params=sum(int(np.size(x)) for x in jax.tree.leaves(tm.params)),
+          **{k: round(float(v[0]), 1) for k, v in acc0.items()}))
+      writer.write_scalars(0, {f'compiled/{program}/{k}': float(v[0]) for k, v in acc0.items()})
 
-      ######## Attention maps ########
-      n_fig = config.figures.num_inputs
-      if n_fig:
-        fig_inputs = inputs[:n_fig]
-        pats = attention_patterns(tm, tm.params, fig_inputs)
-        fig = plots.attention_maps(
-            pats, token_labels(tm, fig_inputs),
-            row_titles=[f'input {i}' for i in range(n_fig)],
-            title=f'Compiled {program} (O_PT={spec.operand_pt}): attention per block')
-        writer.write_images(step, {f'compiled/{program}/attention': fig})
-        plots.save(fig, workdir / 'figures' / f'attention_compiled_{program}.png')
+      ######## Fine-tuning grid (one jit) ########
+      t0 = time.time()
+      members, params_P, history = finetune_grid(config, program, tm, data, test_sets, workdir,
+                                                 writer)
+      timing['finetune_s'] = round(time.time() - t0, 1)
+      final = {k: np.asarray(v) for k, v in
+               zip(METRICS, [history.curve(m)[1][-1] for m in METRICS])}
+      t3 = table3_rows(config, program, members, final, ft.finite_members(params_P))
+      results['table3'] += t3
+      report.write_csv(workdir / 'tables' / f'table3_{program}.csv', t3)
+      fig = curves_figure(config, program, members, history,
+                          [('c_te0/acc_o_ft', 'Acc O_FT, C_Te=0 (%)'),
+                           ('c_te1/acc_o_ft', 'Acc O_FT, C_Te=1 (%)'),
+                           ('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 (%)')],
+                          f'{program}: accuracy during fine-tuning')
+      plots.save(fig, workdir / 'figures' / f'finetune_curves_{program}.png')
 
-  columns = ['program', 'seq_len', 'd_model', 'n_layers', 'd_mlp', 'n_samples', 'acc_o_pt', 'acc_o_ft']
-  report.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', rows, columns)
-  sections.append(('Compiled models (no training)', report.markdown_table(rows, columns) + '\n\n'
-                   'Acc O_PT should be 100: the Flax port runs tracr\'s weights unchanged. '
-                   'Acc O_FT is the chance-level agreement with the fine-tuning task.'))
-  figs = sorted(p.name for p in (workdir / 'figures').glob('*.png'))
-  sections.append(('Figures', '\n'.join(f'![{f}](figures/{f})' for f in figs) or 'none'))
-  report.write_report(workdir / 'report.md', 'Tracr study', sections)
-  return {'compiled': rows}
+      ######## Attention and MLP maps ########
+      t0 = time.time()
+      map_figures(config, program, tm, members, params_P, test_sets, workdir, writer)
+      timing['maps_s'] = round(time.time() - t0, 1)
 
+      ######## Pruning ########
+      t0 = time.time()
+      prows = []
+      if units:
+        curves, top = prune_population(config, program, tm, data, members, params_P, test_sets,
+                                       units)
+        prows = pruning_rows(config, program, members, curves, top)
+        for gran, c in curves.items():
+          plots.save(pruning_figure(config, program, gran, members, c),
+                     workdir / 'figures' / f'pruning_{gran}_{program}.png')
+        report.write_csv(workdir / 'tables' / f'pruning_{program}.csv', prows)
+      results['pruning'] += prows
+      timing['pruning_s'] = round(time.time() - t0, 1)
 
-def tracr_meta(tm: tracr_bridge.TracrModel) -> dict:
-  """What a checkpoint of this model must match to be restored into it."""
-  return {'kind': 'tracr', 'program': tm.name, 'model': tm.config.to_dict(),
-          'param_shapes': {k: list(v) for k, v in model_lib.param_shapes(tm.params).items()}}
+      ######## Reverse fine-tuning vs Scr.+FT ########
+      t0 = time.time()
+      rrows = []
+      reft_members, reft_history = reft_population(config, program, tm, ft_tm, data, members,
+                                                   params_P, test_sets, workdir, writer)
+      rrows = reft_rows(config, program, reft_members, reft_history)
+      report.write_csv(workdir / 'tables' / f'reft_{program}.csv', rrows)
+      fig = curves_figure(config, program, reft_members, reft_history,
+                          [('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 (%)')],
+                          f'{program}: reverse fine-tuning vs Scr.+FT (Figs 27, 39)', logx=True,
+                          group=lambda m: m.source, panel=lambda m: f'reFT lr={m.lr:g}')
+      plots.save(fig, workdir / 'figures' / f'reft_{program}.png')
+      results['reft'] += rrows
+      timing['reft_s'] = round(time.time() - t0, 1)
+      timing['total_s'] = round(time.time() - t_program, 1)
+      results['timing'].append(timing)
+
+      ######## Claims ########
+      results['claims'] += claims(program, t3, prows, rrows)
+      sections.append((f'{program}: Table 3 (after {config.finetune.steps} iterations)',
+                       table3_markdown(t3) +
+                       f'\n\n![curves](figures/finetune_curves_{program}.png)'))
+      if prows:
+        cols = ['granularity', 'lr', 'c_tr', 'acc_o_pt_k0', 'acc_o_pt_k1', 'best_k',
+                'acc_o_pt_best', 'gain_o_pt', 'acc_o_ft_k0', 'acc_o_ft_at_best', 'first_pruned_seed0']
+        sections.append((f'{program}: pruning (C_Te=0, mean over seeds)',
+                         report.markdown_table(prows, cols) + '\n\n' + '\n'.join(
+                             f'![{g}](figures/pruning_{g}_{program}.png)' for g in units)))
+      sections.append((f'{program}: reverse fine-tuning (revived: Acc O_PT >= '
+                       f'{config.reft.revival_threshold:g}%)',
+                       report.markdown_table(rrows, ['source', 'reft_lr', 'acc_o_pt_start',
+                                                     'acc_o_pt_end', 'revived',
+                                                     'iters_to_revival_median',
+                                                     'iters_to_revival_each']) +
+                       f'\n\n![reft](figures/reft_{program}.png)'))
+      maps = sorted(p.name for p in (workdir / 'figures').glob(f'*_{program}*.png')
+                    if p.name.startswith(('attention', 'mlp')))
+      sections.append((f'{program}: attention and MLP maps',
+                       '\n'.join(f'![{m}](figures/{m})' for m in maps)))
+
+  report.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', results['compiled'])
+  report.write_csv(workdir / 'tables' / 'claims.csv', results['claims'])
+  report.write_csv(workdir / 'tables' / 'timing.csv', results['timing'])
+  head = [('Claims of the paper, checked', report.markdown_table(
+              results['claims'], ['program', 'claim', 'measured', 'verdict']) +
+           '\n\nThresholds fixed in wrapper_study/experiments/tracr_study.py before any run.'),
+          ('Scale', f'fine-tuning {config.finetune.steps} iterations (paper 10K), batch '
+           f'{config.finetune.batch_size} (paper 96), seeds {tuple(config.finetune.seeds)}, '
+           f'reFT {config.reft.steps} iterations; test sets of {config.eval.num_samples}.'),
+          ('Compiled models (no training)', report.markdown_table(results['compiled']) +
+           '\n\nThe Flax port runs tracr\'s weights unchanged, so Acc O_PT is 100.'),
+          ('Time (s)', report.markdown_table(results['timing']))]
+  report.write_report(workdir / 'report.md', 'Tracr study', head + sections)
+  return results

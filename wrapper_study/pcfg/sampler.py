@@ -4,10 +4,14 @@ Two samplers of the same distribution:
 
 - `sample_derivations` (vectorized): expands every nonterminal of a whole
   batch of ragged strings one level at a time. The batch is one flat array of
-  symbol ids; each level picks a rule for every nonterminal at once (inverse
-  CDF on one uniform draw each), then writes all right-hand sides with
-  np.repeat over a padded production table. Terminals are copied through as
-  one-symbol pseudo-productions, so order (and thus the string) is preserved.
+  symbol ids; each level picks a rule for every nonterminal at once (Vose alias
+  tables, one uniform draw each), then writes all right-hand sides with one
+  np.repeat/gather over a ragged production table. Terminals are copied
+  through as one-symbol pseudo-productions, so order (the string) is kept.
+  Non-recursive nonterminals with at most `table_size` distinct derivations
+  (the paper grammar's j..f levels) are drawn in one step from a table of all
+  their derivations with their probabilities: the same distribution, fewer
+  levels. `table_size=0` gives the pure level-by-level sampler.
 - `sample_recursive` (plain Python, depth-first): the baseline for the
   benchmark and an independent check in the tests.
 
@@ -125,13 +129,14 @@ def _compile(g: grammar_lib.Grammar, table_size: int) -> _Tables:
     sizes.append(len(probs))
     keep_parts.append(keep)
     prod_parts.append(np.stack([prods, prods[alias]], axis=1))
-  prod_len = np.array([len(r) for r in rhs_list], np.int64)
+  prod_len = np.array([len(r) for r in rhs_list], np.int32)
+  symbol_dtype = np.int8 if T + len(g.nonterminals) < 128 else np.int32
   return _Tables(
       num_terminals=T, start_id=sym_id[g.start], choice_offset=np.array(offsets, np.int64),
       choice_count=np.array(sizes, np.float64), alias_keep=np.concatenate(keep_parts),
-      alias_prod=np.concatenate(prod_parts).astype(np.int64),
-      prod_start=np.cumsum(prod_len) - prod_len,
-      prod_len=prod_len, prod_rhs=np.concatenate([np.asarray(r, np.int32) for r in rhs_list]),
+      alias_prod=np.concatenate(prod_parts).astype(np.int32),
+      prod_start=(np.cumsum(prod_len) - prod_len).astype(np.int32),
+      prod_len=prod_len, prod_rhs=np.concatenate([np.asarray(r, symbol_dtype) for r in rhs_list]),
       num_rules=len(rules), tabulated=tabulated)
 
 
@@ -203,8 +208,8 @@ def sample_derivations(g: grammar_lib.Grammar, rng: np.random.Generator, n: int,
   _check_count('n', n)
   tab = _compile(g, 0 if return_rule_counts else table_size)
   T = tab.num_terminals
-  symbols = np.full(n, tab.start_id, np.int32)
-  first = np.arange(n, dtype=np.int64)  # Index of each derivation's first symbol.
+  symbols = np.full(n, tab.start_id, tab.prod_rhs.dtype)
+  first = np.arange(n)  # Index of each derivation's first symbol.
   rule_counts = np.zeros(n * tab.num_rules, np.int64) if return_rule_counts else None
   depth = 0
   while True:
@@ -222,21 +227,24 @@ def sample_derivations(g: grammar_lib.Grammar, rng: np.random.Generator, n: int,
     # as a second uniform, the column's own choice or its alias.
     nt = symbols[nt_pos] - T
     scaled = rng.random(nt_pos.size) * tab.choice_count[nt]
-    column = scaled.astype(np.int64)
-    use_alias = (scaled - column) >= tab.alias_keep[tab.choice_offset[nt] + column]
-    choice = tab.alias_prod[tab.choice_offset[nt] + column, use_alias.astype(np.int64)]
+    column = tab.choice_offset[nt] + scaled.astype(np.int64)
+    use_alias = (scaled % 1.0) >= tab.alias_keep[column]
+    choice = tab.alias_prod[column, use_alias.view(np.int8)]
     if rule_counts is not None:
       row = np.searchsorted(first, nt_pos, side='right') - 1
       rule_counts += np.bincount(row * tab.num_rules + (choice - T), minlength=rule_counts.size)
     if nt_pos.size == symbols.size:
       prod = choice
     else:
-      prod = symbols.astype(np.int64)  # Terminal t keeps pseudo-production t.
+      prod = symbols.astype(np.int32)  # Terminal t keeps pseudo-production t.
       prod[nt_pos] = choice
     counts = tab.prod_len[prod]
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    symbols = tab.prod_rhs[np.arange(ends[-1]) + np.repeat(tab.prod_start[prod] - starts, counts)]
+    ends = np.cumsum(counts, dtype=np.int64)
+    index_dtype = np.int32 if ends[-1] < 2**31 else np.int64  # Halves memory traffic.
+    starts = (ends - counts).astype(index_dtype)
+    shift = np.repeat(tab.prod_start[prod] - starts, counts)
+    shift += np.arange(ends[-1], dtype=index_dtype)
+    symbols = tab.prod_rhs[shift]
     first = starts[first]
   lengths = np.diff(np.append(first, symbols.size))
   return Derivations(symbols.astype(np.int8 if T < 128 else np.int32), lengths,
@@ -258,13 +266,16 @@ def sample_windows(g: grammar_lib.Grammar, rng: np.random.Generator, n: int,
   need = np.arange(n)
   max_rounds = max(length, 1000)  # Each concat round adds >= 1 token per row.
   for _ in range(max_rounds):
-    d = sample_derivations(g, rng, need.size, max_depth=max_depth, table_size=table_size)
     if policy == 'reject':
+      # Oversample so that rare long strings fill all rows in few rounds.
+      d = sample_derivations(g, rng, max(2 * need.size, 1024), max_depth=max_depth,
+                             table_size=table_size)
       keep = d.lengths >= length
+      keep &= np.cumsum(keep) <= need.size
       d = Derivations(d.tokens[np.repeat(keep, d.lengths)], d.lengths[keep])
-      rows = need[keep]
-      need = need[~keep]
+      rows, need = need[:d.lengths.size], need[d.lengths.size:]
     else:
+      d = sample_derivations(g, rng, need.size, max_depth=max_depth, table_size=table_size)
       rows = need
       need = need[total[need] + d.lengths < length]
     pieces.append((d, rows))
@@ -275,15 +286,42 @@ def sample_windows(g: grammar_lib.Grammar, rng: np.random.Generator, n: int,
     raise ValueError(f'length={length}: {need.size} windows still lack a long enough string '
                      f"after {max_rounds} rounds of policy={policy!r} sampling; use "
                      "policy='concat' or a shorter window.")
-  row_start = np.cumsum(total) - total
-  filled = np.zeros(n, np.int64)
-  text = np.empty(int(total.sum()), pieces[0][0].tokens.dtype)
-  for d, rows in pieces:
-    dest_start = row_start[rows] + filled[rows] - d.starts
-    text[np.repeat(dest_start, d.lengths) + np.arange(d.tokens.size)] = d.tokens
-    filled[rows] += d.lengths
   offset = rng.integers(0, total - length + 1)
-  return text[(row_start + offset)[:, None] + np.arange(length)].astype(np.int32)
+  return _cut_windows(pieces, total, offset, length)
+
+
+def _cut_windows(pieces, total: np.ndarray, offset: np.ndarray, length: int) -> np.ndarray:
+  """windows[i] = concat(row i's pieces, in order)[offset[i]:offset[i] + length]."""
+  n = total.size
+  n_pieces = np.zeros(n, np.int64)
+  for _, rows in pieces:
+    n_pieces[rows] += 1
+  multi = n_pieces > 1
+  windows = np.empty((n, length), pieces[0][0].tokens.dtype)
+  # Most strings are one derivation: copy their windows straight out of it.
+  for d, rows in pieces:
+    single = ~multi[rows]
+    if single.any():
+      view = np.lib.stride_tricks.sliding_window_view(d.tokens, length)
+      windows[rows[single]] = view[d.starts[single] + offset[rows[single]]]
+  if multi.any():  # Concatenate the pieces of the other strings, then slice.
+    slot = np.cumsum(multi) - 1  # Row -> its position among the multi-piece rows.
+    lengths = total[multi]
+    text_start = np.cumsum(lengths) - lengths
+    filled = np.zeros(lengths.size, np.int64)
+    text = np.empty(int(lengths.sum()), windows.dtype)
+    for d, rows in pieces:
+      sel = multi[rows]
+      if not sel.any():
+        continue
+      tokens, sel_lengths = d.tokens[np.repeat(sel, d.lengths)], d.lengths[sel]
+      s = slot[rows[sel]]
+      dest_start = text_start[s] + filled[s] - (np.cumsum(sel_lengths) - sel_lengths)
+      text[np.repeat(dest_start, sel_lengths) + np.arange(tokens.size)] = tokens
+      filled[s] += sel_lengths
+    view = np.lib.stride_tricks.sliding_window_view(text, length)
+    windows[multi] = view[text_start + offset[multi]]
+  return windows.astype(np.int32)
 
 
 def sample_recursive(g: grammar_lib.Grammar, rng: np.random.Generator, *,

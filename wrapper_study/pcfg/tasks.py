@@ -49,8 +49,8 @@ ALL_FAMILIES = FAMILIES + JAILBREAK_FAMILIES
 NULL = 'NULL'
 NO_OCCURRENCE = 0  # Label of I/IC when there are fewer than O' occurrences.
 DEFAULT_O_PRIME = {'C': 40, 'CC': 40, 'I': 6, 'IC': 6, 'T': 40, 'T_J1': 40, 'T_J2': 40}
-_RULE = {'C': 'count', 'CC': 'count_pair', 'I': 'index', 'IC': 'index_pair', 'T': 'token',
-         'T_J1': 'count', 'T_J2': 'count'}
+FAMILY_RULE = {'C': 'count', 'CC': 'count_pair', 'I': 'index', 'IC': 'index_pair',
+               'T': 'token', 'T_J1': 'count', 'T_J2': 'count'}
 
 # Operand priors P_T over (a, b, c) (Sec. 5 and App. C.2).
 PRIORS = {
@@ -250,7 +250,7 @@ def compute_values(windows: np.ndarray, family: str, operand, o_prime: int) -> n
   """
   w = np.asarray(windows)
   k = int(o_prime)
-  rule = _RULE[family]
+  rule = FAMILY_RULE[family]
   if rule == 'token':
     return w[:, -k].astype(np.int64)
   is_op = w == np.reshape(operand, (-1, 1))
@@ -275,9 +275,11 @@ def assemble(windows: np.ndarray, family_idx: np.ndarray, operand_ids: np.ndarra
   n, length = w.shape
   check_window_length(length, vocab)
   family_idx = np.asarray(family_idx)
-  is_token_task = np.array([_RULE[f] == 'token' for f in ALL_FAMILIES])[family_idx]
-  answer = np.where(is_token_task, vocab.first_terminal + values,
-                    vocab.first_number + np.clip(values, 0, vocab.max_number))
+  is_token_task = np.array([FAMILY_RULE[f] == 'token' for f in ALL_FAMILIES])[family_idx]
+  values = np.asarray(values, np.int64)
+  if values.size and (values.min() < 0 or values[~is_token_task].max(initial=0) > vocab.max_number):
+    raise ValueError(f'values {values.min()}..{values.max()} have no number token.')
+  answer = np.where(is_token_task, vocab.first_terminal + values, vocab.first_number + values)
   tokens = np.empty((n, length + 9), np.int32)
   tokens[:, 0] = vocab.id('SOS')
   tokens[:, 1] = vocab.first_family + family_idx
@@ -295,7 +297,7 @@ def assemble(windows: np.ndarray, family_idx: np.ndarray, operand_ids: np.ndarra
   answer_mask = np.zeros(tokens.shape, bool)
   answer_mask[:, answer_index] = True
   false = np.zeros(n, bool)
-  return Batch(tokens=tokens, values=np.asarray(values, np.int64), answer_index=answer_index,
+  return Batch(tokens=tokens, values=values, answer_index=answer_index,
                loss_mask=loss_mask, answer_mask=answer_mask, family=family_idx.astype(np.int32),
                correlated=false if correlated is None else np.asarray(correlated, bool),
                from_pretraining=false if from_pretraining is None else np.asarray(from_pretraining,
@@ -310,9 +312,9 @@ def make_sequences(windows: np.ndarray, family: str, operand=None, o_prime: int 
     raise ValueError(f'windows has shape {w.shape}; expected [n, window_length].')
   length = check_window_length(w.shape[1], vocab)
   check_family(family)
+  op = operand_id(family, operand, vocab)
   o_prime = check_o_prime(family, DEFAULT_O_PRIME[family] if o_prime is None else o_prime,
                           length, vocab)
-  op = operand_id(family, operand, vocab)
   values = compute_values(w, family, op - vocab.first_terminal, o_prime)
   n = w.shape[0]
   return assemble(w, np.full(n, ALL_FAMILIES.index(family)), np.full(n, op),

@@ -1,0 +1,84 @@
+r"""The full Table 3 grid batched in one jit vs one configuration at a time.
+
+  python benchmarks/tracr_grid.py [--config=paper|default] [--timed_steps=10]
+
+For each program: the median seconds per step of the whole grid (lrs x C_Tr x
+seeds as one vmapped population, data generation included) against a
+population of one (the same step, one configuration), and the extrapolation to
+the full run: grid = steps x t_grid, one at a time = P x steps x t_one. Prints
+the machine. Nothing here is asserted; it reports.
+"""
+
+import os
+import platform
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+from configs import tracr_study as tracr_config  # pylint: disable=g-import-not-at-top
+from wrapper_study import optim  # pylint: disable=g-import-not-at-top
+from wrapper_study import train  # pylint: disable=g-import-not-at-top
+from wrapper_study import tracr_finetune as ft  # pylint: disable=g-import-not-at-top
+from wrapper_study.experiments import tracr_study  # pylint: disable=g-import-not-at-top
+
+_CONFIG = flags.DEFINE_enum('config', 'paper', ['paper', 'default'], 'Which scale to time.')
+_TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
+
+
+def _seconds_per_step(tm, data, members, f) -> tuple[float, float]:
+  """(median s/step, first-call s incl. compile) of the population's train step."""
+  opt_cfg = dict(name='sgd', lr=1.0, momentum=f.momentum, schedule='warmup_cosine',
+                 warmup_steps=f.warmup_steps, min_lr_ratio=0.01, frozen=('unembed',))
+  tx = optim.make_optimizer(opt_cfg, f.steps)
+  params = ft.noisy_params(tm.params, members, 0, f.noise_std, ('unembed',))
+  state = train.create_population(params, tx, np.array([m.lr for m in members], np.float32))
+  step = train.make_train_step(ft.answer_loss_fn(tm.config, tm.readout_position), tx, vmap=True)
+  batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
+  t0 = time.perf_counter()
+  state, m = step(state, batch_fn(0))
+  jax.block_until_ready(m)
+  first = time.perf_counter() - t0
+  times = []
+  for s in range(1, _TIMED.value + 1):
+    t0 = time.perf_counter()
+    state, m = step(state, batch_fn(s))
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), first
+
+
+def main(_):
+  config = tracr_config.get_config('paper' if _CONFIG.value == 'paper' else '')
+  f = config.finetune
+  print(f'machine: {platform.machine()} {platform.processor() or ""} cpus={os.cpu_count()} '
+        f'jax={jax.__version__} devices={jax.devices()}')
+  print(f'scale: {_CONFIG.value}: {f.steps} steps, batch {f.batch_size}, {len(f.lrs)} lrs x '
+        f'{len(f.c_trs)} C_Tr x {len(f.seeds)} seeds')
+  total_grid = total_one = 0.0
+  for program in config.programs:
+    spec = tracr_study.task_spec(config, program)
+    tm = tracr_study.compile_model(config, program)
+    data = ft.TaskData(spec, tm)
+    members = ft.grid(f.lrs, f.c_trs, f.seeds)
+    t_grid, c_grid = _seconds_per_step(tm, data, members, f)
+    t_one, c_one = _seconds_per_step(tm, data, members[:1], f)
+    grid_min = f.steps * t_grid / 60
+    one_min = len(members) * f.steps * t_one / 60
+    total_grid += grid_min
+    total_one += one_min
+    print(f'{program:15s} seq_len={spec.seq_len:3d} P={len(members)}: grid {t_grid * 1e3:8.1f} '
+          f'ms/step (first call {c_grid:.1f}s) | one config {t_one * 1e3:7.2f} ms/step '
+          f'(first call {c_one:.1f}s) | full run: grid {grid_min:8.1f} min vs one at a time '
+          f'{one_min:8.1f} min = {one_min / grid_min:5.1f}x')
+  print(f'both programs: grid {total_grid:.1f} min vs one at a time {total_one:.1f} min '
+        f'= {total_one / total_grid:.1f}x')
+
+
+if __name__ == '__main__':
+  app.run(main)

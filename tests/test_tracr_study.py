@@ -1,0 +1,136 @@
+"""The Tracr study: the batched grid equals single runs; the binary runs end to end."""
+
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tracr_study as tracr_config
+from wrapper_study import config_check
+from wrapper_study import metrics
+from wrapper_study import report
+from wrapper_study import tracr_finetune as ft
+from wrapper_study.experiments import tracr_study
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _smoke_config(tracr_cache):
+  c = tracr_config.get_config('smoke')
+  c.cache_dir = tracr_cache
+  return c
+
+
+def test_batched_grid_equals_one_configuration_alone(tracr_cache, tmp_path):
+  config = _smoke_config(tracr_cache)
+  spec = tracr_study.task_spec(config, 'counter')
+  tm = tracr_study.compile_model(config, 'counter')
+  data = ft.TaskData(spec, tm)
+  members = ft.grid([1e-2, 1e-3], [0.0, 1.0], [0, 1])
+  opt_cfg = dict(name='sgd', lr=1.0, momentum=0.9, schedule='warmup_cosine', warmup_steps=2,
+                 min_lr_ratio=0.01, frozen=('unembed',))
+  tests = ft.make_test_sets(data, 32, 0)
+
+  def run(ms, name):
+    params = ft.noisy_params(tm.params, ms, 0, 1e-3, ('unembed',))
+    out, _ = ft.run_population(
+        name=name, tm=tm, members=ms, params_P=params, opt_cfg=opt_cfg, total_steps=5,
+        batch_fn=ft.make_batch_fn(data, ms, 8, 0, 'b'), test_sets=tests, eval_steps=[0, 5],
+        workdir=tmp_path, writer=None, save_every=100, log_every=100)
+    return out
+
+  together = run(members, 'grid')
+  for i in (0, 5, 7):  # A few members, each trained alone.
+    alone = run([members[i]], f'alone{i}')
+    for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(together)):
+      np.testing.assert_allclose(np.asarray(a)[0], np.asarray(b)[i], rtol=1e-5, atol=1e-6)
+
+
+def test_members_differing_only_in_lr_see_the_same_batches(tracr_cache):
+  config = _smoke_config(tracr_cache)
+  tm = tracr_study.compile_model(config, 'counter')
+  data = ft.TaskData(tracr_study.task_spec(config, 'counter'), tm)
+  members = ft.grid([1e-1, 1e-2], [0.5], [3])
+  batch = ft.make_batch_fn(data, members, 16, 0, 'b')(7)
+  np.testing.assert_array_equal(batch['tokens'][0], batch['tokens'][1])
+  again = ft.make_batch_fn(data, members, 16, 0, 'b')(7)
+  np.testing.assert_array_equal(batch['tokens'], again['tokens'])
+
+
+@pytest.mark.parametrize('override, match', [
+    (('finetune', 'c_trs', (0.0, 1.5)), r'config.finetune.c_trs=.*\[0, 1\]'),
+    (('counter', 'q', 40), r'config.counter.q=40 is impossible for seq_len=6'),
+    (('counter', 'operand_ft', 'a'), r'config.counter.operand_ft equals counter.operand_pt'),
+    (('finetune', 'lrs', ()), r'config.finetune.lrs=\(\) is invalid: must not be empty'),
+    (('finetune', 'lrs', (0.1, -1.0)), r'config.finetune.lrs=.*must be > 0'),
+    (('reft', 'lrs', (1.0,)), r'config.reft.lrs=.*below the fine-tuning lr'),
+    (('max_identifier', 'operand_ft', 5), r'max_identifier.operand_ft equals'),
+])
+def test_bad_config_fails_before_compute(tracr_cache, override, match):
+  config = _smoke_config(tracr_cache)
+  section, field, value = override
+  config[section][field] = value
+  with pytest.raises(config_check.ConfigError, match=match):
+    tracr_study.validate(config)
+
+
+def test_k_above_prunable_units_fails_before_fine_tuning(tracr_cache, tmp_path):
+  config = _smoke_config(tracr_cache)
+  config.programs = ('counter',)
+  config.pruning.k_max = 10_000_000
+  with pytest.raises(ValueError, match=r'pruning.k_max=10000000 exceeds the \d+ prunable weights'):
+    tracr_study.run(config, tmp_path)
+  assert not (tmp_path / 'checkpoints' / 'counter_finetune').exists()
+
+
+def _run_binary(workdir, tracr_cache, *overrides):
+  env = {'WRAPPER_STUDY_CACHE': tracr_cache, 'PATH': '/usr/bin:/bin', 'HOME': str(workdir),
+         'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run(
+      [sys.executable, 'launch/main.py', '--config=configs/tracr_study.py:smoke',
+       f'--workdir={workdir}', *overrides], cwd=REPO, env=env, capture_output=True, text=True,
+      timeout=900)
+
+
+def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
+  workdir = tmp_path / 'run'
+  proc = _run_binary(workdir, tracr_cache)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for name in ('report.md', 'tables/table3_counter.csv', 'tables/table3_max_identifier.csv',
+               'tables/pruning_counter.csv', 'tables/reft_counter.csv', 'tables/claims.csv',
+               'figures/attention_counter_input0.png', 'figures/pruning_weight_counter.png',
+               'figures/pruning_neuron_max_identifier.png', 'figures/reft_counter.png',
+               'figures/mlp_max_identifier.png', 'figures/finetune_curves_counter.png'):
+    assert (workdir / name).exists(), name
+  text = (workdir / 'report.md').read_text()
+  assert 'Table 3' in text and 'Claims of the paper' in text
+  compiled = report.read_csv(workdir / 'tables' / 'compiled_accuracy.csv')
+  assert [float(r['c_te0/acc_o_pt']) for r in compiled] == [100.0, 100.0]
+  scalars = metrics.read_scalars(str(workdir))
+  assert scalars['compiled/counter/c_te0/acc_o_pt'] == [(0, 100.0)]
+  assert any(k.startswith('train/loss/') for k in scalars)
+  assert metrics.read_images(str(workdir))  # Attention maps went to TensorBoard too.
+  table = report.read_csv(workdir / 'tables' / 'table3_counter.csv')
+
+  # A second launch finds every population finished and reproduces the tables.
+  proc = _run_binary(workdir, tracr_cache)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'Resumed' in proc.stderr
+  assert report.read_csv(workdir / 'tables' / 'table3_counter.csv') == table
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--config.finetune.lr=1e-2', 'Did you mean "lrs"'),
+    ('--config.finetune.steps=abc', 'config.finetune.steps'),
+    ('--config.programs=("counter","adder")', "config.programs=('counter', 'adder') is invalid"),
+    ('--config.finetune.lrs=(0.1,0.0)', 'config.finetune.lrs=(0.1, 0.0) is invalid'),
+])
+def test_binary_rejects_bad_flags_with_one_clear_line(tracr_cache, tmp_path, flag, message):
+  proc = _run_binary(tmp_path / 'bad', tracr_cache, flag)
+  assert proc.returncode != 0
+  assert message in proc.stderr, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr
+  assert not (tmp_path / 'bad' / 'checkpoints').exists()
