@@ -31,10 +31,10 @@ _CONFIG = flags.DEFINE_enum('config', 'paper', ['paper', 'default'], 'Which scal
 _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
 
 
-def _seconds_per_step(tm, data, members, f) -> tuple[float, float]:
+def _seconds_per_step(config, tm, data, members) -> tuple[float, float]:
   """(median s/step, first-call s incl. compile) of the population's train step."""
-  opt_cfg = dict(name='sgd', lr=1.0, momentum=f.momentum, schedule='warmup_cosine',
-                 warmup_steps=f.warmup_steps, min_lr_ratio=0.01, frozen=('unembed',))
+  f = config.finetune
+  opt_cfg = tracr_study.sgd_config(config, f.warmup_steps)
   tx = optim.make_optimizer(opt_cfg, f.steps)
   params = ft.noisy_params(tm.params, members, 0, f.noise_std, ('unembed',))
   state = train.create_population(params, tx, np.array([m.lr for m in members], np.float32))
@@ -66,8 +66,8 @@ def main(_):
     tm = tracr_study.compile_model(config, program)
     data = ft.TaskData(spec, tm)
     members = ft.grid(f.lrs, f.c_trs, f.seeds)
-    t_grid, c_grid = _seconds_per_step(tm, data, members, f)
-    t_one, c_one = _seconds_per_step(tm, data, members[:1], f)
+    t_grid, c_grid = _seconds_per_step(config, tm, data, members)
+    t_one, c_one = _seconds_per_step(config, tm, data, members[:1])
     grid_min = f.steps * t_grid / 60
     one_min = len(members) * f.steps * t_one / 60
     total_grid += grid_min

@@ -30,8 +30,7 @@ def test_batched_grid_equals_one_configuration_alone(tracr_cache, tmp_path):
   tm = tracr_study.compile_model(config, 'counter')
   data = ft.TaskData(spec, tm)
   members = ft.grid([1e-2, 1e-3], [0.0, 1.0], [0, 1])
-  opt_cfg = dict(name='sgd', lr=1.0, momentum=0.9, schedule='warmup_cosine', warmup_steps=2,
-                 min_lr_ratio=0.01, frozen=('unembed',))
+  opt_cfg = tracr_study.sgd_config(config, warmup_steps=2)
   tests = ft.make_test_sets(data, 32, 0)
 
   def run(ms, name):

@@ -68,12 +68,15 @@ def validate(config) -> None:
     cc.fail('finetune.seeds', config.finetune.seeds, 'must be a non-empty tuple of integers >= 0')
   if not 0 <= config.finetune.momentum < 1:
     cc.fail('finetune.momentum', config.finetune.momentum, 'must lie in [0, 1)')
+  if config.finetune.grad_clip_norm < 0:
+    cc.fail('finetune.grad_clip_norm', config.finetune.grad_clip_norm, 'must be >= 0 (0: off)')
   if config.finetune.noise_std < 0:
     cc.fail('finetune.noise_std', config.finetune.noise_std, 'must be >= 0 (a standard deviation)')
   cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)
   cc.subset_of(config, 'reft.source_lrs', config.finetune.lrs, allow_empty=True)
   cc.subset_of(config, 'reft.source_c_trs', config.finetune.c_trs, allow_empty=True)
   cc.subset_of(config, 'figures.c_trs', config.finetune.c_trs, allow_empty=True)
+  cc.subset_of(config, 'pruning.c_trs', config.finetune.c_trs, allow_empty=True)
   if not 0 < config.reft.revival_threshold <= 100:
     cc.fail('reft.revival_threshold', config.reft.revival_threshold, 'must lie in (0, 100]')
   for src in config.reft.source_lrs:
@@ -136,13 +139,19 @@ def _band(values_SxK):
 # ---------------------------------------------------------------- phases ----
 
 
+def sgd_config(config, warmup_steps: int) -> dict:
+  """SGD + momentum, warmup then cosine to lr/100; the peak lr is per member."""
+  return dict(name='sgd', lr=1.0, momentum=config.finetune.momentum, schedule='warmup_cosine',
+              warmup_steps=warmup_steps, min_lr_ratio=0.01, frozen=FROZEN,
+              grad_clip_norm=config.finetune.grad_clip_norm)
+
+
 def finetune_grid(config, program, tm, data, test_sets, workdir, writer):
   """The Table 3 grid as one population. Returns (members, final params, history)."""
   f = config.finetune
   members = ft.grid(f.lrs, f.c_trs, f.seeds)
   params_P = ft.noisy_params(tm.params, members, config.seed, f.noise_std, FROZEN)
-  opt_cfg = dict(name='sgd', lr=1.0, momentum=f.momentum, schedule='warmup_cosine',
-                 warmup_steps=f.warmup_steps, min_lr_ratio=0.01, frozen=FROZEN)
+  opt_cfg = sgd_config(config, f.warmup_steps)
   eval_steps = sorted({int(s) for s in np.linspace(0, f.steps, f.num_evals + 1)})
   logging.info('%s: fine-tuning %d members (%d lrs x %d C_Tr x %d seeds) for %d steps in one jit',
                program, len(members), len(f.lrs), len(f.c_trs), len(f.seeds), f.steps)
@@ -249,18 +258,28 @@ def map_figures(config, program, tm, members, params_P, test_sets, workdir, writ
 @functools.lru_cache(maxsize=None)
 def _prune_sweep_fn(config: model_lib.TransformerConfig, readout: int, units: pruning.Units,
                     ks: tuple[int, ...]):
-  """jit: (params, rank, inputs, label_pt, label_ft) -> [K, 2] accuracies (%)."""
+  """jit: (params [C], rank [C], inputs, label_pt, label_ft) -> [C, K, 2] accuracies (%).
+
+  C members at once, each over every K: one batched evaluation per chunk.
+  """
   def sweep(params, rank, inputs, label_pt, label_ft):
     def evaluate(p):
       logits, _ = model_lib.Transformer(config).apply({'params': p}, inputs)
       pred = logits[:, readout].argmax(-1)
       return jnp.stack([(pred == label_pt).mean(), (pred == label_ft).mean()]) * 100
     return pruning.sweep(evaluate, params, units, rank, ks)
-  return jax.jit(sweep)
+  return jax.jit(jax.vmap(sweep, in_axes=(0, 0, None, None, None)))
 
 
-def prune_population(config, program, tm, data, members, params_P, test_sets, units_by_gran):
-  """Pruning curves for every member: {granularity: [P, K+1, 2] on C_Te=0}, top units."""
+def prune_population(config, program, tm, data, members, params_P, test_sets, units_by_gran,
+                     chunk: int = 6):
+  """Pruning curves of the members with C_Tr in pruning.c_trs.
+
+  Returns ({granularity: [M, K+1, 2] accuracies on C_Te=0}, top units, the M members).
+  """
+  idx = [i for i, m in enumerate(members) if m.c_tr in config.pruning.c_trs]
+  chosen = [members[i] for i in idx]
+  params_M = jax.tree.map(lambda x: x[np.asarray(idx)], params_P)
   rng = np.random.default_rng([config.seed, 11])
   grad_toks = tracr_tasks.sample(data.spec, rng, config.pruning.num_grad_samples, None)
   grad_batch = {'tokens': jnp.asarray(data.inputs(grad_toks)),
@@ -272,20 +291,23 @@ def prune_population(config, program, tm, data, members, params_P, test_sets, un
   for gran, units in units_by_gran.items():
     score_fn = jax.jit(jax.vmap(lambda p: pruning.prune_order(
         pruning.scores(loss_fn, p, grad_batch, units))))
-    ranks_P = score_fn(params_P)
+    ranks_M = score_fn(params_M)
     sweep = _prune_sweep_fn(tm.config, tm.readout_position, units, ks)
-    curves[gran] = np.stack([np.asarray(sweep(member_params(params_P, i), ranks_P[i],
-                                              ts.inputs, ts.label_pt, ts.label_ft))
-                             for i in range(len(members))])
-    top[gran] = [pruning.top_units(units, ranks_P[i], 3) for i in range(len(members))]
-  return curves, top
+    parts = []
+    for i in range(0, len(idx), chunk):
+      sl = slice(i, i + chunk)
+      parts.append(np.asarray(sweep(jax.tree.map(lambda x: x[sl], params_M), ranks_M[sl],
+                                    ts.inputs, ts.label_pt, ts.label_ft)))
+    curves[gran] = np.concatenate(parts)
+    top[gran] = [pruning.top_units(units, ranks_M[i], 3) for i in range(len(idx))]
+  return curves, top, chosen
 
 
 def pruning_rows(config, program, members, curves, top):
   rows = []
   for gran, c_PxKx2 in curves.items():
     for lr in config.finetune.lrs:
-      for c in config.finetune.c_trs:
+      for c in config.pruning.c_trs:
         idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
         pt, ftc = c_PxKx2[idx, :, 0].mean(0), c_PxKx2[idx, :, 1].mean(0)
         best = int(pt.argmax())
@@ -307,7 +329,7 @@ def pruning_figure(config, program, gran, members, curves):
   for col, lr in enumerate(lrs):
     for row, (j, name) in enumerate([(0, 'Acc O_PT'), (1, 'Acc O_FT')]):
       ax = axes[row, col]
-      for c in config.finetune.c_trs:
+      for c in config.pruning.c_trs:
         idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
         mean, (lo, hi) = _band(curves[idx, :, j])
         line, = ax.plot(ks, mean, label=f'C_Tr={c:g}')
@@ -339,8 +361,7 @@ def reft_population(config, program, tm, ft_tm, data, members, params_P, test_se
                               FROZEN)
   params = ft.concat(train.stack(sources) if sources else None, scratch_P)
   reft_members += scratch
-  opt_cfg = dict(name='sgd', lr=1.0, momentum=config.finetune.momentum, schedule='warmup_cosine',
-                 warmup_steps=r.warmup_steps, min_lr_ratio=0.01, frozen=FROZEN)
+  opt_cfg = sgd_config(config, r.warmup_steps)
   eval_steps = sorted({s for s in REFT_LOG_STEPS if s <= r.steps} | {r.steps})
   logging.info('%s: reverse fine-tuning %d members (incl. %d Scr.+FT) for %d steps',
                program, len(reft_members), len(scratch), r.steps)
@@ -490,8 +511,10 @@ def run(config, workdir) -> dict:
       members, params_P, history = finetune_grid(config, program, tm, data, test_sets, workdir,
                                                  writer)
       timing['finetune_s'] = round(time.time() - t0, 1)
-      final = {k: np.asarray(v) for k, v in
-               zip(METRICS, [history.curve(m)[1][-1] for m in METRICS])}
+      final = {m: history.curve(m)[1][-1] for m in METRICS}
+      noised = {m: history.curve(m)[1][0] for m in METRICS}  # Step 0: compiled + noise.
+      results['compiled'][-1].update(
+          {f'noised {m}': round(float(noised[m].mean()), 1) for m in METRICS})
       t3 = table3_rows(config, program, members, final, ft.finite_members(params_P))
       results['table3'] += t3
       report.write_csv(workdir / 'tables' / f'table3_{program}.csv', t3)
@@ -511,11 +534,11 @@ def run(config, workdir) -> dict:
       t0 = time.time()
       prows = []
       if units:
-        curves, top = prune_population(config, program, tm, data, members, params_P, test_sets,
-                                       units)
-        prows = pruning_rows(config, program, members, curves, top)
+        curves, top, pruned = prune_population(config, program, tm, data, members, params_P,
+                                               test_sets, units)
+        prows = pruning_rows(config, program, pruned, curves, top)
         for gran, c in curves.items():
-          plots.save(pruning_figure(config, program, gran, members, c),
+          plots.save(pruning_figure(config, program, gran, pruned, c),
                      workdir / 'figures' / f'pruning_{gran}_{program}.png')
         report.write_csv(workdir / 'tables' / f'pruning_{program}.csv', prows)
       results['pruning'] += prows
@@ -571,7 +594,9 @@ def run(config, workdir) -> dict:
            f'{config.finetune.batch_size} (paper 96), seeds {tuple(config.finetune.seeds)}, '
            f'reFT {config.reft.steps} iterations; test sets of {config.eval.num_samples}.'),
           ('Compiled models (no training)', report.markdown_table(results['compiled']) +
-           '\n\nThe Flax port runs tracr\'s weights unchanged, so Acc O_PT is 100.'),
+           '\n\nThe Flax port runs tracr\'s weights unchanged, so Acc O_PT is 100. '
+           '"noised" columns: the same models after the N(0, noise_std) weight noise that '
+           'starts fine-tuning (mean over seeds), before any update.'),
           ('Time (s)', report.markdown_table(results['timing']))]
   report.write_report(workdir / 'report.md', 'Tracr study', head + sections)
   return results
