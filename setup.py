@@ -18,6 +18,7 @@ INSTALL_REQUIRES = [
     'dm-haiku>=0.0.17,<0.1',
     'numpy>=1.26',
     'matplotlib>=3.8',
+    'submitit>=1.5,<2',  # Sweeps on SLURM (launch/sweep.py --backend=submitit).
 ]
 
 EXTRAS = {

@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from configs import tracr_study as tracr_config  # pylint: disable=g-import-not-at-top
 from wrapper_study import optim  # pylint: disable=g-import-not-at-top
+from wrapper_study import population  # pylint: disable=g-import-not-at-top
 from wrapper_study import train  # pylint: disable=g-import-not-at-top
 from wrapper_study import tracr_finetune as ft  # pylint: disable=g-import-not-at-top
 from wrapper_study.experiments import tracr_study  # pylint: disable=g-import-not-at-top
@@ -65,7 +66,7 @@ def main(_):
     spec = tracr_study.task_spec(config, program)
     tm = tracr_study.compile_model(config, program)
     data = ft.TaskData(spec, tm)
-    members = ft.grid(f.lrs, f.c_trs, f.seeds)
+    members = population.grid(f.lrs, f.c_trs, f.seeds)
     t_grid, c_grid = _seconds_per_step(config, tm, data, members)
     t_one, c_one = _seconds_per_step(config, tm, data, members[:1])
     grid_min = f.steps * t_grid / 60

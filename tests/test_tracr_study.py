@@ -11,6 +11,7 @@ import pytest
 from configs import tracr_study as tracr_config
 from wrapper_study import config_check
 from wrapper_study import metrics
+from wrapper_study import population
 from wrapper_study import report
 from wrapper_study import tracr_finetune as ft
 from wrapper_study.experiments import tracr_study
@@ -29,7 +30,7 @@ def test_batched_grid_equals_one_configuration_alone(tracr_cache, tmp_path):
   spec = tracr_study.task_spec(config, 'counter')
   tm = tracr_study.compile_model(config, 'counter')
   data = ft.TaskData(spec, tm)
-  members = ft.grid([1e-2, 1e-3], [0.0, 1.0], [0, 1])
+  members = population.grid([1e-2, 1e-3], [0.0, 1.0], [0, 1])
   opt_cfg = tracr_study.sgd_config(config, warmup_steps=2)
   tests = ft.make_test_sets(data, 32, 0)
 
@@ -52,7 +53,7 @@ def test_members_differing_only_in_lr_see_the_same_batches(tracr_cache):
   config = _smoke_config(tracr_cache)
   tm = tracr_study.compile_model(config, 'counter')
   data = ft.TaskData(tracr_study.task_spec(config, 'counter'), tm)
-  members = ft.grid([1e-1, 1e-2], [0.5], [3])
+  members = population.grid([1e-1, 1e-2], [0.5], [3])
   batch = ft.make_batch_fn(data, members, 16, 0, 'b')(7)
   np.testing.assert_array_equal(batch['tokens'][0], batch['tokens'][1])
   again = ft.make_batch_fn(data, members, 16, 0, 'b')(7)

@@ -68,7 +68,8 @@ class MetricWriter:
     self._events = event_file_writer.EventFileWriter(self.logdir, flush_secs=flush_secs)
     self.csv_path = os.path.join(workdir, CSV_NAME)
     is_new = not os.path.exists(self.csv_path)
-    self._csv_file = open(self.csv_path, 'a', newline='')
+    # Line-buffered, so a running job's metrics.csv can be read (grep, tail -f).
+    self._csv_file = open(self.csv_path, 'a', newline='', buffering=1)
     self._csv = csv.writer(self._csv_file)
     if is_new:
       self._csv.writerow(['step', 'name', 'value'])

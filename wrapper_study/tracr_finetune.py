@@ -16,40 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import pathlib
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wrapper_study import checkpoint
 from wrapper_study import losses
 from wrapper_study import model as model_lib
-from wrapper_study import optim
+from wrapper_study import population
 from wrapper_study import tracr_bridge
 from wrapper_study import tracr_tasks
 from wrapper_study import train
-
-
-@dataclasses.dataclass(frozen=True)
-class Member:
-  """One run of a population."""
-  lr: float  # Peak learning rate.
-  c_tr: Optional[float]  # Fraction of correlated training samples; None: plain inputs.
-  seed: int  # Weight-noise and data seed.
-  source: str = 'compiled'  # Which initial parameters (reFT: the fine-tuned run).
-
-  @property
-  def label(self) -> str:
-    c = 'plain' if self.c_tr is None else f'C_Tr={self.c_tr:g}'
-    return f'{self.source} lr={self.lr:g} {c} seed={self.seed}'
-
-
-def grid(lrs: Sequence[float], c_trs: Sequence[float], seeds: Sequence[int],
-         source: str = 'compiled') -> list[Member]:
-  return [Member(float(lr), float(c), int(s), source) for lr in lrs for c in c_trs for s in seeds]
 
 
 class TaskData:
@@ -75,12 +53,7 @@ class TaskData:
     return self._label_lut[tracr_tasks.result(self.spec, tokens_NxL, operand)]
 
 
-def _stream_rng(seed: int, member: Member, step: int, salt: int) -> np.random.Generator:
-  c = -1 if member.c_tr is None else int(round(member.c_tr * 1_000_000))
-  return np.random.default_rng([seed, salt, member.seed, c + 1, step])
-
-
-def make_batch_fn(data: TaskData, members: Sequence[Member], batch_size: int, seed: int,
+def make_batch_fn(data: TaskData, members: Sequence[population.Member], batch_size: int, seed: int,
                   operand, salt: int = 0) -> Callable[[int], dict]:
   """step -> {'tokens': [P, B, T], 'labels': [P, B]}, deterministic in the step.
 
@@ -94,7 +67,7 @@ def make_batch_fn(data: TaskData, members: Sequence[Member], batch_size: int, se
   def batch_fn(step: int) -> dict:
     toks = []
     for s, c in unique:
-      rng = _stream_rng(seed, Member(0.0, c, s), step, salt)
+      rng = population.stream_rng(seed, s, c, step, salt)
       toks.append(tracr_tasks.sample(data.spec, rng, batch_size, c))
     toks = np.stack(toks)[which]  # [P, B, L]
     flat = toks.reshape(-1, toks.shape[-1])
@@ -158,13 +131,7 @@ def accuracies(config, readout, params_P, test_sets: Mapping[str, TestSet]) -> d
   return out
 
 
-def finite_members(params_P) -> np.ndarray:
-  """[P] True where every parameter of the member is finite (False: it diverged)."""
-  ok = [jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in jax.tree.leaves(params_P)]
-  return np.asarray(jnp.stack(ok).all(0))
-
-
-def noisy_params(params, members: Sequence[Member], seed: int, std: float,
+def noisy_params(params, members: Sequence[population.Member], seed: int, std: float,
                  frozen: Sequence[str] = ()):
   """Stacked copies of params, each with N(0, std^2) noise drawn from its member's seed.
 
@@ -178,69 +145,14 @@ def noisy_params(params, members: Sequence[Member], seed: int, std: float,
   return train.stack(copies)
 
 
-def concat(*params_Ps):
-  """Joins stacked populations along the member axis (empty ones allowed)."""
-  parts = [p for p in params_Ps if p is not None]
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-
-
-class History:
-  """Evaluation curves, kept in a JSONL file so a resumed run keeps its past."""
-
-  def __init__(self, path: pathlib.Path, keep_until: int):
-    self.path = pathlib.Path(path)
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    if self.path.exists() and keep_until > 0:
-      rows = [r for r in map(json.loads, self.path.read_text().splitlines()) if r['step'] <= keep_until]
-    self.rows = rows
-    self._write()
-
-  def _write(self):
-    self.path.write_text(''.join(json.dumps(r) + '\n' for r in self.rows))
-
-  def add(self, step: int, metrics: Mapping[str, np.ndarray]):
-    self.rows = [r for r in self.rows if r['step'] != step]
-    self.rows.append({'step': int(step), **{k: np.asarray(v).tolist() for k, v in metrics.items()}})
-    self.rows.sort(key=lambda r: r['step'])
-    self._write()
-
-  def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps [S], values [S, P])."""
-    rows = [r for r in self.rows if key in r]
-    return np.array([r['step'] for r in rows]), np.array([r[key] for r in rows])
-
-
-def run_population(*, name: str, tm: tracr_bridge.TracrModel, members: Sequence[Member],
-                   params_P, opt_cfg, total_steps: int, batch_fn, test_sets, eval_steps,
-                   workdir: pathlib.Path, writer, save_every: int, log_every: int):
-  """Trains every member for total_steps in one vmapped jit; resumable.
-
-  Returns (final stacked params, History of test accuracies at eval_steps).
-  """
-  tx = optim.make_optimizer(opt_cfg, total_steps)
-  lr_P = jnp.asarray([m.lr for m in members], jnp.float32)
-  state = train.create_population(params_P, tx, lr_P)
-  meta = checkpoint.make_meta(f'tracr_population/{name}', tm.config, tm.params,
-                              members=[dataclasses.asdict(m) for m in members],
-                              total_steps=total_steps)
-  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints' / name, meta=meta,
-                                 save_every=save_every, max_to_keep=2)
-  history = History(workdir / 'history' / f'{name}.jsonl', keep_until=ckpt.latest_step() or 0)
-  if 0 in eval_steps and not any(r['step'] == 0 for r in history.rows):
-    history.add(0, accuracies(tm.config, tm.readout_position, state.params, test_sets))
-
-  def evaluate(params_P, step):
-    if step not in eval_steps:
-      return {}
-    acc = accuracies(tm.config, tm.readout_position, params_P, test_sets)
-    history.add(step, acc)
-    return {k: v.mean() for k, v in acc.items()}  # Members' mean; per-member in history.
-
-  state = train.train_loop(
-      state=state, tx=tx, loss_fn=answer_loss_fn(tm.config, tm.readout_position),
-      batch_fn=batch_fn, total_steps=total_steps, workdir=str(workdir), writer=writer,
-      checkpointer=ckpt, log_every=log_every,
-      evaluators={name: (sorted(s for s in eval_steps if s > 0), evaluate)}, vmap=True)
-  ckpt.close()
-  return state.params, history
+def run_population(*, name: str, tm: tracr_bridge.TracrModel, members, params_P, opt_cfg,
+                   total_steps: int, batch_fn, test_sets, eval_steps, workdir, writer,
+                   save_every: int, log_every: int):
+  """population.run_population with the Tracr answer loss and test-set accuracies."""
+  return population.run_population(
+      name=name, model_config=tm.config, members=members, params_P=params_P, opt_cfg=opt_cfg,
+      total_steps=total_steps, batch_fn=batch_fn,
+      loss_fn=answer_loss_fn(tm.config, tm.readout_position),
+      evaluate=lambda p: accuracies(tm.config, tm.readout_position, p, test_sets),
+      eval_steps=eval_steps, workdir=workdir, writer=writer, save_every=save_every,
+      log_every=log_every)

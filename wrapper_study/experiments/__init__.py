@@ -4,6 +4,7 @@ import importlib
 
 EXPERIMENTS = {
     'tracr_study': 'wrapper_study.experiments.tracr_study',
+    'pcfg_study': 'wrapper_study.experiments.pcfg_study',
 }
 
 

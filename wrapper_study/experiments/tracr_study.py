@@ -24,6 +24,7 @@ from wrapper_study import metrics
 from wrapper_study import model as model_lib
 from wrapper_study import paper_numbers
 from wrapper_study import plots
+from wrapper_study import population
 from wrapper_study import pruning
 from wrapper_study import report
 from wrapper_study import tracr_bridge
@@ -149,7 +150,7 @@ def sgd_config(config, warmup_steps: int) -> dict:
 def finetune_grid(config, program, tm, data, test_sets, workdir, writer):
   """The Table 3 grid as one population. Returns (members, final params, history)."""
   f = config.finetune
-  members = ft.grid(f.lrs, f.c_trs, f.seeds)
+  members = population.grid(f.lrs, f.c_trs, f.seeds)
   params_P = ft.noisy_params(tm.params, members, config.seed, f.noise_std, FROZEN)
   opt_cfg = sgd_config(config, f.warmup_steps)
   eval_steps = sorted({int(s) for s in np.linspace(0, f.steps, f.num_evals + 1)})
@@ -258,15 +259,19 @@ def map_figures(config, program, tm, members, params_P, test_sets, workdir, writ
 @functools.lru_cache(maxsize=None)
 def _prune_sweep_fn(config: model_lib.TransformerConfig, readout: int, units: pruning.Units,
                     ks: tuple[int, ...]):
-  """jit: (params [C], rank [C], inputs, label_pt, label_ft) -> [C, K, 2] accuracies (%).
+  """jit: (params [C], rank [C], inputs, label_pt, label_ft) -> [C, K, 3].
 
-  C members at once, each over every K: one batched evaluation per chunk.
+  Per member and K: Acc O_PT (%), Acc O_FT (%) and the number of distinct
+  classes predicted (Fig. 59's check that a pruned model has not collapsed to
+  a constant answer). C members at once: one batched evaluation per chunk.
   """
   def sweep(params, rank, inputs, label_pt, label_ft):
     def evaluate(p):
       logits, _ = model_lib.Transformer(config).apply({'params': p}, inputs)
       pred = logits[:, readout].argmax(-1)
-      return jnp.stack([(pred == label_pt).mean(), (pred == label_ft).mean()]) * 100
+      distinct = (jnp.bincount(pred, length=config.n_outputs) > 0).sum()
+      return jnp.stack([(pred == label_pt).mean() * 100, (pred == label_ft).mean() * 100,
+                        distinct.astype(jnp.float32)])
     return pruning.sweep(evaluate, params, units, rank, ks)
   return jax.jit(jax.vmap(sweep, in_axes=(0, 0, None, None, None)))
 
@@ -275,7 +280,8 @@ def prune_population(config, program, tm, data, members, params_P, test_sets, un
                      chunk: int = 6):
   """Pruning curves of the members with C_Tr in pruning.c_trs.
 
-  Returns ({granularity: [M, K+1, 2] accuracies on C_Te=0}, top units, the M members).
+  Returns ({granularity: [M, K+1, 3] on C_Te=0 (see _prune_sweep_fn)}, top units, the M
+  members).
   """
   idx = [i for i, m in enumerate(members) if m.c_tr in config.pruning.c_trs]
   chosen = [members[i] for i in idx]
@@ -310,6 +316,7 @@ def pruning_rows(config, program, members, curves, top):
       for c in config.pruning.c_trs:
         idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
         pt, ftc = c_PxKx2[idx, :, 0].mean(0), c_PxKx2[idx, :, 1].mean(0)
+        distinct = c_PxKx2[idx, :, 2].mean(0)
         best = int(pt.argmax())
         rows.append(dict(program=program, granularity=gran, lr=lr, c_tr=c,
                          acc_o_pt_k0=round(float(pt[0]), 1), best_k=best,
@@ -318,6 +325,8 @@ def pruning_rows(config, program, members, curves, top):
                          acc_o_ft_k0=round(float(ftc[0]), 1),
                          acc_o_ft_at_best=round(float(ftc[best]), 1),
                          acc_o_pt_k1=round(float(pt[min(1, len(pt) - 1)]), 1),
+                         classes_k0=round(float(distinct[0]), 1),
+                         classes_at_best=round(float(distinct[best]), 1),
                          first_pruned_seed0=top[gran][idx[0]][0]))
   return rows
 
@@ -354,12 +363,12 @@ def reft_population(config, program, tm, ft_tm, data, members, params_P, test_se
   for i, m in enumerate(members):
     if m.lr in r.source_lrs and m.c_tr in r.source_c_trs:
       for lr in r.lrs:
-        reft_members.append(ft.Member(lr, None, m.seed, f'FT lr={m.lr:g} C_Tr={m.c_tr:g}'))
+        reft_members.append(population.Member(lr, None, m.seed, f'FT lr={m.lr:g} C_Tr={m.c_tr:g}'))
         sources.append(member_params(params_P, i))
-  scratch = [ft.Member(lr, None, s, 'Scr.+FT') for lr in r.scratch_lrs for s in seeds]
+  scratch = [population.Member(lr, None, s, 'Scr.+FT') for lr in r.scratch_lrs for s in seeds]
   scratch_P = ft.noisy_params(ft_tm.params, scratch, config.seed + 1, config.finetune.noise_std,
                               FROZEN)
-  params = ft.concat(train.stack(sources) if sources else None, scratch_P)
+  params = population.concat(train.stack(sources) if sources else None, scratch_P)
   reft_members += scratch
   opt_cfg = sgd_config(config, r.warmup_steps)
   eval_steps = sorted({s for s in REFT_LOG_STEPS if s <= r.steps} | {r.steps})
@@ -515,7 +524,7 @@ def run(config, workdir) -> dict:
       noised = {m: history.curve(m)[1][0] for m in METRICS}  # Step 0: compiled + noise.
       results['compiled'][-1].update(
           {f'noised {m}': round(float(noised[m].mean()), 1) for m in METRICS})
-      t3 = table3_rows(config, program, members, final, ft.finite_members(params_P))
+      t3 = table3_rows(config, program, members, final, population.finite_members(params_P))
       results['table3'] += t3
       report.write_csv(workdir / 'tables' / f'table3_{program}.csv', t3)
       fig = curves_figure(config, program, members, history,
@@ -568,9 +577,12 @@ def run(config, workdir) -> dict:
                        f'\n\n![curves](figures/finetune_curves_{program}.png)'))
       if prows:
         cols = ['granularity', 'lr', 'c_tr', 'acc_o_pt_k0', 'acc_o_pt_k1', 'best_k',
-                'acc_o_pt_best', 'gain_o_pt', 'acc_o_ft_k0', 'acc_o_ft_at_best', 'first_pruned_seed0']
+                'acc_o_pt_best', 'gain_o_pt', 'acc_o_ft_k0', 'acc_o_ft_at_best', 'classes_k0',
+                'classes_at_best', 'first_pruned_seed0']
         sections.append((f'{program}: pruning (C_Te=0, mean over seeds)',
-                         report.markdown_table(prows, cols) + '\n\n' + '\n'.join(
+                         report.markdown_table(prows, cols) + '\n\nclasses_*: distinct answers '
+                         'predicted on the test set (a gain with ~1 class is a collapse to the '
+                         'most frequent count, not a revived capability).\n\n' + '\n'.join(
                              f'![{g}](figures/pruning_{g}_{program}.png)' for g in units)))
       sections.append((f'{program}: reverse fine-tuning (revived: Acc O_PT >= '
                        f'{config.reft.revival_threshold:g}%)',

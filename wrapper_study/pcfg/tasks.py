@@ -66,6 +66,7 @@ PRIORS = {
 APPENDIX_C_PRIORS = ('a=0.999', 'a=0.99', 'a=0.9', 'a=0.7', 'a=0.5')
 PRIOR_TOLERANCE = 1e-6
 _N_PROMPT = 5  # SOS T O O' SOT.
+N_EXTRA_TOKENS = _N_PROMPT + 4  # Sequence length = window + these (EOT ART Ans EOS).
 
 
 @dataclasses.dataclass(frozen=True)

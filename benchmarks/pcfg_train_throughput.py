@@ -1,0 +1,378 @@
+"""Training tokens/s at the paper's PCFG shape: our JAX/Flax model vs PyTorch.
+
+  python benchmarks/pcfg_train_throughput.py                 # paper shape, 96 x 259
+  python benchmarks/pcfg_train_throughput.py --shape=cpu     # small preset, quick
+  python benchmarks/pcfg_train_throughput.py --steps=3 --warmup=1 --torch-attention=sdpa,explicit
+
+The paper's PCFG model is minGPT's 'gpt-mini': 6 layers, 6 heads, width 192
+(d_head 32), MLP 768, GELU, pre-LayerNorm blocks plus a final LN, causal,
+vocabulary 268, 259-token sequences, batch 96. Both sides train that shape on
+the same random tokens, next-token cross-entropy over every position, fp32, no
+dropout, global-norm clip 1.0 then AdamW (lr 1e-3, weight decay 0.1 on every
+parameter, as optax.adamw does):
+
+  jax               `model.Transformer` (layer_norm, causal, exact GELU), AdamW
+                    from `optim.make_optimizer`, loss `losses.weighted_cross_entropy`,
+                    step `train.make_train_step` (jit, state donated). Its step
+                    also computes the train loop's metrics (accuracy, grad /
+                    update / param norms), which PyTorch does not.
+  torch (sdpa)      a minGPT-equivalent written below, attention through
+                    `torch.nn.functional.scaled_dot_product_attention(is_causal=True)`;
+  torch (explicit)  the same with minGPT's classic masked softmax (att = q k^T /
+                    sqrt(d), masked_fill(-inf), softmax, att v), which is what
+                    our JAX model does.
+
+Both models have the same parameters (separate q/k/v Dense layers with biases
+hold as many numbers as minGPT's fused c_attn); the script prints the exact
+counts and, before timing, copies the JAX parameters into the PyTorch model
+and checks that the logits agree.
+
+Timing protocol, the same for each implementation: --warmup untimed steps
+(JAX: compilation), then --steps timed steps, round-robin over the
+implementations so that load from other processes falls evenly on them; each
+step is timed to completion (block_until_ready for JAX; PyTorch on CPU is
+synchronous). Reported: median s/step, tokens/s = batch * seq / median, and
+the ratio JAX tokens/s / PyTorch tokens/s (> 1: JAX is faster).
+
+PyTorch is optional and not a project dependency. Without it the script says so
+and reports JAX alone. Install the CPU build (a plain `pip install torch` pulls
+a multi-GB CUDA build):
+
+  pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+
+(on the project machine a CPU wheel is on the local find-links path, so
+`pip install torch==2.13.0` picks it.) The allocator matters a great deal on
+CPU (see the project's perf notes): compare runs with and without
+`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000` or a preloaded
+tcmalloc; the script prints which of these are set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wrapper_study import losses
+from wrapper_study import model
+from wrapper_study import optim
+from wrapper_study import train
+
+# name -> (n_layers, n_heads, d_model, d_head, d_mlp, vocab, seq, batch)
+SHAPES = {
+    'paper': dict(n_layers=6, n_heads=6, d_model=192, d_head=32, d_mlp=768,
+                  vocab=268, seq=259, batch=96),
+    'cpu': dict(n_layers=4, n_heads=4, d_model=128, d_head=32, d_mlp=512,
+                vocab=268, seq=67, batch=32),
+}
+OPT = dict(name='adamw', lr=1e-3, schedule='constant', grad_clip_norm=1.0, weight_decay=0.1)
+ATTENTIONS = ('sdpa', 'explicit')
+
+
+# ----------------------------------------------------------------------------- machine
+
+def _cpu_name() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def _env_flags() -> str:
+  keys = sorted(k for k in os.environ
+                if k == 'LD_PRELOAD' or k.startswith('MALLOC_') or k in (
+                    'GLIBC_TUNABLES', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'XLA_FLAGS'))
+  return ', '.join(f'{k}={os.environ[k]}' for k in keys) or 'none set'
+
+
+def _machine(torch) -> list[str]:
+  try:
+    usable = len(os.sched_getaffinity(0))
+  except AttributeError:
+    usable = os.cpu_count()
+  lines = [f'platform: {platform.platform()}, python {platform.python_version()}',
+           f'cpu: {_cpu_name()}, os.cpu_count={os.cpu_count()}, usable={usable}',
+           f'jax {jax.__version__} (devices: {jax.devices()})']
+  if torch is not None:
+    lines.append(f'torch {torch.__version__}, threads={torch.get_num_threads()}, '
+                 f'interop threads={torch.get_num_interop_threads()}')
+  lines.append(f'allocator/thread env: {_env_flags()}')
+  lines.append('load average (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg())
+  return lines
+
+
+# ----------------------------------------------------------------------------- jax
+
+def make_jax(shape: dict, steps: int, seed: int):
+  """(step() -> None, param count, params, config) for our Flax model."""
+  config = model.TransformerConfig(
+      vocab_size=shape['vocab'], max_len=shape['seq'], d_model=shape['d_model'],
+      n_layers=shape['n_layers'], n_heads=shape['n_heads'], d_head=shape['d_head'],
+      d_mlp=shape['d_mlp'], activation='gelu', layer_norm=True, causal=True)
+  params = model.init_params(config, jax.random.key(seed))
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  tx = optim.make_optimizer(OPT, steps)
+
+  def loss_fn(p, batch):
+    logits_BxTxO, _ = model.Transformer(config).apply({'params': p}, batch['inputs'])
+    return losses.weighted_cross_entropy(logits_BxTxO, batch['targets'])
+
+  step_fn = train.make_train_step(loss_fn, tx)
+  # The state is donated, so keep a separate copy of the initial params.
+  box = {'state': train.create_state(jax.tree.map(jnp.copy, params), tx)}
+
+  def step(batch):
+    box['state'], metrics = step_fn(box['state'], batch)
+    jax.block_until_ready(box['state'])
+    return float(metrics['loss'])
+
+  return step, n_params, params, config
+
+
+# ----------------------------------------------------------------------------- torch
+
+def torch_model_class(torch):
+  """A compact minGPT: token + position embedding, pre-LN blocks, final LN, untied head."""
+  nn, F = torch.nn, torch.nn.functional
+
+  class CausalSelfAttention(nn.Module):
+
+    def __init__(self, d_model, n_heads, d_head, seq, attention):
+      super().__init__()
+      self.h, self.k, self.attention = n_heads, d_head, attention
+      self.c_attn = nn.Linear(d_model, 3 * n_heads * d_head)  # q, k, v fused, as minGPT.
+      self.c_proj = nn.Linear(n_heads * d_head, d_model)
+      self.register_buffer('mask', torch.tril(torch.ones(seq, seq, dtype=torch.bool)),
+                           persistent=False)
+
+    def forward(self, x):
+      B, T, _ = x.shape
+      q, k, v = self.c_attn(x).split(self.h * self.k, dim=2)
+      q, k, v = (y.view(B, T, self.h, self.k).transpose(1, 2) for y in (q, k, v))
+      if self.attention == 'sdpa':
+        z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+      else:  # minGPT's classic explicit masked softmax.
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.k))
+        att = att.masked_fill(~self.mask[:T, :T], float('-inf'))
+        z = F.softmax(att, dim=-1) @ v
+      return self.c_proj(z.transpose(1, 2).contiguous().view(B, T, self.h * self.k))
+
+  class Block(nn.Module):
+
+    def __init__(self, d_model, n_heads, d_head, d_mlp, seq, attention):
+      super().__init__()
+      self.ln_1 = nn.LayerNorm(d_model, eps=1e-5)
+      self.attn = CausalSelfAttention(d_model, n_heads, d_head, seq, attention)
+      self.ln_2 = nn.LayerNorm(d_model, eps=1e-5)
+      self.c_fc = nn.Linear(d_model, d_mlp)
+      self.c_proj = nn.Linear(d_mlp, d_model)
+
+    def forward(self, x):
+      x = x + self.attn(self.ln_1(x))
+      return x + self.c_proj(F.gelu(self.c_fc(self.ln_2(x))))  # Exact (erf) GELU.
+
+  class GPT(nn.Module):
+
+    def __init__(self, shape, attention):
+      super().__init__()
+      s = shape
+      self.wte = nn.Embedding(s['vocab'], s['d_model'])
+      self.wpe = nn.Embedding(s['seq'], s['d_model'])
+      self.blocks = nn.ModuleList(
+          Block(s['d_model'], s['n_heads'], s['d_head'], s['d_mlp'], s['seq'], attention)
+          for _ in range(s['n_layers']))
+      self.ln_f = nn.LayerNorm(s['d_model'], eps=1e-5)
+      self.lm_head = nn.Linear(s['d_model'], s['vocab'], bias=False)
+      for name, p in self.named_parameters():
+        if name.endswith('weight') and p.dim() == 2:
+          nn.init.normal_(p, std=0.02)
+        elif name.endswith('bias'):
+          nn.init.zeros_(p)
+
+    def forward(self, idx):
+      T = idx.shape[1]
+      x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))[None]
+      for block in self.blocks:
+        x = block(x)
+      return self.lm_head(self.ln_f(x))
+
+  return GPT
+
+
+def load_jax_params(torch, gpt, params, shape) -> None:
+  """Copies our Flax params into the minGPT (to check that both compute the same)."""
+  t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32))
+  sd = {'wte.weight': t(params['embed']['embedding']),
+        'wpe.weight': t(params['pos_embed']['embedding']),
+        'ln_f.weight': t(params['ln_final']['scale']),
+        'ln_f.bias': t(params['ln_final']['bias']),
+        'lm_head.weight': t(params['unembed']['kernel']).T}
+  for l in range(shape['n_layers']):
+    p, b = params[f'blocks_{l}'], f'blocks.{l}.'
+    qkv = [p['attn'][n] for n in ('query', 'key', 'value')]
+    sd.update({
+        b + 'ln_1.weight': t(p['ln1']['scale']), b + 'ln_1.bias': t(p['ln1']['bias']),
+        b + 'ln_2.weight': t(p['ln2']['scale']), b + 'ln_2.bias': t(p['ln2']['bias']),
+        b + 'attn.c_attn.weight': torch.cat([t(d['kernel']).T for d in qkv], 0),
+        b + 'attn.c_attn.bias': torch.cat([t(d['bias']) for d in qkv], 0),
+        b + 'attn.c_proj.weight': t(p['attn']['out']['kernel']).T,
+        b + 'attn.c_proj.bias': t(p['attn']['out']['bias']),
+        b + 'c_fc.weight': t(p['mlp']['fc_in']['kernel']).T,
+        b + 'c_fc.bias': t(p['mlp']['fc_in']['bias']),
+        b + 'c_proj.weight': t(p['mlp']['fc_out']['kernel']).T,
+        b + 'c_proj.bias': t(p['mlp']['fc_out']['bias'])})
+  gpt.load_state_dict({k: v.contiguous() for k, v in sd.items()}, strict=True)
+
+
+def make_torch(torch, shape: dict, attention: str, seed: int):
+  """(step(batch) -> loss, param count, model) for the PyTorch minGPT."""
+  F = torch.nn.functional
+  torch.manual_seed(seed)
+  gpt = torch_model_class(torch)(shape, attention)
+  gpt.train()
+  n_params = sum(p.numel() for p in gpt.parameters())
+  opt = torch.optim.AdamW(gpt.parameters(), lr=OPT['lr'], betas=(0.9, 0.999), eps=1e-8,
+                          weight_decay=OPT['weight_decay'])
+
+  def step(batch):
+    inputs, targets = batch
+    opt.zero_grad(set_to_none=True)
+    logits = gpt(inputs)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(gpt.parameters(), OPT['grad_clip_norm'])
+    opt.step()
+    return float(loss.detach())
+
+  return step, n_params, gpt
+
+
+# ----------------------------------------------------------------------------- main
+
+def _check_same_logits(torch, gpt, params, config, shape, tokens) -> float:
+  """Max |logit difference| between the two models on the same params and tokens."""
+  load_jax_params(torch, gpt, params, shape)
+  with torch.no_grad():
+    want = gpt(torch.from_numpy(tokens)).numpy()
+  got = np.asarray(model.run_with_cache(config, params, jnp.asarray(tokens))[0])
+  return float(np.max(np.abs(got - want)))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--shape', choices=sorted(SHAPES), default='paper',
+                      help='model/batch preset; the flags below override its fields')
+  parser.add_argument('--batch', type=int, default=None, help='sequences per step')
+  parser.add_argument('--seq', type=int, default=None, help='tokens per sequence (model input)')
+  parser.add_argument('--steps', type=int, default=5, help='timed steps per implementation')
+  parser.add_argument('--warmup', type=int, default=1, help='untimed steps first (JAX compiles)')
+  parser.add_argument('--torch-attention', default='sdpa',
+                      help=f'comma list of {ATTENTIONS}: one PyTorch row each')
+  parser.add_argument('--torch-threads', type=int, default=0,
+                      help='torch.set_num_threads (0: leave PyTorch default)')
+  parser.add_argument('--no-torch', action='store_true', help='time JAX only')
+  parser.add_argument('--no-check', action='store_true',
+                      help='skip the same-params logits check before timing')
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args()
+
+  shape = dict(SHAPES[args.shape])
+  for key in ('batch', 'seq'):
+    if getattr(args, key) is not None:
+      shape[key] = getattr(args, key)
+  attentions = [a.strip() for a in args.torch_attention.split(',') if a.strip()]
+  bad = [a for a in attentions if a not in ATTENTIONS]
+  if bad or not attentions:
+    parser.error(f'--torch-attention: unknown {bad}; valid: {ATTENTIONS}')
+  if min(shape['batch'], shape['seq'], args.steps) < 1 or args.warmup < 0:
+    parser.error('--batch, --seq and --steps must be >= 1, --warmup >= 0')
+
+  torch = None
+  if not args.no_torch:
+    try:
+      import torch  # pylint: disable=g-import-not-at-top,redefined-outer-name
+    except ImportError as e:
+      print(f'PyTorch not available ({e}); reporting JAX only. '
+            'Install: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu')
+    else:
+      if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+
+  print('\n'.join(_machine(torch)))
+  B, T = shape['batch'], shape['seq']
+  print(f"shape '{args.shape}': {shape['n_layers']} layers, {shape['n_heads']} heads x "
+        f"d_head {shape['d_head']}, width {shape['d_model']}, MLP {shape['d_mlp']}, "
+        f"vocab {shape['vocab']}; batch {B} x seq {T} = {B * T} tokens/step; fp32, no dropout, "
+        f'clip 1.0 + AdamW; {args.warmup} warm-up + {args.steps} timed steps, round-robin')
+
+  rng = np.random.default_rng(args.seed)
+  data_BxT1 = rng.integers(0, shape['vocab'], size=(B, T + 1), dtype=np.int64)
+  inputs, targets = data_BxT1[:, :-1], data_BxT1[:, 1:]
+
+  impls = {}  # name -> (step fn, batch, n_params)
+  jax_step, jax_n, jax_params, config = make_jax(shape, args.warmup + args.steps, args.seed)
+  jax_batch = dict(inputs=jnp.asarray(inputs, jnp.int32), targets=jnp.asarray(targets, jnp.int32))
+  impls['jax (flax, jit)'] = (jax_step, jax_batch, jax_n)
+  if torch is not None:
+    torch_batch = (torch.from_numpy(inputs), torch.from_numpy(targets))
+    for attention in attentions:
+      step, n, gpt = make_torch(torch, shape, attention, args.seed)
+      if not args.no_check:
+        check = data_BxT1[:2, :-1]
+        diff = _check_same_logits(torch, gpt, jax_params, config, shape, check)
+        print(f'check torch ({attention}) with the JAX params: max |logit diff| = {diff:.2e} '
+              f"on 2 x {T} tokens ({'OK' if diff < 1e-3 else 'MISMATCH'})")
+      impls[f'torch ({attention})'] = (step, torch_batch, n)
+
+  emb = shape['vocab'] * shape['d_model'] + T * shape['d_model']
+  for name, (_, _, n) in impls.items():
+    print(f'params {name}: {n:,} ({n - emb:,} without token/position embeddings)')
+  counts = {n for _, _, n in impls.values()}
+  print('param counts equal' if len(counts) == 1 else 'PARAM COUNTS DIFFER')
+
+  first, losses_seen = {}, {}
+  for name, (step, batch, _) in impls.items():
+    for i in range(args.warmup):
+      start = time.perf_counter()
+      losses_seen.setdefault(name, []).append(step(batch))
+      if i == 0:
+        first[name] = time.perf_counter() - start
+  times = {name: [] for name in impls}
+  for _ in range(args.steps):
+    for name, (step, batch, _) in impls.items():
+      start = time.perf_counter()
+      loss = step(batch)
+      times[name].append(time.perf_counter() - start)
+      losses_seen.setdefault(name, []).append(loss)
+
+  print('load average after (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg())
+  medians = {k: statistics.median(v) for k, v in times.items()}
+  tps = {k: B * T / m for k, m in medians.items()}
+  header = (f"{'implementation':<18} {'1st step s':>10} {'median s/step':>13} {'min':>7} "
+            f"{'max':>7} {'tokens/s':>9}  losses (first..last)")
+  print(header)
+  print('-' * len(header))
+  for name in impls:
+    v = times[name]
+    f = f'{first[name]:>10.2f}' if name in first else f"{'-':>10}"
+    print(f'{name:<18} {f} {medians[name]:>13.3f} {min(v):>7.3f} {max(v):>7.3f} '
+          f'{tps[name]:>9.0f}  {losses_seen[name][0]:.3f}..{losses_seen[name][-1]:.3f}')
+  jax_name = next(iter(impls))
+  for name in impls:
+    if name != jax_name:
+      print(f'ratio JAX / {name} tokens/s: {tps[jax_name] / tps[name]:.2f}x')
+
+
+if __name__ == '__main__':
+  main()

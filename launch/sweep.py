@@ -1,0 +1,51 @@
+r"""Runs a sweep: a grid of configs of one experiment, each as launch/main.py.
+
+  python launch/sweep.py --sweep=configs/sweeps/tracr_lr_seeds.py \
+      --sweep_dir=runs/sweeps/tracr_lr_seeds [--backend=local|submitit|submitit_local] \
+      [--max_parallel=N]
+
+Each run writes into sweep_dir/runs/<name>/ (its log in log.txt). Relaunching
+the same command skips finished runs and reruns the others, which resume from
+their checkpoints. The gathered tables land in sweep_dir/tables/ and an index
+in sweep_dir/report.md. Exits 1 when any run failed. The logic lives in
+wrapper_study.sweep.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from wrapper_study import sweep as sweep_lib
+
+_SWEEP = flags.DEFINE_string(
+    'sweep', None, 'Sweep file with get_sweep(arg), e.g. configs/sweeps/tracr_lr_seeds.py[:arg].')
+_SWEEP_DIR = flags.DEFINE_string('sweep_dir', None, 'Where the runs, tables and report go.')
+_BACKEND = flags.DEFINE_enum('backend', 'local', sweep_lib.BACKENDS,
+                             'local: subprocesses here; submitit: SLURM; '
+                             'submitit_local: submitit jobs on this machine.')
+_MAX_PARALLEL = flags.DEFINE_integer(
+    'max_parallel', None, 'Runs at a time (default: 1 locally, unlimited with submitit).',
+    lower_bound=1)
+flags.mark_flags_as_required(['sweep', 'sweep_dir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    sweep = sweep_lib.from_config(sweep_lib.load_spec(_SWEEP.value, 'get_sweep'), _SWEEP_DIR.value)
+    summary = sweep_lib.launch(sweep, _BACKEND.value, _MAX_PARALLEL.value)
+  except sweep_lib.SweepError as e:
+    sys.exit(f'FATAL sweep error: {e}')
+  print(summary.text())
+  print(f'Index: {sweep.sweep_dir.resolve() / "report.md"}')
+  if not summary.ok:
+    logging.error('%d run(s) failed; relaunch the same command to retry them.',
+                  len(summary.failed))
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)

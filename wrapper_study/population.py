@@ -1,0 +1,124 @@
+"""A population of runs trained in one vmapped jit, resumable, with eval curves.
+
+Members (learning rate x C_Tr x seed, ...) share one architecture; their
+parameters are stacked on a leading axis P and `train.train_loop(vmap=True)`
+updates them all with one compiled step. Used by the Tracr grid and the PCFG
+fine-tuning grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Callable, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wrapper_study import checkpoint
+from wrapper_study import optim
+from wrapper_study import train
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One run of a population."""
+  lr: float  # Peak learning rate.
+  c_tr: Optional[float]  # Fraction of correlated training samples; None: plain inputs.
+  seed: int  # Weight-noise and data seed.
+  source: str = 'compiled'  # Which initial parameters (reFT: the fine-tuned run).
+
+  @property
+  def label(self) -> str:
+    c = 'plain' if self.c_tr is None else f'C_Tr={self.c_tr:g}'
+    return f'{self.source} lr={self.lr:g} {c} seed={self.seed}'
+
+
+def stream_rng(seed: int, member_seed: int, c_tr: Optional[float], step: int,
+               salt: int = 0) -> np.random.Generator:
+  """The data rng of one (seed, C_Tr) stream at one step: resumable by construction."""
+  c = -1 if c_tr is None else int(round(c_tr * 1_000_000))
+  return np.random.default_rng([seed, salt, member_seed, c + 1, step])
+
+
+def grid(lrs: Sequence[float], c_trs: Sequence[float], seeds: Sequence[int],
+         source: str = 'compiled') -> list[Member]:
+  return [Member(float(lr), float(c), int(s), source) for lr in lrs for c in c_trs for s in seeds]
+
+
+def finite_members(params_P) -> np.ndarray:
+  """[P] True where every parameter of the member is finite (False: it diverged)."""
+  ok = [jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in jax.tree.leaves(params_P)]
+  return np.asarray(jnp.stack(ok).all(0))
+
+
+def concat(*params_Ps):
+  """Joins stacked populations along the member axis (empty ones allowed)."""
+  parts = [p for p in params_Ps if p is not None]
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+
+
+class History:
+  """Evaluation curves, kept in a JSONL file so a resumed run keeps its past."""
+
+  def __init__(self, path: pathlib.Path, keep_until: int):
+    self.path = pathlib.Path(path)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if self.path.exists() and keep_until > 0:
+      rows = [r for r in map(json.loads, self.path.read_text().splitlines()) if r['step'] <= keep_until]
+    self.rows = rows
+    self._write()
+
+  def _write(self):
+    self.path.write_text(''.join(json.dumps(r) + '\n' for r in self.rows))
+
+  def add(self, step: int, metrics: Mapping[str, np.ndarray]):
+    self.rows = [r for r in self.rows if r['step'] != step]
+    self.rows.append({'step': int(step), **{k: np.asarray(v).tolist() for k, v in metrics.items()}})
+    self.rows.sort(key=lambda r: r['step'])
+    self._write()
+
+  def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps [S], values [S, P])."""
+    rows = [r for r in self.rows if key in r]
+    return np.array([r['step'] for r in rows]), np.array([r[key] for r in rows])
+
+
+def run_population(*, name: str, model_config, members: Sequence[Member], params_P, opt_cfg,
+                   total_steps: int, batch_fn, loss_fn, evaluate: Callable, eval_steps,
+                   workdir: pathlib.Path, writer, save_every: int, log_every: int,
+                   meta_extra: Optional[Mapping] = None):
+  """Trains every member for total_steps in one vmapped jit; resumable.
+
+  evaluate(params_P) -> {metric: [P] array}, run at eval_steps (0 included if
+  listed) and kept in a History. Returns (final stacked params, History).
+  """
+  tx = optim.make_optimizer(opt_cfg, total_steps)
+  lr_P = jnp.asarray([m.lr for m in members], jnp.float32)
+  state = train.create_population(params_P, tx, lr_P)
+  template = jax.tree.map(lambda x: x[0], params_P)
+  meta = checkpoint.make_meta(f'population/{name}', model_config, template,
+                              members=[dataclasses.asdict(m) for m in members],
+                              total_steps=total_steps, **dict(meta_extra or {}))
+  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints' / name, meta=meta,
+                                 save_every=save_every, max_to_keep=2)
+  history = History(workdir / 'history' / f'{name}.jsonl', keep_until=ckpt.latest_step() or 0)
+  if 0 in eval_steps and not any(r['step'] == 0 for r in history.rows):
+    history.add(0, evaluate(state.params))
+
+  def evaluator(params_P, step):
+    if step not in eval_steps:
+      return {}
+    values = evaluate(params_P)
+    history.add(step, values)
+    return {k: np.mean(v) for k, v in values.items()}  # Members' mean; per member in history.
+
+  state = train.train_loop(
+      state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=total_steps,
+      workdir=str(workdir), writer=writer, checkpointer=ckpt, log_every=log_every,
+      evaluators={name: (sorted(s for s in eval_steps if s > 0), evaluator)}, vmap=True)
+  ckpt.close()
+  return state.params, history
