@@ -339,7 +339,8 @@ def main():
   for name, (_, _, n) in impls.items():
     print(f'params {name}: {n:,} ({n - emb:,} without token/position embeddings)')
   counts = {n for _, _, n in impls.values()}
-  print('param counts equal' if len(counts) == 1 else 'PARAM COUNTS DIFFER')
+  if len(impls) > 1:
+    print('param counts equal' if len(counts) == 1 else 'PARAM COUNTS DIFFER')
 
   first, losses_seen = {}, {}
   for name, (step, batch, _) in impls.items():
