@@ -113,6 +113,12 @@ def validate(config) -> None:
     wrap(lambda: tasks.check_o_prime(fam, o_primes(config)[fam], config.data.window_length),
          field)
   wrap(lambda: finetune_spec(config).validate(), 'finetune')
+  if config.finetune.pt_eval_family:
+    fam = config.finetune.pt_eval_family
+    wrap(lambda: tasks.check_family(fam, 'pt_eval_family'), 'finetune.pt_eval_family')
+    if fam not in config.data.families:
+      cc.fail('finetune.pt_eval_family', fam, 'must be one of data.families (App. E.2 needs '
+              "e.g. data.families=('C','CC','I','IC','T','T_J1','T_J2'))")
   for path, total in (('pretrain.keep_steps', config.pretrain.steps),
                       ('finetune.eval_steps', config.finetune.steps)):
     steps = cc.get(config, path)
@@ -275,7 +281,8 @@ def finetune(config, prior: str, pt_step: int, params, workdir, writer):
                  schedule='warmup_cosine', warmup_fraction=f.warmup_fraction, min_lr_ratio=0.01,
                  grad_clip_norm=1.0)
   test = finetune_data.make_test_sets(np.random.default_rng([config.seed, 303]),
-                                      config.eval.num_samples, spec, grammar=g)
+                                      config.eval.num_samples, spec, grammar=g,
+                                      pt_family=f.pt_eval_family or None)
 
   def evaluate(params_P):
     out = {}
