@@ -7,6 +7,14 @@ import pathlib
 from typing import Iterable, Mapping, Sequence
 
 
+def make_workdir(workdir) -> pathlib.Path:
+  """The run layout: workdir/{figures,tables}; returns workdir as a Path."""
+  workdir = pathlib.Path(workdir)
+  for sub in ('figures', 'tables'):
+    (workdir / sub).mkdir(parents=True, exist_ok=True)
+  return workdir
+
+
 def write_csv(path, rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> pathlib.Path:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)

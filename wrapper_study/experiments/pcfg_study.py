@@ -385,10 +385,8 @@ def claims(config, rows) -> list[dict]:
 
 
 def run(config, workdir) -> dict:
-  workdir = pathlib.Path(workdir)
   validate(config)
-  for sub in ('figures', 'tables'):
-    (workdir / sub).mkdir(parents=True, exist_ok=True)
+  workdir = report.make_workdir(workdir)
   rows, pre_rows, timing = [], [], []
   with metrics.MetricWriter(workdir) as writer:
     for prior in config.pretrain.priors:

@@ -475,10 +475,8 @@ def claims(program, t3, prune_rows, reft_rows_) -> list[dict]:
 
 
 def run(config, workdir) -> dict:
-  workdir = pathlib.Path(workdir)
   validate(config)
-  for sub in ('figures', 'tables'):
-    (workdir / sub).mkdir(parents=True, exist_ok=True)
+  workdir = report.make_workdir(workdir)
   results = {'compiled': [], 'table3': [], 'pruning': [], 'reft': [], 'claims': [], 'timing': []}
   sections = []
   with metrics.MetricWriter(workdir) as writer:
