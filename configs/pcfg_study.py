@@ -17,11 +17,12 @@ of 50 tokens instead of 250 with O' = 10 for C/CC/T (40 in the paper) and 3 for
 I/IC (6); pretraining batch 32 vs 96 and 8000 iterations instead of 10K-200K;
 fine-tuning C_Tr in {0, .5, 1} instead of {0, .25, .5, .8, .9, 1}, batch 16 vs
 96, 500 iterations instead of 10K, evaluated at 50 and 500 (the paper's 1K and
-10K, scaled by the same factor); test sets of 300. Priors, learning rates and
-the task are the paper's. Pretraining lr 3e-3 instead of 1e-3: at 1e-3 this small
-model reached only 53% on counting a with the high prior after 8000 iterations
-(48% at 4500), at 3e-3 95% at 4500 (measured, first CPU run vs a retry). (A 54-member grid of even this small model costs ~2 s
-a step on 2 cores; the 27-member grid ~0.5 s.)
+10K, scaled by the same factor); test sets of 300. Priors, fine-tuning learning
+rates and the task are the paper's. Pretraining lr 3e-3 instead of 1e-3: at 1e-3
+this small model reached only 53% on counting a with the high prior after 8000
+iterations (48% at 4500), at 3e-3 95% at 4500 (measured: first CPU run vs a
+retry). A 54-member grid of even this small model costs ~2 s a step on 2 cores;
+the 27-member grid ~0.5 s.
 
 Choices where the paper is silent, with reasons:
 - Pretraining batch 96 (the fine-tuning batch), AdamW betas (0.9, 0.95) and
