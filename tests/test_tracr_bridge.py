@@ -8,7 +8,6 @@ import string
 import subprocess
 import sys
 import textwrap
-import time
 
 import jax
 import numpy as np
@@ -164,11 +163,10 @@ def test_export_is_cached(cache_dir, monkeypatch):
   def no_compile(*a):
     raise AssertionError('a cached export must not compile')
   monkeypatch.setattr(tracr_compile, '_compile_assembled', no_compile)
-  start = time.perf_counter()
-  # Vocab order does not change the key.
+  # Vocab order does not change the key; no_compile proves nothing was compiled.
   again = tracr_compile.compile_and_export('counter', COUNTER_VOCAB[::-1], 10,
                                            cache_dir=cache_dir)
-  assert again == first and time.perf_counter() - start < 1.0
+  assert again == first
 
 
 def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
