@@ -1,6 +1,5 @@
 """Every notebook in colabs/ executes top to bottom (a real kernel, no mocks)."""
 
-import os
 import pathlib
 
 import nbclient

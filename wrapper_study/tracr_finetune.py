@@ -19,7 +19,6 @@ import functools
 from typing import Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from wrapper_study import losses

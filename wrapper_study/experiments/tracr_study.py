@@ -10,7 +10,6 @@ configs/tracr_study.py (its docstring lists every choice the paper leaves open).
 from __future__ import annotations
 
 import functools
-import pathlib
 import time
 
 from absl import logging
@@ -374,14 +373,13 @@ def reft_population(config, program, tm, ft_tm, data, members, params_P, test_se
   eval_steps = sorted({s for s in REFT_LOG_STEPS if s <= r.steps} | {r.steps})
   logging.info('%s: reverse fine-tuning %d members (incl. %d Scr.+FT) for %d steps',
                program, len(reft_members), len(scratch), r.steps)
-  final, history = ft.run_population(
+  _, history = ft.run_population(
       name=f'{program}_reft', tm=tm, members=reft_members, params_P=params, opt_cfg=opt_cfg,
       total_steps=r.steps,
       batch_fn=ft.make_batch_fn(data, reft_members, config.finetune.batch_size, config.seed,
                                 data.spec.operand_pt, salt=1),
       test_sets={'c_te0': test_sets['c_te0']}, eval_steps=eval_steps, workdir=workdir,
       writer=writer, save_every=config.finetune.save_every, log_every=config.finetune.log_every)
-  del final
   return reft_members, history
 
 
