@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     'numpy>=1.26',
     'matplotlib>=3.8',
     'submitit>=1.5,<2',  # Sweeps on SLURM (launch/sweep.py --backend=submitit).
+    'sentencepiece>=0.2,<0.3',  # TinyStories BPE tokenizer (cp311 wheels from 0.2.0).
 ]
 
 EXTRAS = {

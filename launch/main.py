@@ -12,7 +12,10 @@ import logging as std_logging
 import pathlib
 import sys
 
-from absl import app
+# Config files may build on each other (`from configs import pcfg_study`).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 import jax

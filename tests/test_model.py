@@ -100,3 +100,275 @@ def test_config_validation_names_field():
     m.TransformerConfig(vocab_size=3, max_len=4, activation='tanhh').validate()
   with pytest.raises(ValueError, match='model.n_heads'):
     m.TransformerConfig(vocab_size=3, max_len=4, n_heads=0).validate()
+
+
+# --- LLaMA flavour (TinyStories world): RMSNorm, RoPE, SwiGLU, tied embeddings. ---
+
+LLAMA = m.llama_config(vocab_size=13, max_len=12, d_model=16, n_layers=2, n_heads=2,
+                       multiple_of=8)
+# The old flavour with a causal mask, for the cache tests that must hold for every config.
+GPT = m.TransformerConfig(**{**CFG.to_dict(), 'd_vocab_out': None, 'causal': True,
+                             'layer_norm': True, 'max_len': 12})
+
+
+@functools.lru_cache(maxsize=None)
+def _noisy_params(cfg, seed=0, scale=0.3):
+  """Random init plus noise everywhere, so norm scales are not all ones."""
+  def make():
+    p = m.init_params(cfg, jax.random.PRNGKey(seed))
+    leaves, tree = jax.tree_util.tree_flatten(p)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+    return jax.tree_util.tree_unflatten(
+        tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  return jax.jit(make)()
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_run(cfg, names=None):
+  return jax.jit(functools.partial(m.run_with_cache, cfg, names=names))
+
+
+def _run(cfg, p, toks, names=None, **kwargs):
+  """run_with_cache, jitted: eager Flax is slow on a busy 2-core machine."""
+  names = tuple(names) if isinstance(names, list) else names
+  return _jit_run(cfg, names)(p, toks, **kwargs)
+
+
+def _left_padded(cfg, n_pads=(0, 2, 5), t=8, seed=3):
+  toks = jax.random.randint(jax.random.PRNGKey(seed), (len(n_pads), t), 0, cfg.vocab_size)
+  mask = np.ones((len(n_pads), t), bool)
+  for row, n in enumerate(n_pads):
+    mask[row, :n] = False
+  return toks, jnp.asarray(mask)
+
+
+def test_default_flavour_param_tree_is_the_old_one(params):
+  # The new fields at their defaults add and drop nothing (tracr / PCFG checkpoints load).
+  want = {'embed/embedding', 'pos_embed/embedding', 'unembed/kernel'}
+  for l in range(2):
+    for d in ('attn/query', 'attn/key', 'attn/value', 'attn/out', 'mlp/fc_in', 'mlp/fc_out'):
+      want |= {f'blocks_{l}/{d}/kernel', f'blocks_{l}/{d}/bias'}
+  assert set(m.param_shapes(params)) == want
+
+
+def test_llama_mlp_width_matches_llama2c():
+  assert m.llama_mlp_width(768) == 2048
+  assert m.llama_mlp_width(288) == 768  # llama2.c stories15M.
+  assert m.llama_mlp_width(512) == 1408  # llama2.c stories42M.
+  for d in range(1, 2000):
+    assert m.llama_mlp_width(d) == 64 * int(np.ceil(8 * d / 3 / 64))
+
+
+def test_llama_param_tree():
+  shapes = m.param_shapes(_noisy_params(LLAMA))
+  assert 'unembed/kernel' not in shapes and 'pos_embed/embedding' not in shapes
+  assert not any(k.endswith('/bias') for k in shapes)
+  assert shapes['blocks_0/mlp/fc_gate/kernel'] == (16, LLAMA.d_mlp)
+  assert shapes['blocks_0/ln1/scale'] == (16,) and shapes['ln_final/scale'] == (16,)
+
+
+def test_paper_scale_llama_has_91m_params():
+  cfg = m.llama_config(vocab_size=8192, max_len=1024, d_model=768, n_layers=12, n_heads=12)
+  assert (cfg.d_head, cfg.d_mlp) == (64, 2048)
+  shapes = jax.eval_shape(lambda: m.init_params(cfg, jax.random.PRNGKey(0)))
+  n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes))
+  print(f'LLaMA-style :paper model: {n:,} parameters')
+  assert 90e6 <= n <= 92e6
+
+
+def _np_rope(x_TxHxK, base):
+  """llama2.c's complex form: pair (2i, 2i+1) is x[2i] + j x[2i+1], times e^{j t theta_i}."""
+  T, _, K = x_TxHxK.shape
+  theta = base ** (-np.arange(0, K, 2) / K)
+  turn = np.exp(1j * np.arange(T)[:, None, None] * theta)
+  z = (x_TxHxK[..., 0::2] + 1j * x_TxHxK[..., 1::2]) * turn
+  out = np.empty_like(x_TxHxK)
+  out[..., 0::2], out[..., 1::2] = z.real, z.imag
+  return out
+
+
+def _np_llama_logits(cfg, params, tokens_T):
+  """Hand numpy (float64) forward of the llama2.c architecture, one sequence."""
+  P = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+  rms = lambda x, s: x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-5) * s
+  T, H, K = len(tokens_T), cfg.n_heads, cfg.d_head
+  E = P['embed']['embedding']
+  x = E[np.asarray(tokens_T)]
+  for l in range(cfg.n_layers):
+    b = P[f'blocks_{l}']
+    h = rms(x, b['ln1']['scale'])
+    q, k, v = (h @ b['attn'][n]['kernel'] for n in ('query', 'key', 'value'))
+    q, k = _np_rope(q.reshape(T, H, K), cfg.rope_base), _np_rope(k.reshape(T, H, K), cfg.rope_base)
+    s = np.einsum('thk,shk->hts', q, k) / np.sqrt(K)
+    s = np.where(np.tril(np.ones((T, T), bool)), s, -np.inf)
+    a = np.exp(s - s.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    z = np.einsum('hts,shk->thk', a, v.reshape(T, H, K)).reshape(T, H * K)
+    x = x + z @ b['attn']['out']['kernel']
+    h = rms(x, b['ln2']['scale'])
+    gate, up = h @ b['mlp']['fc_gate']['kernel'], h @ b['mlp']['fc_in']['kernel']
+    x = x + (gate / (1 + np.exp(-gate)) * up) @ b['mlp']['fc_out']['kernel']
+  return rms(x, P['ln_final']['scale']) @ E.T
+
+
+@pytest.fixture(scope='module')
+def llama_run():
+  """One jitted LLaMA forward caching every hook, shared by the checks below."""
+  p = _noisy_params(LLAMA)
+  toks = _tokens(t=8, seed=4) % LLAMA.vocab_size
+  logits, cache = _run(LLAMA, p, toks, names=tuple(m.hook_names(LLAMA)))
+  return p, toks, logits, cache
+
+
+def test_llama_forward_matches_hand_numpy(llama_run):
+  p, toks, logits, _ = llama_run
+  for row in range(toks.shape[0]):
+    np.testing.assert_allclose(logits[row], _np_llama_logits(LLAMA, p, toks[row]),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_rmsnorm_is_scale_only(llama_run):
+  p, _, _, c = llama_run
+  # x * rsqrt(mean(x^2) + 1e-5) * scale: no mean subtraction, no bias.
+  for hook, x_name, scale in [('blocks.0.ln1.hook_normalized', 'blocks.0.hook_resid_pre',
+                               p['blocks_0']['ln1']['scale']),
+                              ('ln_final.hook_normalized', 'blocks.1.hook_resid_post',
+                               p['ln_final']['scale'])]:
+    x = np.asarray(c[x_name], np.float64)
+    want = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-5) * np.asarray(scale)
+    np.testing.assert_allclose(c[hook], want, rtol=1e-5, atol=1e-5)
+
+
+def test_swiglu_hooks_hold_gate_linear_and_product(llama_run):
+  p, _, _, c = llama_run
+  h = np.asarray(c['blocks.1.ln2.hook_normalized'], np.float64)
+  mlp = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), p['blocks_1']['mlp'])
+  gate, up = h @ mlp['fc_gate']['kernel'], h @ mlp['fc_in']['kernel']
+  post = gate / (1 + np.exp(-gate)) * up
+  np.testing.assert_allclose(c['blocks.1.mlp.hook_pre'], gate, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(c['blocks.1.mlp.hook_pre_linear'], up, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(c['blocks.1.mlp.hook_post'], post, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(c['blocks.1.hook_mlp_out'], post @ mlp['fc_out']['kernel'],
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_tied_embeddings_read_logits_off_the_embedding(llama_run):
+  p, _, logits, c = llama_run
+  assert 'unembed/kernel' not in m.param_shapes(p)
+  np.testing.assert_allclose(logits, c['ln_final.hook_normalized'] @ p['embed']['embedding'].T,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_every_llama_hook_is_cached(llama_run):
+  _, _, _, c = llama_run
+  names = m.hook_names(LLAMA)
+  assert 'hook_pos_embed' not in names
+  assert {'blocks.0.attn.hook_rot_q', 'blocks.0.attn.hook_rot_k',
+          'blocks.0.mlp.hook_pre_linear'} <= set(names)
+  assert sorted(c) == sorted(names)
+  assert c['blocks.1.attn.hook_rot_q'].shape == c['blocks.1.attn.hook_q'].shape == (3, 8, 2, 8)
+
+
+def test_rope_scores_depend_only_on_offset():
+  q, k = jax.random.normal(jax.random.PRNGKey(5), (2, 1, 7, 3, 8))
+  scores = jax.jit(lambda pos: jnp.einsum('bthk,bshk->bhts', m.apply_rope(q, pos, 10000.0),
+                                          m.apply_rope(k, pos, 10000.0)))
+  base = jnp.arange(7)[None]
+  np.testing.assert_allclose(scores(base), scores(base + 123), rtol=1e-4, atol=1e-4)
+  # Rotation is not the identity and a different relative layout changes the scores.
+  plain = jnp.einsum('bthk,bshk->bhts', q, k)
+  assert not np.allclose(scores(base), plain, atol=1e-3)
+  assert not np.allclose(scores(base), scores(2 * base), atol=1e-3)
+  # Pairing convention: adjacent (2i, 2i+1), as llama2.c.
+  np.testing.assert_allclose(m.apply_rope(q, base, 10000.0)[0], _np_rope(np.asarray(q[0]), 10000.0),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_rope_model_is_shift_invariant_and_learned_is_not():
+  toks = _tokens(t=8) % LLAMA.vocab_size
+  pos = jnp.broadcast_to(jnp.arange(8), (3, 8))
+  for cfg, invariant in [(LLAMA, True), (GPT, False)]:
+    p = _noisy_params(cfg)
+    a, _ = _run(cfg, p, toks, positions_BxT=pos)
+    b, _ = _run(cfg, p, toks, positions_BxT=pos + 4)
+    assert np.allclose(a, b, rtol=1e-4, atol=1e-4) == invariant, cfg.pos_embedding
+    # positions_BxT=None means 0..T-1.
+    np.testing.assert_allclose(a, _run(cfg, p, toks)[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('cfg', [LLAMA, GPT], ids=['llama', 'gpt'])
+def test_left_padding_with_positions_matches_unpadded(cfg):
+  p = _noisy_params(cfg)
+  toks, mask = _left_padded(cfg)
+  logits, _ = _run(cfg, p, toks, pad_mask_BxT=mask, positions_BxT=m.positions_from_pad_mask(mask))
+  # Reference: each row's real tokens first, unpadded. The model is causal, so the
+  # logits of those first n positions are those of the n-token sequence alone.
+  ref = np.asarray(toks).copy()
+  for row in range(ref.shape[0]):
+    real = np.asarray(mask[row])
+    ref[row, :real.sum()] = ref[row, real]
+  ref_logits, _ = _run(cfg, p, jnp.asarray(ref))
+  for row in range(ref.shape[0]):
+    real = np.asarray(mask[row])
+    np.testing.assert_allclose(logits[row, real], ref_logits[row, :real.sum()],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_positions_from_pad_mask():
+  mask = jnp.asarray([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], bool)
+  np.testing.assert_array_equal(m.positions_from_pad_mask(mask), [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]])
+
+
+@pytest.mark.parametrize('cfg,padded', [(LLAMA, True), (GPT, True), (LLAMA, False)],
+                         ids=['llama-left-padded', 'gpt-left-padded', 'llama-default-positions'])
+def test_kv_cache_decode_matches_full_forward(cfg, padded):
+  p = _noisy_params(cfg)
+  toks, mask = _left_padded(cfg, n_pads=(0, 2, 5) if padded else (0, 0, 0))
+  kwargs = dict(pad_mask_BxT=mask, positions_BxT=m.positions_from_pad_mask(mask)) if padded else {}
+  full, _ = _run(cfg, p, toks, **kwargs)
+  step = jax.jit(functools.partial(m.forward_with_kv_cache, cfg))
+  kv = m.init_kv_cache(cfg, 3, length=10)
+  pieces = []
+  for a, b in [(0, 4)] + [(t, t + 1) for t in range(4, 8)]:  # Prefill 4, then 1 per step.
+    chunk = {k: v[:, a:b] for k, v in kwargs.items()}
+    logits, kv = step(p, toks[:, a:b], kv, **chunk)
+    pieces.append(logits)
+  assert int(kv.index) == 8
+  cached = np.concatenate(pieces, axis=1)
+  real = np.asarray(mask)
+  np.testing.assert_allclose(cached[real], np.asarray(full)[real], rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_fails_fast():
+  with pytest.raises(ValueError, match='model.causal'):
+    m.init_kv_cache(CFG, 2)
+  with pytest.raises(ValueError, match='model.max_len=12'):
+    m.init_kv_cache(LLAMA, 2, length=13)
+  kv = m.init_kv_cache(LLAMA, 1, length=4)
+  with pytest.raises(ValueError, match='KV cache length=4'):
+    m.forward_with_kv_cache(LLAMA, _noisy_params(LLAMA), jnp.zeros((1, 5), jnp.int32), kv)
+
+
+def test_sequence_longer_than_context_fails(params):
+  with pytest.raises(ValueError, match=r'Sequence length 10 exceeds model.max_len=9'):
+    m.run_with_cache(CFG, params, _tokens(t=10))
+
+
+@pytest.mark.parametrize('field,value,match', [
+    ('norm', 'batch', r"model.norm='batch' is unknown; valid: \('layer', 'rms'\)"),
+    ('pos_embedding', 'alibi', r"model.pos_embedding='alibi'.*'learned', 'rope', 'none'"),
+    ('mlp', 'geglu', r"model.mlp='geglu'.*'standard', 'swiglu'"),
+    ('d_head', 7, r'model.d_head=7 must be even'),
+    ('activation', 'relu', r"model.mlp='swiglu'.*model.activation='silu'"),
+    ('d_vocab_out', 5, r'model.tied_embeddings.*model.d_vocab_out'),
+])
+def test_new_fields_are_validated(field, value, match):
+  cfg = m.TransformerConfig(**{**LLAMA.to_dict(), field: value})
+  with pytest.raises(ValueError, match=match):
+    cfg.validate()
+  with pytest.raises(ValueError, match=match):  # The forward checks them too.
+    m.Transformer(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
+
+
+def test_config_round_trips_new_fields():
+  assert m.TransformerConfig.from_dict(LLAMA.to_dict()) == LLAMA

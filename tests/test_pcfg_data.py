@@ -429,3 +429,16 @@ def test_same_seed_same_data(paper):
   first, again, other = draw(13), draw(13), draw(14)
   assert all(np.array_equal(a, b) for a, b in zip(first, again))
   assert not any(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_mixed_pretraining_rows_use_the_configured_o_primes():
+  """App. E.1 rows come from the pretraining mixture with the run's O' (not the paper's 40)."""
+  spec = finetune_data.FinetuneSpec(o_prime=8, window_length=20)
+  o_primes = {'C': 8, 'CC': 8, 'I': 2, 'IC': 2, 'T': 8}
+  batch = finetune_data.sample_finetune_batch(np.random.default_rng(0), 40, 0.5, spec,
+                                              pt_fraction=0.5, pt_o_primes=o_primes)
+  rows = batch.from_pretraining
+  assert rows.sum() == 20
+  families = [tasks.ALL_FAMILIES[f] for f in batch.family[rows]]
+  o_prime_tokens = batch.tokens[rows, 3] - tasks.VOCAB.first_number
+  assert all(o == o_primes[f] for f, o in zip(families, o_prime_tokens))

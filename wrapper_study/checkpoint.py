@@ -12,6 +12,7 @@ complete checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Mapping, Optional
@@ -68,8 +69,22 @@ def meta_differences(saved: Mapping, expected: Mapping) -> list[str]:
   return lines
 
 
+def _with_model_defaults(saved: Mapping) -> Mapping:
+  """Fills model fields added to TransformerConfig after a checkpoint was written.
+
+  Their defaults reproduce the old behaviour exactly, so an old checkpoint is
+  the architecture the default value describes.
+  """
+  if not isinstance(saved.get('model'), Mapping):
+    return saved
+  defaults = {f.name: f.default for f in dataclasses.fields(model_lib.TransformerConfig)
+              if f.default is not dataclasses.MISSING}
+  return {**saved, 'model': {**_jsonable(defaults), **saved['model']}}
+
+
 def _check_meta(directory: str, step: int, saved: Mapping, expected: Mapping,
                 params=None) -> None:
+  saved = _with_model_defaults(saved)
   diffs = meta_differences(saved, expected)
   if params is not None and 'param_shapes' in saved and 'param_shapes' not in expected:
     diffs += meta_differences({'param_shapes': saved['param_shapes']},

@@ -2,14 +2,21 @@
 
 A pure-functional Flax linen module. Tracr-compiled weights load into it as they
 are (no LayerNorm, ReLU MLPs, biases, attention scaled by 1/sqrt(d_head)); the
-PCFG and TinyStories models are the same module with other config values.
+PCFG and TinyStories models are the same module with other config values. The
+LLaMA-style flavour of the TinyStories world (the authors' llama2.c fork) is
+`norm='rms'`, `pos_embedding='rope'`, `mlp='swiglu'`, `tied_embeddings=True`,
+`use_bias=False`; see `llama_config`. Every new field defaults to the old
+behaviour, so older configs give the same parameter tree and outputs.
 
 A forward pass can return a cache of named activations. Only the names asked
 for are kept, so memory stays small when a probe needs one layer. Hooks with the
 same names can also rewrite an activation in flight (ablation, patching).
 
+For decoding, `forward_with_kv_cache` runs new tokens against a `KVCache` of
+the keys and values seen so far (an explicit pytree, jit-able, no params).
+
 Shapes: B batch, T sequence, D d_model, H heads, K d_head, M d_mlp, V vocab,
-O output vocab.
+O output vocab, L layers, S cache slots.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import re
 from typing import Callable, Iterable, Mapping, Optional, Union
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -32,13 +40,16 @@ ACTIVATIONS = {
     'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
     'silu': jax.nn.silu,
 }
+NORMS = ('layer', 'rms')
+POS_EMBEDDINGS = ('learned', 'rope', 'none')
+MLPS = ('standard', 'swiglu')
 
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   """Shape and flavour of the shared transformer."""
   vocab_size: int  # V: input tokens.
-  max_len: int  # Rows of the learned position embedding.
+  max_len: int  # Context: longest sequence (rows of the learned position embedding).
   d_model: int = 64  # D
   n_layers: int = 2  # Blocks, each attention then MLP.
   n_heads: int = 4  # H
@@ -46,10 +57,15 @@ class TransformerConfig:
   d_mlp: int = 256  # M
   d_vocab_out: Optional[int] = None  # O; None means vocab_size.
   activation: str = 'relu'  # One of ACTIVATIONS.
-  layer_norm: bool = False  # Pre-LN blocks plus a final LN (minGPT style).
+  layer_norm: bool = False  # Pre-norm blocks plus a final norm (minGPT style).
   causal: bool = False
   use_bias: bool = True  # Biases on every Dense (tracr has them, all zero).
   init_std: float = 0.02  # Normal init of learned weights.
+  norm: str = 'layer'  # NORMS, used when layer_norm: LayerNorm, or RMSNorm (scale only).
+  pos_embedding: str = 'learned'  # POS_EMBEDDINGS: added table, rotary on q/k, or none.
+  rope_base: float = 10000.0  # theta of the rotary frequencies.
+  mlp: str = 'standard'  # MLPS: fc_out(act(fc_in x)), or fc_out(act(fc_gate x) * fc_in x).
+  tied_embeddings: bool = False  # Logits = x @ embed.T; no `unembed` param.
 
   @property
   def n_outputs(self) -> int:
@@ -67,6 +83,25 @@ class TransformerConfig:
     if self.activation not in ACTIVATIONS:
       raise ValueError(f'model.activation={self.activation!r} is unknown; '
                        f'valid: {sorted(ACTIVATIONS)}.')
+    self.validate_flavour()
+
+  def validate_flavour(self) -> None:
+    """The architecture-choice fields only (cheap; checked on every forward)."""
+    for name, valid in (('norm', NORMS), ('pos_embedding', POS_EMBEDDINGS), ('mlp', MLPS)):
+      if getattr(self, name) not in valid:
+        raise ValueError(f'model.{name}={getattr(self, name)!r} is unknown; valid: {valid}.')
+    if self.pos_embedding == 'rope':
+      if self.d_head % 2:
+        raise ValueError(f"model.d_head={self.d_head} must be even for model.pos_embedding='rope' "
+                         '(rotary turns pairs of dimensions).')
+      if not self.rope_base > 1:
+        raise ValueError(f'model.rope_base must be > 1, got {self.rope_base!r}.')
+    if self.mlp == 'swiglu' and self.activation != 'silu':
+      raise ValueError(f"model.mlp='swiglu' gates with silu; set model.activation='silu' "
+                       f'(got {self.activation!r}).')
+    if self.tied_embeddings and self.n_outputs != self.vocab_size:
+      raise ValueError(f'model.tied_embeddings reads logits off the input embedding, so model.'
+                       f'd_vocab_out must be None or {self.vocab_size}, got {self.d_vocab_out}.')
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -80,21 +115,50 @@ class TransformerConfig:
     return cls(**d)
 
 
+def llama_mlp_width(d_model: int, multiple_of: int = 64) -> int:
+  """SwiGLU hidden width of llama2.c: 2/3 of 4*d_model, rounded up to multiple_of.
+
+  Integer arithmetic as llama2.c writes it; equal to multiple_of*ceil(8d/3 /
+  multiple_of) for every d, since 8d is never 1 or 2 above a multiple of 192.
+  """
+  hidden = (8 * d_model) // 3
+  return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+def llama_config(vocab_size: int, max_len: int, d_model: int, n_layers: int, n_heads: int,
+                 multiple_of: int = 64, **overrides) -> TransformerConfig:
+  """The LLaMA-2 flavour of llama2.c: RMSNorm, RoPE, SwiGLU, tied, no biases, causal."""
+  if d_model % n_heads:
+    raise ValueError(f'model.d_model={d_model} must be divisible by model.n_heads={n_heads}.')
+  fields = dict(vocab_size=vocab_size, max_len=max_len, d_model=d_model, n_layers=n_layers,
+                n_heads=n_heads, d_head=d_model // n_heads,
+                d_mlp=llama_mlp_width(d_model, multiple_of), activation='silu',
+                layer_norm=True, norm='rms', pos_embedding='rope', mlp='swiglu',
+                tied_embeddings=True, use_bias=False, causal=True)
+  return TransformerConfig(**{**fields, **overrides})
+
+
 def hook_names(config: TransformerConfig) -> list[str]:
   """Every hook point of a model with this config, in forward order."""
-  names = ['hook_embed', 'hook_pos_embed']
+  names = ['hook_embed']
+  if config.pos_embedding == 'learned':
+    names += ['hook_pos_embed']
   for l in range(config.n_layers):
     b = f'blocks.{l}'
     names += [f'{b}.hook_resid_pre']
     if config.layer_norm:
       names += [f'{b}.ln1.hook_normalized']
-    names += [f'{b}.attn.hook_q', f'{b}.attn.hook_k', f'{b}.attn.hook_v',
-              f'{b}.attn.hook_attn_scores', f'{b}.attn.hook_pattern',
+    names += [f'{b}.attn.hook_q', f'{b}.attn.hook_k', f'{b}.attn.hook_v']
+    if config.pos_embedding == 'rope':  # TransformerLens names for q, k after rotation.
+      names += [f'{b}.attn.hook_rot_q', f'{b}.attn.hook_rot_k']
+    names += [f'{b}.attn.hook_attn_scores', f'{b}.attn.hook_pattern',
               f'{b}.attn.hook_z', f'{b}.hook_attn_out', f'{b}.hook_resid_mid']
     if config.layer_norm:
       names += [f'{b}.ln2.hook_normalized']
-    names += [f'{b}.mlp.hook_pre', f'{b}.mlp.hook_post', f'{b}.hook_mlp_out',
-              f'{b}.hook_resid_post']
+    names += [f'{b}.mlp.hook_pre']
+    if config.mlp == 'swiglu':
+      names += [f'{b}.mlp.hook_pre_linear']
+    names += [f'{b}.mlp.hook_post', f'{b}.hook_mlp_out', f'{b}.hook_resid_post']
   if config.layer_norm:
     names += ['ln_final.hook_normalized']
   return names
@@ -146,39 +210,141 @@ def _dense(features: int, config: TransformerConfig, name: str) -> nn.Dense:
                   kernel_init=nn.initializers.normal(config.init_std))
 
 
-def _layer_norm(config: TransformerConfig, name: str) -> Optional[nn.LayerNorm]:
-  return nn.LayerNorm(epsilon=1e-5, name=name) if config.layer_norm else None
+def _norm(config: TransformerConfig, name: str) -> nn.Module:
+  # eps 1e-5 for both, as minGPT (LayerNorm) and llama2.c (RMSNorm) use.
+  if config.norm == 'rms':
+    return nn.RMSNorm(epsilon=1e-5, name=name)  # x * rsqrt(mean(x^2) + eps) * scale.
+  return nn.LayerNorm(epsilon=1e-5, name=name)
+
+
+def positions_from_pad_mask(pad_mask_BxT: jax.Array) -> jax.Array:
+  """Position of each token counting real tokens only: left padding shifts nothing.
+
+  Pad slots before the first real token get 0 (their value never matters: no
+  real token attends to them).
+  """
+  return jnp.maximum(jnp.cumsum(pad_mask_BxT.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def apply_rope(x_BxTxHxK: jax.Array, positions_BxT: jax.Array, base: float) -> jax.Array:
+  """Rotary position embedding of q or k, in llama2.c's pairing convention.
+
+  Dimensions (2i, 2i+1) form pair i (a complex number) and turn by angle
+  position * base**(-2i/K). This is llama2.c's / Meta LLaMA's interleaved
+  layout, not the half-split (i, i + K/2) layout of GPT-NeoX / HF, so
+  llama2.c checkpoints load without permuting q/k weights. Computed in float32
+  as llama2.c does. positions_BxT may have batch 1 (broadcast).
+  """
+  K = x_BxTxHxK.shape[-1]
+  inv_freq_J = 1.0 / (base ** (jnp.arange(0, K, 2, dtype=jnp.float32) / K))  # J = K/2 pairs.
+  angle_BxTx1xJ = positions_BxT.astype(jnp.float32)[:, :, None, None] * inv_freq_J
+  cos, sin = jnp.cos(angle_BxTx1xJ), jnp.sin(angle_BxTx1xJ)
+  x = x_BxTxHxK.astype(jnp.float32)
+  re_BxTxHxJ, im_BxTxHxJ = x[..., 0::2], x[..., 1::2]
+  out_BxTxHxJx2 = jnp.stack([re_BxTxHxJ * cos - im_BxTxHxJ * sin,
+                             re_BxTxHxJ * sin + im_BxTxHxJ * cos], axis=-1)
+  return out_BxTxHxJx2.reshape(x_BxTxHxK.shape).astype(x_BxTxHxK.dtype)
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Keys and values of every layer for the tokens decoded so far.
+
+  Slot s of every row holds the token fed at step s of that batch (left padding
+  included, so all rows write the same slot at once). valid_BxS marks the slots
+  holding real tokens; padding and not-yet-written slots are never attended to.
+  Keys are stored after RoPE, so a slot never needs its position again.
+  """
+  k_LxBxSxHxK: jax.Array
+  v_LxBxSxHxK: jax.Array
+  valid_BxS: jax.Array  # bool
+  index: jax.Array  # int32 []: the next slot to write.
+
+  @property
+  def length(self) -> int:
+    return self.valid_BxS.shape[1]
+
+  def write(self, layer: int, k_BxTxHxK: jax.Array, v_BxTxHxK: jax.Array) -> 'KVCache':
+    """Stores one layer's keys/values of a chunk at slots [index, index + T)."""
+    start = (layer, 0, self.index, 0, 0)
+    k = jax.lax.dynamic_update_slice(self.k_LxBxSxHxK,
+                                     k_BxTxHxK[None].astype(self.k_LxBxSxHxK.dtype), start)
+    v = jax.lax.dynamic_update_slice(self.v_LxBxSxHxK,
+                                     v_BxTxHxK[None].astype(self.v_LxBxSxHxK.dtype), start)
+    return self.replace(k_LxBxSxHxK=k, v_LxBxSxHxK=v)
+
+
+def init_kv_cache(config: TransformerConfig, batch_size: int, length: Optional[int] = None,
+                  dtype=jnp.float32) -> KVCache:
+  """An empty cache of `length` slots (default model.max_len) for a causal model."""
+  config.validate()
+  if not config.causal:
+    raise ValueError('A KV cache needs model.causal=True: without a causal mask earlier '
+                     'tokens attend to later ones, so their keys/values are not final.')
+  length = config.max_len if length is None else length
+  if not 1 <= length <= config.max_len:
+    raise ValueError(f'KV cache length={length} must be in 1..model.max_len={config.max_len}.')
+  shape = (config.n_layers, batch_size, length, config.n_heads, config.d_head)
+  return KVCache(k_LxBxSxHxK=jnp.zeros(shape, dtype), v_LxBxSxHxK=jnp.zeros(shape, dtype),
+                 valid_BxS=jnp.zeros((batch_size, length), bool),
+                 index=jnp.zeros((), jnp.int32))
 
 
 class Attention(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, mask_BxTxT, rec: _Recorder, prefix: str):
+  def __call__(self, x_BxTxD, mask_BxTxS, positions_BxT, rec: _Recorder, prefix: str,
+               kv: Optional[tuple[KVCache, int]] = None):
+    """Self-attention; with kv=(cache, layer) it writes this chunk into the cache
+    and attends over all S cache slots. Returns (out_BxTxD, updated cache or None)."""
     c = self.config
     B, T, _ = x_BxTxD.shape
     split = lambda y: y.reshape(B, T, c.n_heads, c.d_head)
     q_BxTxHxK = rec(f'{prefix}.hook_q', split(_dense(c.n_heads * c.d_head, c, 'query')(x_BxTxD)))
     k_BxTxHxK = rec(f'{prefix}.hook_k', split(_dense(c.n_heads * c.d_head, c, 'key')(x_BxTxD)))
     v_BxTxHxK = rec(f'{prefix}.hook_v', split(_dense(c.n_heads * c.d_head, c, 'value')(x_BxTxD)))
-    scores_BxHxTxT = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxTxHxK)
-    scores_BxHxTxT = scores_BxHxTxT / jnp.sqrt(jnp.asarray(c.d_head, x_BxTxD.dtype))
-    scores_BxHxTxT = jnp.where(mask_BxTxT[:, None], scores_BxHxTxT, MASK_VALUE)
-    scores_BxHxTxT = rec(f'{prefix}.hook_attn_scores', scores_BxHxTxT)
-    pattern_BxHxTxT = rec(f'{prefix}.hook_pattern', jax.nn.softmax(scores_BxHxTxT, axis=-1))
+    if c.pos_embedding == 'rope':
+      q_BxTxHxK = rec(f'{prefix}.hook_rot_q', apply_rope(q_BxTxHxK, positions_BxT, c.rope_base))
+      k_BxTxHxK = rec(f'{prefix}.hook_rot_k', apply_rope(k_BxTxHxK, positions_BxT, c.rope_base))
+    kv_cache = None
+    k_BxSxHxK, v_BxSxHxK = k_BxTxHxK, v_BxTxHxK
+    if kv is not None:
+      kv_cache, layer = kv
+      kv_cache = kv_cache.write(layer, k_BxTxHxK, v_BxTxHxK)
+      k_BxSxHxK, v_BxSxHxK = kv_cache.k_LxBxSxHxK[layer], kv_cache.v_LxBxSxHxK[layer]
+    scores_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK)
+    scores_BxHxTxS = scores_BxHxTxS / jnp.sqrt(jnp.asarray(c.d_head, x_BxTxD.dtype))
+    scores_BxHxTxS = jnp.where(mask_BxTxS[:, None], scores_BxHxTxS, MASK_VALUE)
+    scores_BxHxTxS = rec(f'{prefix}.hook_attn_scores', scores_BxHxTxS)
+    pattern_BxHxTxS = rec(f'{prefix}.hook_pattern', jax.nn.softmax(scores_BxHxTxS, axis=-1))
     z_BxTxHxK = rec(f'{prefix}.hook_z',
-                    jnp.einsum('bhts,bshk->bthk', pattern_BxHxTxT, v_BxTxHxK))
-    return _dense(c.d_model, c, 'out')(z_BxTxHxK.reshape(B, T, c.n_heads * c.d_head))
+                    jnp.einsum('bhts,bshk->bthk', pattern_BxHxTxS, v_BxSxHxK))
+    out_BxTxD = _dense(c.d_model, c, 'out')(z_BxTxHxK.reshape(B, T, c.n_heads * c.d_head))
+    return out_BxTxD, kv_cache
 
 
 class MLP(nn.Module):
+  """'standard': hook_pre = fc_in(x), hook_post = act(hook_pre).
+
+  'swiglu' (llama2.c w1/w3/w2 = fc_gate/fc_in/fc_out; TransformerLens names):
+  hook_pre = fc_gate(x), the gate before its activation; hook_pre_linear =
+  fc_in(x); hook_post = silu(hook_pre) * hook_pre_linear. In both, hook_post is
+  what fc_out reads: the M 'neurons'.
+  """
   config: TransformerConfig
 
   @nn.compact
   def __call__(self, x_BxTxD, rec: _Recorder, prefix: str):
     c = self.config
-    pre_BxTxM = rec(f'{prefix}.hook_pre', _dense(c.d_mlp, c, 'fc_in')(x_BxTxD))
-    post_BxTxM = rec(f'{prefix}.hook_post', ACTIVATIONS[c.activation](pre_BxTxM))
+    act = ACTIVATIONS[c.activation]
+    if c.mlp == 'swiglu':
+      gate_BxTxM = rec(f'{prefix}.hook_pre', _dense(c.d_mlp, c, 'fc_gate')(x_BxTxD))
+      linear_BxTxM = rec(f'{prefix}.hook_pre_linear', _dense(c.d_mlp, c, 'fc_in')(x_BxTxD))
+      post_BxTxM = rec(f'{prefix}.hook_post', act(gate_BxTxM) * linear_BxTxM)
+    else:
+      pre_BxTxM = rec(f'{prefix}.hook_pre', _dense(c.d_mlp, c, 'fc_in')(x_BxTxD))
+      post_BxTxM = rec(f'{prefix}.hook_post', act(pre_BxTxM))
     return _dense(c.d_model, c, 'fc_out')(post_BxTxM)
 
 
@@ -187,19 +353,23 @@ class Block(nn.Module):
   index: int
 
   @nn.compact
-  def __call__(self, x_BxTxD, mask_BxTxT, rec: _Recorder):
+  def __call__(self, x_BxTxD, mask_BxTxS, positions_BxT, rec: _Recorder,
+               kv_cache: Optional[KVCache] = None):
     c, b = self.config, f'blocks.{self.index}'
     x_BxTxD = rec(f'{b}.hook_resid_pre', x_BxTxD)
     h = x_BxTxD
     if c.layer_norm:
-      h = rec(f'{b}.ln1.hook_normalized', _layer_norm(c, 'ln1')(h))
-    attn_out = rec(f'{b}.hook_attn_out', Attention(c, name='attn')(h, mask_BxTxT, rec, f'{b}.attn'))
+      h = rec(f'{b}.ln1.hook_normalized', _norm(c, 'ln1')(h))
+    kv = None if kv_cache is None else (kv_cache, self.index)
+    attn_out, kv_cache = Attention(c, name='attn')(h, mask_BxTxS, positions_BxT, rec,
+                                                   f'{b}.attn', kv)
+    attn_out = rec(f'{b}.hook_attn_out', attn_out)
     x_BxTxD = rec(f'{b}.hook_resid_mid', x_BxTxD + attn_out)
     h = x_BxTxD
     if c.layer_norm:
-      h = rec(f'{b}.ln2.hook_normalized', _layer_norm(c, 'ln2')(h))
+      h = rec(f'{b}.ln2.hook_normalized', _norm(c, 'ln2')(h))
     mlp_out = rec(f'{b}.hook_mlp_out', MLP(c, name='mlp')(h, rec, f'{b}.mlp'))
-    return rec(f'{b}.hook_resid_post', x_BxTxD + mlp_out)
+    return rec(f'{b}.hook_resid_post', x_BxTxD + mlp_out), kv_cache
 
 
 class Transformer(nn.Module):
@@ -208,6 +378,8 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxT: jax.Array, *, pad_mask_BxT: Optional[jax.Array] = None,
+               positions_BxT: Optional[jax.Array] = None,
+               kv_cache: Optional[KVCache] = None,
                cache_names: Iterable[str] = (),
                hooks: Optional[Mapping[str, Callable]] = None):
     """Runs the model.
@@ -215,33 +387,69 @@ class Transformer(nn.Module):
     Args:
       tokens_BxT: integer token ids.
       pad_mask_BxT: True where a key position may be attended to. None: all.
+      positions_BxT: position of each token for the position embedding (learned
+        or rope); None: 0..T-1 (after the cached slots with kv_cache). For
+        left-padded rows use `positions_from_pad_mask`.
+      kv_cache: decode mode (needs model.causal): the T tokens fill cache slots
+        [index, index + T) and attend to every valid earlier slot. pad_mask_BxT
+        then marks which of the T new tokens are real.
       cache_names: hook names whose activations are returned (already resolved;
         use `resolve_names` for filters).
       hooks: name -> fn(activation) -> activation, applied in the forward pass.
 
     Returns:
-      (logits_BxTxO, cache) where cache maps each requested name to its array.
+      (logits_BxTxO, cache) where cache maps each requested name to its array;
+      with kv_cache, (logits_BxTxO, cache, updated kv_cache).
     """
     c = self.config
+    c.validate_flavour()
     rec = _Recorder(cache_names, hooks)
     B, T = tokens_BxT.shape
+    if kv_cache is not None and not c.causal:
+      raise ValueError('kv_cache needs model.causal=True.')
+    limit, limit_name = ((c.max_len, 'model.max_len') if kv_cache is None
+                         else (kv_cache.length, 'the KV cache length'))
+    if T > limit:
+      raise ValueError(f'Sequence length {T} exceeds {limit_name}={limit}.')
     tok = nn.Embed(c.vocab_size, c.d_model, name='embed',
                    embedding_init=nn.initializers.normal(c.init_std))
-    pos = nn.Embed(c.max_len, c.d_model, name='pos_embed',
-                   embedding_init=nn.initializers.normal(c.init_std))
     x_BxTxD = rec('hook_embed', tok(tokens_BxT))
-    x_BxTxD = x_BxTxD + rec('hook_pos_embed', pos(jnp.arange(T))[None])
-    mask_BxTxT = jnp.ones((B, T, T), bool)
-    if pad_mask_BxT is not None:
-      mask_BxTxT = mask_BxTxT & pad_mask_BxT[:, None, :].astype(bool)
-    if c.causal:
-      mask_BxTxT = mask_BxTxT & jnp.tril(jnp.ones((T, T), bool))[None]
+    if positions_BxT is None and kv_cache is not None:
+      positions_BxT = kv_cache.index + jnp.arange(T)[None]
+    if c.pos_embedding == 'learned':
+      pos = nn.Embed(c.max_len, c.d_model, name='pos_embed',
+                     embedding_init=nn.initializers.normal(c.init_std))
+      pos_xTxD = pos(jnp.arange(T))[None] if positions_BxT is None else pos(positions_BxT)
+      x_BxTxD = x_BxTxD + rec('hook_pos_embed', pos_xTxD)
+    if positions_BxT is None:
+      positions_BxT = jnp.arange(T)[None]  # Batch 1, broadcast (rope only reads it).
+    if kv_cache is None:
+      mask_BxTxS = jnp.ones((B, T, T), bool)
+      if pad_mask_BxT is not None:
+        mask_BxTxS = mask_BxTxS & pad_mask_BxT[:, None, :].astype(bool)
+      if c.causal:
+        mask_BxTxS = mask_BxTxS & jnp.tril(jnp.ones((T, T), bool))[None]
+    else:
+      new_valid_BxT = (jnp.ones((B, T), bool) if pad_mask_BxT is None
+                       else pad_mask_BxT.astype(bool))
+      kv_cache = kv_cache.replace(valid_BxS=jax.lax.dynamic_update_slice(
+          kv_cache.valid_BxS, new_valid_BxT, (0, kv_cache.index)))
+      slot_S = jnp.arange(kv_cache.length)
+      query_slot_T = kv_cache.index + jnp.arange(T)
+      causal_TxS = slot_S[None, :] <= query_slot_T[:, None]
+      mask_BxTxS = kv_cache.valid_BxS[:, None, :] & causal_TxS[None]
     for l in range(c.n_layers):
-      x_BxTxD = Block(c, l, name=f'blocks_{l}')(x_BxTxD, mask_BxTxT, rec)
+      x_BxTxD, kv_cache = Block(c, l, name=f'blocks_{l}')(x_BxTxD, mask_BxTxS, positions_BxT,
+                                                          rec, kv_cache)
     if c.layer_norm:
-      x_BxTxD = rec('ln_final.hook_normalized', _layer_norm(c, 'ln_final')(x_BxTxD))
-    logits_BxTxO = nn.Dense(c.n_outputs, use_bias=False, name='unembed',
-                            kernel_init=nn.initializers.normal(c.init_std))(x_BxTxD)
+      x_BxTxD = rec('ln_final.hook_normalized', _norm(c, 'ln_final')(x_BxTxD))
+    if c.tied_embeddings:
+      logits_BxTxO = tok.attend(x_BxTxD)  # x @ embed.T, as llama2.c ties them.
+    else:
+      logits_BxTxO = nn.Dense(c.n_outputs, use_bias=False, name='unembed',
+                              kernel_init=nn.initializers.normal(c.init_std))(x_BxTxD)
+    if kv_cache is not None:
+      return logits_BxTxO, rec.cache, kv_cache.replace(index=kv_cache.index + T)
     return logits_BxTxO, rec.cache
 
 
@@ -257,9 +465,21 @@ def run_with_cache(config: TransformerConfig, params, tokens_BxT, names: NamesFi
   """TransformerLens-style helper: (logits, cache) with only the named activations.
 
   Jit-able when `names` is static (wrap in functools.partial before jax.jit).
+  kwargs go to `Transformer.__call__` (pad_mask_BxT, positions_BxT, hooks).
   """
   return Transformer(config).apply({'params': params}, tokens_BxT,
                                    cache_names=resolve_names(config, names), **kwargs)
+
+
+def forward_with_kv_cache(config: TransformerConfig, params, tokens_BxT, kv_cache: KVCache,
+                          **kwargs) -> tuple[jax.Array, KVCache]:
+  """Decode step(s): (logits_BxTxO, kv_cache advanced by T slots). Jit-able.
+
+  kwargs go to `Transformer.__call__` (pad_mask_BxT, positions_BxT, hooks).
+  """
+  logits_BxTxO, _, kv_cache = Transformer(config).apply({'params': params}, tokens_BxT,
+                                                        kv_cache=kv_cache, **kwargs)
+  return logits_BxTxO, kv_cache
 
 
 def param_shapes(params) -> dict[str, tuple[int, ...]]:

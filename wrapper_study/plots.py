@@ -92,3 +92,66 @@ def curves(x, series: dict, xlabel: str, ylabel: str, title: str = '', logx: boo
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
   return fig
+
+
+# Two-sided 95% Student-t quantiles by degrees of freedom: with 3 seeds the
+# normal 1.96 would draw a band less than half as wide as the data support.
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_quantile_975(df: int) -> float:
+  """The tabulated quantile at the largest df <= the given one (conservative)."""
+  if df < 1:
+    return 0.0
+  if df > 30:
+    return 1.96
+  return _T975[max(k for k in _T975 if k <= df)]
+
+
+def seed_band(values_SxX):
+  """(mean [X], (low [X], high [X])): a 95% t confidence interval over seeds (axis 0)."""
+  v = np.asarray(values_SxX, float)
+  mean = v.mean(0)
+  if len(v) < 2:
+    return mean, (mean, mean)
+  half = t_quantile_975(len(v) - 1) * v.std(0, ddof=1) / np.sqrt(len(v))
+  return mean, (mean - half, mean + half)
+
+
+def grouped_curves(x, values_XxP, members, *, panel, group, ylabel: str, xlabel: str,
+                   title: str = '', logx: bool = False, ylim=(-3, 103), rows=None):
+  """One panel per panel(member) (per rows(member) row, if given), one line per
+  group(member), mean and 95% band over the members that share both (the seeds).
+
+  values_XxP: a metric at each x for every member (columns follow `members`).
+  """
+  values_XxP = np.asarray(values_XxP, float)
+  row_of = rows or (lambda m: '')
+  row_names = sorted({row_of(m) for m in members}, key=str)
+  panels = sorted({panel(m) for m in members}, key=str)
+  fig, axes = plt.subplots(len(row_names), len(panels), figsize=(3.3 * len(panels),
+                           2.7 * len(row_names)), squeeze=False)
+  for r, rname in enumerate(row_names):
+    for c, pname in enumerate(panels):
+      ax = axes[r, c]
+      sel = [i for i, m in enumerate(members) if panel(m) == pname and row_of(m) == rname]
+      for gname in sorted({group(members[i]) for i in sel}, key=str):
+        idx = [i for i in sel if group(members[i]) == gname]
+        mean, (lo, hi) = seed_band(values_XxP[:, idx].T)
+        line, = ax.plot(x, mean, label=f'{gname} (n={len(idx)})', marker='.' if len(x) < 30
+                        else None)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+      if logx:
+        ax.set_xscale('symlog', linthresh=1)
+      if ylim:
+        ax.set_ylim(*ylim)
+      ax.set_title(' '.join(str(s) for s in (rname, pname) if s != ''), fontsize=8)
+      ax.set_xlabel(xlabel, fontsize=8)
+      ax.set_ylabel(ylabel, fontsize=8)
+      ax.grid(alpha=0.3)
+      if sel:
+        ax.legend(fontsize=6)
+  fig.suptitle(f'{title} (mean and 95% t-interval over seeds)', fontsize=10)
+  fig.tight_layout()
+  return fig

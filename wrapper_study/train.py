@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wrapper_study import optim
 from wrapper_study.metrics import ProgressLogger
@@ -92,16 +93,46 @@ def train_step(state: TrainState, batch: PyTree, *, loss_fn: LossFn,
 
 @functools.lru_cache(maxsize=16)
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                    vmap: bool = False) -> Callable[[TrainState, PyTree], tuple[TrainState, dict]]:
+                    vmap: bool = False, mesh: Optional[Mesh] = None
+                    ) -> Callable[[TrainState, PyTree], tuple[TrainState, dict]]:
   """jit(train_step) with the state donated; vmap=True maps over a population.
 
-  Cached on (loss_fn, tx, vmap), so a relaunched loop in the same process (an
-  eval, a resumed run, a test) reuses the compiled step.
+  mesh: data parallelism (sharded jit): every batch leaf is split along its
+  leading axis over all the mesh's devices, the state is replicated, and XLA
+  inserts the gradient all-reduce. The same step runs on 1 or N devices.
+
+  Cached on (loss_fn, tx, vmap, mesh), so a relaunched loop in the same process
+  (an eval, a resumed run, a test) reuses the compiled step.
   """
   step = functools.partial(train_step, loss_fn=loss_fn, tx=tx)
   if vmap:
     step = jax.vmap(step)
-  return jax.jit(step, donate_argnums=0)
+  if mesh is None:
+    return jax.jit(step, donate_argnums=0)
+  replicated, split = data_shardings(mesh)
+  return jax.jit(step, donate_argnums=0, in_shardings=(replicated, split),
+                 out_shardings=(replicated, replicated))
+
+
+def data_mesh(devices=None) -> Mesh:
+  """A 1-D mesh named 'data' over `devices` (default: every device)."""
+  return Mesh(np.array(devices if devices is not None else jax.devices()), ('data',))
+
+
+def data_shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
+  """(replicated, split along the leading axis over every mesh axis)."""
+  return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec(mesh.axis_names))
+
+
+def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
+  """Places a host batch split over the mesh; the batch must divide evenly."""
+  n = mesh.size
+  for path, x in jax.tree_util.tree_flatten_with_path(batch)[0]:
+    if np.shape(x)[0] % n:
+      raise ValueError(f'batch leaf {jax.tree_util.keystr(path)} has leading size '
+                       f'{np.shape(x)[0]}, not divisible by the {n} devices of the data mesh; '
+                       f'use a batch size that is a multiple of {n}.')
+  return jax.device_put(batch, data_shardings(mesh)[1])
 
 
 def _nonfinite(metrics: Mapping[str, np.ndarray], vmap: bool) -> dict[str, Any]:
@@ -140,7 +171,7 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
                total_steps: int, workdir: Optional[str] = None, writer=None,
                checkpointer=None, log_every: int = 100,
                evaluators: Optional[Evaluators] = None, nan_check: bool = True,
-               vmap: bool = False) -> TrainState:
+               vmap: bool = False, mesh: Optional[Mesh] = None) -> TrainState:
   """Trains to total_steps, resuming from the checkpointer's latest step.
 
   A run killed at any moment and relaunched with the same arguments ends with
@@ -165,6 +196,7 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
     nan_check: raise FloatingPointError on a non-finite loss, grad or param
       norm (for a population: only when every member is non-finite).
     vmap: state and batches are populations (leading axis P).
+    mesh: train data-parallel over this mesh (see make_train_step, data_mesh).
 
   Returns:
     The final state.
@@ -178,7 +210,12 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
   if start > total_steps:
     raise ValueError(f'Checkpoint step {start} is past total_steps={total_steps}; '
                      'use another --workdir or a larger total_steps.')
-  step_fn = make_train_step(loss_fn, tx, vmap=vmap)
+  step_fn = make_train_step(loss_fn, tx, vmap=vmap, mesh=mesh)
+  if mesh is not None:
+    state = jax.device_put(state, data_shardings(mesh)[0])
+    get_batch = lambda s: shard_batch(batch_fn(s), mesh)
+  else:
+    get_batch = batch_fn
   progress = ProgressLogger(total_steps, log_every, start_step=start)
   evaluators = {k: (w if isinstance(w, int) else frozenset(w), fn)
                 for k, (w, fn) in (evaluators or {}).items()}
@@ -207,7 +244,7 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
   pending = None  # (step, device metrics) not fetched yet.
   try:
     for s in range(start, total_steps):
-      state, metrics = step_fn(state, batch_fn(s))
+      state, metrics = step_fn(state, get_batch(s))
       # Fetch the previous step's metrics while this one runs.
       if pending is not None:
         finish(*pending)

@@ -172,7 +172,7 @@ def answer_accuracy(cfg, params, b: tasks.Batch, batch_size: int, population_: b
 
 
 def pretrain_meta(config, cfg, params, prior) -> dict:
-  return checkpoint.make_meta(f'pcfg/pretrain/{prior_name(prior)}', cfg, params,
+  return checkpoint.make_meta(f'pcfg/pretrain/{pretrain_name(config, prior)}', cfg, params,
                               window_length=config.data.window_length)
 
 
@@ -185,11 +185,24 @@ def pretrain_eval_sets(config, n: int) -> dict[str, tasks.Batch]:
           for op in (config.finetune.operand_pt, config.finetune.operand_ft)}
 
 
-def pretrain(config, prior: str, workdir: pathlib.Path, writer) -> dict:
-  """Trains one model on the mixture with `prior`; returns its final eval accuracies."""
+def pretrain_name(config, prior) -> str:
+  """Names a pretraining run: the prior, plus the families when they are not the default."""
+  name = prior_name(prior)
+  if tuple(config.data.families) != tasks.FAMILIES:
+    name += '_' + '-'.join(config.data.families)
+  return name
+
+
+def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | None = None) -> dict:
+  """Trains one model on the mixture with `prior`; returns its final eval accuracies.
+
+  prior_index seeds the init and the data; default: the prior's place in
+  config.pretrain.priors (a baseline prior outside that list passes its own).
+  """
   p = config.pretrain
   cfg = model_config(config)
-  prior_index = list(config.pretrain.priors).index(prior)
+  if prior_index is None:
+    prior_index = list(config.pretrain.priors).index(prior)
   params = model_lib.init_params(cfg, jax.random.fold_in(jax.random.PRNGKey(config.seed),
                                                          prior_index))
   meta = pretrain_meta(config, cfg, params, prior)
@@ -217,7 +230,7 @@ def pretrain(config, prior: str, workdir: pathlib.Path, writer) -> dict:
     last.update(out)
     return out
 
-  name = prior_name(prior)
+  name = pretrain_name(config, prior)
   kept = checkpoint.Checkpointer(workdir / 'checkpoints' / f'pretrain_{name}_kept', meta=meta,
                                  save_every=1, max_to_keep=None)
 
@@ -245,7 +258,7 @@ def load_pretrained(config, prior: str, step: int, workdir: pathlib.Path):
   cfg = model_config(config)
   template = model_lib.init_params(cfg, jax.random.PRNGKey(0))
   meta = pretrain_meta(config, cfg, template, prior)
-  directory = workdir / 'checkpoints' / f'pretrain_{prior_name(prior)}_kept'
+  directory = workdir / 'checkpoints' / f'pretrain_{pretrain_name(config, prior)}_kept'
   return checkpoint.load_params(str(directory), meta, step=step)
 
 
@@ -256,6 +269,7 @@ def make_finetune_batch_fn(config, prior, members, spec, g, salt: int):
   f = config.finetune
   keys = [(m.seed, m.c_tr) for m in members]
   unique = sorted(set(keys))
+  pt_o_primes = {fam: o for fam, o in o_primes(config).items() if fam in config.data.families}
   which = np.array([unique.index(k) for k in keys])
 
   def batch_fn(step):
@@ -264,25 +278,32 @@ def make_finetune_batch_fn(config, prior, members, spec, g, salt: int):
       rng = population.stream_rng(config.seed, s, c, step, salt)
       parts.append(lm_batch(finetune_data.sample_finetune_batch(
           rng, f.batch_size, c, spec, pt_fraction=f.pt_fraction, operand_prior=prior,
-          pt_families=config.data.families, rand_ft=f.rand_ft, grammar=g), answer_only=True))
+          pt_families=config.data.families, pt_o_primes=pt_o_primes, rand_ft=f.rand_ft,
+          grammar=g), answer_only=True))
     return {k: np.stack([p[k] for p in parts])[which] for k in parts[0]}
   return batch_fn
 
 
-def finetune(config, prior: str, pt_step: int, params, workdir, writer):
-  """The grid on one pretrained model, as one population. Returns (members, History)."""
+def finetune(config, prior, pt_step: int, params, workdir, writer, name: str | None = None,
+             extra_pt_families=(), members=None):
+  """The grid on one pretrained model, as one population.
+
+  name: the population's name (default finetune_<prior>_<pt_step>).
+  extra_pt_families: also evaluate Acc O_PT with these family tokens (App. E.2
+    jailbreak: 'T_J1', 'T_J2'), as c_te<x>/acc_o_pt_<family>.
+  Returns (members, History, final stacked params).
+  """
   f = config.finetune
   cfg = model_config(config)
   spec = finetune_spec(config)
   g = grammar(config)
-  members = population.grid(f.lrs, f.c_trs, f.seeds)
+  members = members or population.grid(f.lrs, f.c_trs, f.seeds)
   params_P = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * len(members)), params)
   opt_cfg = dict(name='adamw', lr=1.0, b1=0.9, b2=0.95, weight_decay=config.pretrain.weight_decay,
                  schedule='warmup_cosine', warmup_fraction=f.warmup_fraction, min_lr_ratio=0.01,
                  grad_clip_norm=1.0)
-  test = finetune_data.make_test_sets(np.random.default_rng([config.seed, 303]),
-                                      config.eval.num_samples, spec, grammar=g,
-                                      pt_family=f.pt_eval_family or None)
+  test = test_sets(config)
+  extra = {fam: test_sets(config, fam) for fam in extra_pt_families}
 
   def evaluate(params_P):
     out = {}
@@ -290,18 +311,29 @@ def finetune(config, prior: str, pt_step: int, params, workdir, writer):
       for which, b in (('pt', sets['pt']), ('ft', sets['ft'])):
         out[f'c_te{c_te:g}/acc_o_{which}'] = answer_accuracy(cfg, params_P, b,
                                                               config.eval.batch_size, True)
+      for fam, fam_sets in extra.items():
+        out[f'c_te{c_te:g}/acc_o_pt_{fam}'] = answer_accuracy(
+            cfg, params_P, fam_sets[c_te]['pt'], config.eval.batch_size, True)
     return out
 
   salt = 1000 + list(config.pretrain.priors).index(prior)
-  logging.info('fine-tuning prior=%s@%d: %d members (%d lrs x %d C_Tr x %d seeds), %d steps',
-               prior, pt_step, len(members), len(f.lrs), len(f.c_trs), len(f.seeds), f.steps)
-  _, history = population.run_population(
-      name=f'finetune_{prior_name(prior)}_{pt_step}', model_config=cfg, members=members,
+  name = name or f'finetune_{prior_name(prior)}_{pt_step}'
+  logging.info('%s: %d members (%d lrs x %d C_Tr x %d seeds), %d steps', name, len(members),
+               len(f.lrs), len(f.c_trs), len(f.seeds), f.steps)
+  params_P, history = population.run_population(
+      name=name, model_config=cfg, members=members,
       params_P=params_P, opt_cfg=opt_cfg, total_steps=f.steps,
       batch_fn=make_finetune_batch_fn(config, prior, members, spec, g, salt),
       loss_fn=lm_loss_fn(cfg), evaluate=evaluate, eval_steps=(0,) + tuple(f.eval_steps),
       workdir=workdir, writer=writer, save_every=f.save_every, log_every=f.log_every)
-  return members, history
+  return members, history, params_P
+
+
+def test_sets(config, pt_family: str | None = None):
+  """{C_Te: {'pt', 'ft'}} test batches; the same windows for every call (seeded)."""
+  return finetune_data.make_test_sets(
+      np.random.default_rng([config.seed, 303]), config.eval.num_samples, finetune_spec(config),
+      grammar=grammar(config), pt_family=pt_family or config.finetune.pt_eval_family or None)
 
 
 # ---------------------------------------------------------------- tables ----
@@ -400,7 +432,7 @@ def run(config, workdir) -> dict:
       for pt_step in config.pretrain.keep_steps:
         t0 = time.time()
         params = load_pretrained(config, prior, pt_step, workdir)
-        members, history = finetune(config, prior, pt_step, params, workdir, writer)
+        members, history, _ = finetune(config, prior, pt_step, params, workdir, writer)
         pre_ft = (acc[keys[0]], acc[keys[1]]) if pt_step == config.pretrain.steps else (
             float('nan'), float('nan'))
         rows += table_rows(config, prior, pt_step, members, history, pre_ft)

@@ -128,14 +128,6 @@ def _mean_sd(values) -> tuple[float, float]:
   return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def _band(values_SxK):
-  """Mean and a 95% t-free normal band (mean +- 1.96 s.e.) over seeds (axis 0)."""
-  v = np.asarray(values_SxK, float)
-  mean = v.mean(0)
-  se = v.std(0, ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.zeros_like(mean)
-  return mean, (mean - 1.96 * se, mean + 1.96 * se)
-
-
 # ---------------------------------------------------------------- phases ----
 
 
@@ -198,30 +190,19 @@ def table3_markdown(rows) -> str:
 def curves_figure(config, program, members, history, metric_pairs, title, logx=False,
                   group=lambda m: f'C_Tr={m.c_tr:g}', panel=lambda m: f'lr={m.lr:g}'):
   """Panels (one per `panel` value) x rows (metrics); one line per `group`; seed bands."""
-  panels = sorted({panel(m) for m in members})
-  fig, axes = plots.plt.subplots(len(metric_pairs), len(panels),
-                                 figsize=(3.3 * len(panels), 2.7 * len(metric_pairs)),
-                                 squeeze=False)
-  for row, (key, ylabel) in enumerate(metric_pairs):
+  del config, program
+  figs = []
+  for key, ylabel in metric_pairs:
     steps, values = history.curve(key)
-    for col, pname in enumerate(panels):
-      ax = axes[row, col]
-      for gname in sorted({group(m) for m in members if panel(m) == pname}):
-        idx = [i for i, m in enumerate(members) if panel(m) == pname and group(m) == gname]
-        mean, (lo, hi) = _band(values[:, idx].T)
-        line, = ax.plot(steps, mean, label=gname, marker='.')
-        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
-      if logx:
-        ax.set_xscale('symlog', linthresh=1)
-      ax.set_ylim(-3, 103)
-      ax.set_title(pname, fontsize=8)
-      ax.set_xlabel('iteration', fontsize=8)
-      ax.set_ylabel(ylabel, fontsize=8)
-      ax.grid(alpha=0.3)
-      ax.legend(fontsize=6)
-  fig.suptitle(f'{title} (mean and 95% band over seeds)', fontsize=10)
-  fig.tight_layout()
-  return fig
+    figs.append((steps, values, ylabel))
+  # One row per metric: members repeated with the metric as their row key.
+  rows_members = [(k, m) for k in range(len(figs)) for m in members]
+  x = figs[0][0]
+  values = np.concatenate([v for _, v, _ in figs], axis=1)
+  return plots.grouped_curves(
+      x, values, rows_members, panel=lambda km: panel(km[1]), group=lambda km: group(km[1]),
+      rows=lambda km: f'({km[0] + 1}) {figs[km[0]][2]}', ylabel='accuracy (%)',
+      xlabel='iteration', title=title, logx=logx)
 
 
 def map_figures(config, program, tm, members, params_P, test_sets, workdir, writer):
@@ -339,7 +320,7 @@ def pruning_figure(config, program, gran, members, curves):
       ax = axes[row, col]
       for c in config.pruning.c_trs:
         idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
-        mean, (lo, hi) = _band(curves[idx, :, j])
+        mean, (lo, hi) = plots.seed_band(curves[idx, :, j])
         line, = ax.plot(ks, mean, label=f'C_Tr={c:g}')
         ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.15)
       ax.set_ylim(-3, 103)

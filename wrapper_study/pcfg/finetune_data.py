@@ -168,13 +168,14 @@ def sample_windows(rng: np.random.Generator, n: int, c_tr: float, spec: Finetune
 def sample_finetune_batch(rng: np.random.Generator, n: int, c_tr: float,
                           spec: FinetuneSpec = FinetuneSpec(), *, pt_fraction: float = 0.0,
                           operand_prior='low', pt_families=tasks.FAMILIES,
-                          rand_ft: bool = False, grammar=None,
+                          pt_o_primes=None, rand_ft: bool = False, grammar=None,
                           vocab: tasks.Vocab = tasks.VOCAB) -> tasks.Batch:
   """A fine-tuning batch: prompt (family, O_FT), answer r(x, O_FT).
 
   pt_fraction: exactly round(pt_fraction * n) rows from the pretraining mixture
-    (App. E.1), with `operand_prior` and `pt_families`; C_Tr holds exactly
-    among the other rows.
+    (App. E.1), with `operand_prior`, `pt_families` and their O' values
+    `pt_o_primes` (None: the family defaults); C_Tr holds exactly among the
+    other rows.
   rand_ft: App. E.4: the prompt names O_PT but the answer is r(x, O_FT).
   """
   spec.validate(vocab)
@@ -192,7 +193,7 @@ def sample_finetune_batch(rng: np.random.Generator, n: int, c_tr: float,
     parts.append(_prompt_batch(spec, windows, prompt, spec.operand_ft, vocab, correlated))
   if n_pt:
     parts.append(tasks.sample_pretraining_batch(
-        rng, n_pt, operand_prior, pt_families, grammar=grammar,
+        rng, n_pt, operand_prior, pt_families, o_primes=pt_o_primes, grammar=grammar,
         window_length=spec.window_length, vocab=vocab))
   batch = tasks.concat_batches(parts)
   return batch.take(rng.permutation(n)) if n_pt else batch
