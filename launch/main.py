@@ -67,8 +67,9 @@ def main(argv):
   workdir = pathlib.Path(_WORKDIR.value)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'config.txt').write_text(str(config))
-  experiment.run(config, workdir)
-  logging.info('Done. Report: %s', workdir / 'report.md')
+  result = experiment.run(config, workdir)
+  report = (result or {}).get('report', workdir / 'report.md')
+  logging.info('Done. Report: %s', report)
 
 
 if __name__ == '__main__':
