@@ -29,11 +29,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import time
 
 import jax
+
+import machine  # benchmarks/machine.py (the script's own folder is on sys.path)
 import numpy as np
 
 from wrapper_study import model
@@ -44,26 +45,6 @@ N_SYMBOLS = 8  # Tokens are drawn from ids 0..7; targets count ids 1 and 2.
 N_CLASSES = 41
 
 
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def _machine() -> list[str]:
-  try:
-    usable = len(os.sched_getaffinity(0))
-  except AttributeError:
-    usable = os.cpu_count()
-  return [f'platform: {platform.platform()}, python {platform.python_version()}',
-          f'cpu: {_cpu_name()}, os.cpu_count={os.cpu_count()}, usable={usable}',
-          f'jax {jax.__version__} (devices: {jax.devices()})',
-          'load average (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg()]
 
 
 def _data(cfg, params, n: int, seq: int, seed: int, batch_size: int):
@@ -109,7 +90,7 @@ def main():
   if min(args.steps, args.batch_size, args.n_train, args.n_test, args.seq) < 1 or args.repeats < 0:
     parser.error('--steps, --batch-size, --n-train, --n-test, --seq must be >= 1, --repeats >= 0')
 
-  print('\n'.join(_machine()))
+  print('\n'.join(machine.describe()))
   s = SHAPE
   cfg = model.TransformerConfig(vocab_size=s['vocab'], max_len=args.seq, d_model=s['d_model'],
                                 n_layers=s['n_layers'], n_heads=s['n_heads'],

@@ -38,11 +38,12 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
 import time
 
 import jax
+
+import machine  # benchmarks/machine.py (the script's own folder is on sys.path)
 import jax.numpy as jnp
 import numpy as np
 
@@ -61,28 +62,6 @@ DEFAULT_METHODS = ('loop', 'search')  # 'sweep' is a plain vmap, as 'search c=0'
 
 # ----------------------------------------------------------------------------- machine
 
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def _machine() -> list[str]:
-  try:
-    usable = len(os.sched_getaffinity(0))
-  except AttributeError:
-    usable = os.cpu_count()
-  return [f'platform: {platform.platform()}, python {platform.python_version()}',
-          f'cpu: {_cpu_name()}, os.cpu_count={os.cpu_count()}, usable={usable}',
-          f'jax {jax.__version__}, backend {jax.default_backend()}, '
-          f'{jax.device_count()} device(s): {jax.devices()}',
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
-          'load average (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg()]
 
 
 # ----------------------------------------------------------------------------- setup
@@ -218,7 +197,7 @@ def main():
     parser.error('--batch, --seq, --vocab, --repeats must be >= 1; --k-max >= 0; '
                  '--chunk-sizes a non-empty list of integers >= 0')
 
-  print('\n'.join(_machine()))
+  print('\n'.join(machine.describe()))
   for name in shapes:
     bench_shape(name, args, methods)
 

@@ -67,7 +67,10 @@ def main(argv):
   workdir = pathlib.Path(_WORKDIR.value)
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'config.txt').write_text(str(config))
-  result = experiment.run(config, workdir)
+  try:
+    result = experiment.run(config, workdir)
+  except config_check.ConfigError as e:  # Bad input only the data can reveal (run checks it first).
+    sys.exit(f'FATAL config error: {e}')
   report = (result or {}).get('report', workdir / 'report.md')
   logging.info('Done. Report: %s', report)
 

@@ -5,6 +5,8 @@ import importlib
 EXPERIMENTS = {
     'tracr_study': 'wrapper_study.experiments.tracr_study',
     'pcfg_study': 'wrapper_study.experiments.pcfg_study',
+    'pcfg_analysis': 'wrapper_study.experiments.pcfg_analysis',
+    'tinystories_study': 'wrapper_study.experiments.tinystories_study',
 }
 
 

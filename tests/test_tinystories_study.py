@@ -1,0 +1,175 @@
+"""The TinyStories study: the whole pipeline through the binary; bad input fails before compute."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from configs import tinystories_study as ts_config
+from wrapper_study import config_check
+from wrapper_study import metrics
+from wrapper_study import report
+from wrapper_study.experiments import tinystories_study as study
+from wrapper_study.tinystories import instruct
+from wrapper_study.tinystories import synthetic
+from wrapper_study.tinystories import tokenizer as tokenizer_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(workdir, *overrides, devices: int = 1):
+  env = {'PATH': '/usr/bin:/bin', 'HOME': str(workdir), 'JAX_PLATFORMS': 'cpu'}
+  if devices > 1:
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  return subprocess.run(
+      [sys.executable, 'launch/main.py', '--config=configs/tinystories_study.py:smoke',
+       f'--workdir={workdir}', *overrides], cwd=REPO, capture_output=True, text=True,
+      timeout=900, env=env)
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+  """The smoke study through the binary on one device: (workdir, finished process)."""
+  workdir = tmp_path_factory.mktemp('tinystories') / 'run'
+  return workdir, _run(workdir)
+
+
+def test_binary_runs_the_whole_study(smoke_run):
+  workdir, proc = smoke_run
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config = ts_config.get_config('smoke')
+  n_deleted = len(config.deletion.protocols) * len(config.deletion.lrs)
+
+  rows = report.read_csv(workdir / 'tables' / 'table1.csv')
+  assert len(rows) == n_deleted + 1  # Every (protocol, lr) and Not in PT.
+  assert rows[-1]['deletion type'] == 'Not in PT' and rows[-1]['paper @3000'] == '81'
+  assert rows[0]['paper @0'] == '44'  # F at eta_M: the paper's Table 1 beside ours.
+  for s in (0,) + tuple(config.reft.score_steps):
+    assert all(0.0 <= float(r[f'ours @{s}']) <= 100.0 for r in rows)
+
+  text = (workdir / 'report.md').read_text()
+  for heading in ('Table 1', 'Claims, checked', 'Twist classifier', 'Probe accuracy',
+                  'Time (s)', 'TOY SCALE, SYNTHETIC DATA'):
+    assert heading in text, heading
+  for name in ('deletion_twist_loss', 'reft_twist_loss', 'reft_twist_fraction', 'probe_Twist',
+               'probe_Foreshadowing', 'probe_MoralValue', 'probe_BadEnding'):
+    assert (workdir / 'figures' / f'{name}.png').stat().st_size > 0, name
+
+  probes = report.read_csv(workdir / 'tables' / 'probes.csv')
+  assert len(probes) == (2 + n_deleted) * len(config.probe.features)
+  assert {f'B{l}' for l in range(config.model.n_layers + 1)} <= set(probes[0])
+  assert all(0 <= float(r['B1']) <= 100 for r in probes)
+
+  scalars = metrics.read_scalars(str(workdir))
+  assert len(scalars['present/train/loss']) >= 1
+  assert [s for s, _ in scalars['reft_not_in_pt/eval/twist_loss']] == [0, 1, 2, 3]
+  assert 'table1/not_in_pt/it0' in scalars and 'classifier/accuracy' in scalars
+  assert 'probe/Twist/present/B1' in scalars
+
+
+def test_rerun_restores_every_phase_without_retraining(smoke_run):
+  workdir, first = smoke_run
+  assert first.returncode == 0, first.stderr[-3000:]
+  rows = report.read_csv(workdir / 'tables' / 'table1.csv')
+  probes = report.read_csv(workdir / 'tables' / 'probes.csv')
+  config = ts_config.get_config('smoke')
+  n_runs = 2 + 2 * len(config.deletion.protocols) * len(config.deletion.lrs) + 1
+  proc = _run(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stderr.count('Resumed') == n_runs  # Every training run restored at its end...
+  assert 'steps/s' not in proc.stderr  # ...and none took a step.
+  assert report.read_csv(workdir / 'tables' / 'table1.csv') == rows
+  assert report.read_csv(workdir / 'tables' / 'probes.csv') == probes
+  timing = {r['phase']: r for r in report.read_csv(workdir / 'tables' / 'timing.csv')}
+  first = json.loads((workdir / 'results' / 'timing.json').read_text())
+  assert float(timing['pretrain present']['seconds']) == first['pretrain present']  # Kept.
+
+
+def test_binary_runs_data_parallel_on_two_devices(smoke_run, tmp_path):
+  """Two forced host devices: each training step is split over both; same training as one."""
+  workdir = tmp_path / 'dp'
+  proc = _run(workdir, devices=2)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'CpuDevice(id=1)' in proc.stderr
+  read = lambda w, run: json.loads((w / 'results' / f'{run}.json').read_text())['twist_loss']
+  for run in ('present', 'not_in_pt', 'delete_F_lr0.0003', 'reft_not_in_pt'):
+    one, two = read(smoke_run[0], run), read(workdir, run)
+    assert one.keys() == two.keys()
+    for step in one:  # The same losses up to the order of the gradient all-reduce.
+      assert two[step] == pytest.approx(one[step], rel=1e-4), (run, step)
+
+
+def _config(**fields):
+  config = ts_config.get_config('smoke')
+  for path, value in fields.items():
+    section, name = path.split('__')
+    config[section][name] = value
+  return config
+
+
+@pytest.mark.parametrize('fields, match', [
+    (dict(data__path='/no/such/folder'),
+     r"config.data.path='/no/such/folder'.*does not exist.*roneneldan/TinyStoriesInstruct"),
+    (dict(deletion__feature='Plot'), r"config.deletion.feature='Plot'.*not a story feature"),
+    (dict(probe__features=('Twist', 'Rhyme')), r"config.probe.features\[1\]='Rhyme'"),
+    (dict(model__vocab_size=512), r'config.model.vocab_size=512.*data.vocab_size=384'),
+    (dict(eval__max_new_tokens=256), r'config.eval.max_new_tokens=256'),
+    (dict(pretrain__batch_size=0), r'config.pretrain.batch_size=0'),
+    (dict(deletion__protocols=('F', 'F+AT')), r'config.deletion.protocols'),
+    (dict(reft__score_steps=(1, 2)), r'config.reft.score_steps'),
+    (dict(model__n_heads=5), r'config.model.d_model=32 must be divisible by model.n_heads=5'),
+])
+def test_bad_config_fails_in_validate(fields, match):
+  with pytest.raises(config_check.ConfigError, match=match):
+    study.validate(_config(**fields))
+
+
+def test_paper_config_without_data_path_says_how_to_get_the_files():
+  config = ts_config.get_config('paper')  # data.path is '' until the user names the files.
+  with pytest.raises(config_check.ConfigError,
+                     match=r"config.data.path=''.*TinyStories-Instruct-train.txt.*"
+                           r'roneneldan/TinyStoriesInstruct.*--config.data.path=/that/folder'):
+    study.validate(config)
+
+
+def test_file_not_in_instruct_format_names_the_line(tmp_path):
+  path = tmp_path / 'bad.txt'
+  path.write_text('Features: Twist\nStory: A cat.\n<|endoftext|>\nTitle: oops\nStory: x\n')
+  with pytest.raises(config_check.ConfigError, match=r'bad.txt:4: unknown instruction line'):
+    study.validate(_config(data__path=str(path)))
+
+
+def test_feature_absent_from_the_data_fails_after_loading(tmp_path):
+  path = tmp_path / 'no_twist.txt'
+  examples = [ex for ex in synthetic.generate_examples(200, seed=0) if not ex.has('Twist')]
+  instruct.write_instruct(str(path), examples)
+  config = _config(data__path=str(path))
+  study.validate(config)  # Twist is a known feature name...
+  with pytest.raises(config_check.ConfigError,
+                     match=r"config.deletion.feature='Twist'.*occurs in no pretraining-split"):
+    study.split_and_check(config, study.load_examples(config, tmp_path))  # ...absent here.
+
+
+def test_saved_tokenizer_of_another_size_fails_before_compute(tmp_path):
+  prefix = study.tokenizer_path(tmp_path)[:-len('.model')]
+  texts = [instruct.format_example(ex) for ex in synthetic.generate_examples(200, seed=0)]
+  tokenizer_lib.train_tokenizer(texts, 320, prefix)
+  with pytest.raises(config_check.ConfigError,
+                     match=r'config.model.vocab_size.*model.vocab_size=384.*320 pieces'):
+    study.check_workdir(_config(), tmp_path)
+
+
+def test_prompt_longer_than_the_context_fails_before_training(tmp_path):
+  config = _config(eval__max_new_tokens=250)  # Passes validate; no prompt fits 256 - 250.
+  study.validate(config)
+  with pytest.raises(config_check.ConfigError, match=r'config.eval.max_new_tokens=250.*exceed'):
+    study.prepare(config, tmp_path, study.PhaseTimes(tmp_path))
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_batch_not_divisible_by_devices_is_refused(monkeypatch):
+  monkeypatch.setattr(study.jax, 'device_count', lambda: 3)
+  with pytest.raises(config_check.ConfigError, match=r'config.pretrain.batch_size=4.*3 devices'):
+    study.validate(_config())
