@@ -5,7 +5,6 @@ Everything runs on data generated into tmp dirs; nothing is downloaded.
 
 import collections
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -146,11 +145,9 @@ def test_example_validates_its_fields():
 # -------------------------------------------------------------- synthetic
 
 
-def test_synthetic_is_deterministic_fast_and_has_signatures(tmp_path):
-  start = time.perf_counter()
+def test_synthetic_is_deterministic_and_has_signatures(tmp_path):
+  # Its speed (2000 examples in ~0.1 s) is a benchmark figure, not a test.
   a = synthetic.write_synthetic(str(tmp_path / 'a.txt'), 2000, seed=3)
-  elapsed = time.perf_counter() - start
-  assert elapsed < 1.0, elapsed
   synthetic.write_synthetic(str(tmp_path / 'b.txt'), 2000, seed=3)
   synthetic.write_synthetic(str(tmp_path / 'c.txt'), 2000, seed=4)
   assert (tmp_path / 'a.txt').read_bytes() == (tmp_path / 'b.txt').read_bytes()
