@@ -57,6 +57,8 @@ import statistics
 import time
 
 import jax
+
+import machine  # benchmarks/machine.py (the script's own folder is on sys.path)
 import jax.numpy as jnp
 import numpy as np
 
@@ -78,16 +80,6 @@ ATTENTIONS = ('sdpa', 'explicit')
 
 # ----------------------------------------------------------------------------- machine
 
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
 
 def _env_flags() -> str:
   keys = sorted(k for k in os.environ
@@ -102,7 +94,7 @@ def _machine(torch) -> list[str]:
   except AttributeError:
     usable = os.cpu_count()
   lines = [f'platform: {platform.platform()}, python {platform.python_version()}',
-           f'cpu: {_cpu_name()}, os.cpu_count={os.cpu_count()}, usable={usable}',
+           f'cpu: {machine.cpu_name()}, os.cpu_count={os.cpu_count()}, usable={usable}',
            f'jax {jax.__version__} (devices: {jax.devices()})']
   if torch is not None:
     lines.append(f'torch {torch.__version__}, threads={torch.get_num_threads()}, '
