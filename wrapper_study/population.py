@@ -48,6 +48,11 @@ def grid(lrs: Sequence[float], c_trs: Sequence[float], seeds: Sequence[int],
   return [Member(float(lr), float(c), int(s), source) for lr in lrs for c in c_trs for s in seeds]
 
 
+def member_params(params_P, i: int):
+  """Member i of a stacked population (one model's params)."""
+  return jax.tree.map(lambda x: x[i], params_P)
+
+
 def finite_members(params_P) -> np.ndarray:
   """[P] True where every parameter of the member is finite (False: it diverged)."""
   ok = [jnp.isfinite(x).reshape(x.shape[0], -1).all(1) for x in jax.tree.leaves(params_P)]

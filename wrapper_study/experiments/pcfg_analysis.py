@@ -148,10 +148,6 @@ def _cached(path: pathlib.Path, compute):
   return out
 
 
-def member_params(params_P, i: int):
-  return jax.tree.map(lambda x: x[i], params_P)
-
-
 @functools.lru_cache(maxsize=None)
 def _predict_fn(cfg: model_lib.TransformerConfig, answer_index: int):
   def predict(params, tokens):
@@ -202,7 +198,7 @@ def probes(config, pre_params, params_P) -> dict[str, np.ndarray]:
   train_tokens, train_labels, pos = probe_data(config, a.probe_train_samples, 505)
   test_tokens, test_labels, _ = probe_data(config, a.probe_test_samples, 506)
   n_models = 1 + jax.tree.leaves(params_P)[0].shape[0]
-  models = [pre_params] + [member_params(params_P, i) for i in range(n_models - 1)]
+  models = [pre_params] + [population.member_params(params_P, i) for i in range(n_models - 1)]
   sites = probing.probe_sites(cfg, tuple(a.probe_layers) or None)
   feats = lambda tokens: np.concatenate([
       probing.collect_features(cfg, p, tokens, pos, sites=sites, batch_size=config.eval.batch_size)
@@ -240,7 +236,7 @@ def prune(config, params_P) -> dict[str, np.ndarray]:
   a = config.analysis
   cfg = pcfg_study.model_config(config)
   loss_fn = pcfg_study.lm_loss_fn(cfg)
-  units = pruning.make_units(member_params(params_P, 0), 'neuron',
+  units = pruning.make_units(population.member_params(params_P, 0), 'neuron',
                              pruning.eligible_by_name(a.prune_matrices))
   score_batch, test = prune_sets(config)
   n_members = jax.tree.leaves(params_P)[0].shape[0]
@@ -329,7 +325,7 @@ def reft(config, sources, scr_ft_params, workdir, writer):
       if m.lr == lr_source and m.c_tr in a.reft_source_c_trs:
         for lr in a.reft_lrs:
           members.append(population.Member(float(lr), m.c_tr, m.seed, label))
-          parts.append(member_params(params_P, i))
+          parts.append(population.member_params(params_P, i))
   for s in config.finetune.seeds:
     for lr in a.reft_lrs:
       members.append(population.Member(float(lr), None, s, SCR_FT))

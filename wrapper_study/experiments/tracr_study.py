@@ -119,10 +119,6 @@ def token_labels(tm, inputs_BxT) -> list[list[str]]:
   return [[inv[int(t)] for t in row] for row in inputs_BxT]
 
 
-def member_params(params_P, i: int):
-  return jax.tree.map(lambda x: x[i], params_P)
-
-
 def _mean_sd(values) -> tuple[float, float]:
   v = np.asarray(values, float)
   return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
@@ -216,7 +212,7 @@ def map_figures(config, program, tm, members, params_P, test_sets, workdir, writ
   for lr in config.finetune.lrs:
     for c in config.figures.c_trs:
       i = next(i for i, m in enumerate(members) if (m.lr, m.c_tr, m.seed) == (lr, c, seed0))
-      shown.append((f'lr={lr:g} C_Tr={c:g}', member_params(params_P, i)))
+      shown.append((f'lr={lr:g} C_Tr={c:g}', population.member_params(params_P, i)))
   names = [f'blocks.{l}.attn.hook_pattern' for l in range(tm.config.n_layers)]
   written = []
   labels = token_labels(tm, inputs)
@@ -344,7 +340,7 @@ def reft_population(config, program, tm, ft_tm, data, members, params_P, test_se
     if m.lr in r.source_lrs and m.c_tr in r.source_c_trs:
       for lr in r.lrs:
         reft_members.append(population.Member(lr, None, m.seed, f'FT lr={m.lr:g} C_Tr={m.c_tr:g}'))
-        sources.append(member_params(params_P, i))
+        sources.append(population.member_params(params_P, i))
   scratch = [population.Member(lr, None, s, 'Scr.+FT') for lr in r.scratch_lrs for s in seeds]
   scratch_P = ft.noisy_params(ft_tm.params, scratch, config.seed + 1, config.finetune.noise_std,
                               FROZEN)
