@@ -38,7 +38,11 @@ setuptools.setup(
     version='0.1.0',
     description='Does fine-tuning delete a pretrained capability, or only wrap it? '
                 '(Jain et al., ICLR 2024, reproduced in JAX/Flax)',
-    packages=setuptools.find_packages(include=['wrapper_study', 'wrapper_study.*']),
+    # configs/ and launch/ are installed too, so a pip install (Colab) runs a study.
+    packages=setuptools.find_packages(
+        include=['wrapper_study', 'wrapper_study.*', 'configs', 'configs.*', 'launch']),
+    entry_points={'console_scripts': ['wrapper-study = launch.main:run',
+                                        'wrapper-study-sweep = launch.sweep:run']},
     python_requires='>=3.11',
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -38,7 +38,7 @@ import machine  # benchmarks/machine.py (the script's own folder is on sys.path)
 import numpy as np
 
 from wrapper_study import model
-from wrapper_study import probing
+from wrapper_study.analysis import probing
 
 SHAPE = dict(n_layers=6, n_heads=6, d_model=192, d_head=32, d_mlp=768, vocab=268)
 N_SYMBOLS = 8  # Tokens are drawn from ids 0..7; targets count ids 1 and 2.

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wrapper_study import model
-from wrapper_study import pruning
+from wrapper_study.analysis import pruning
 
 SHAPES = {
     'small': dict(n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=256, activation='relu',

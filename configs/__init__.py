@@ -1,0 +1,33 @@
+"""The experiments' configs: `get_config(arg)` files, installed with the package.
+
+`--config` takes a file path (`configs/tracr_study.py:smoke`) or the name of a
+packaged config (`tracr_study:smoke`); `resolve` turns a name into this
+package's file, so a pip-installed package runs from any directory.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+DIR = pathlib.Path(__file__).resolve().parent
+
+
+def names(subdir: str = '') -> list[str]:
+  """Packaged config names (e.g. 'tracr_study'; 'sweeps/...' with subdir='sweeps')."""
+  return sorted(p.stem for p in (DIR / subdir).glob('*.py') if not p.stem.startswith('_'))
+
+
+def resolve(spec: str, subdir: str = '') -> str:
+  """'path.py[:arg]' stays as it is when the file exists; 'name[:arg]' -> this package's file.
+
+  Returns the spec unchanged when it is neither (the loader then names the missing file).
+  """
+  path, sep, arg = spec.partition(':')
+  if pathlib.Path(path).is_file():
+    return spec
+  stem = path[:-3] if path.endswith('.py') else path
+  for prefix in ('configs/', f'configs/{subdir}/' if subdir else None, f'{subdir}/' if subdir else None):
+    if prefix and stem.startswith(prefix):
+      stem = stem[len(prefix):]
+  packaged = DIR / subdir / f'{stem}.py'
+  return str(packaged) + sep + arg if packaged.is_file() else spec

@@ -2,6 +2,9 @@ r"""Runs one experiment from a config file.
 
   python launch/main.py --config=configs/tracr_study.py[:arg] --workdir=runs/x \
       [--config.section.field=value ...]
+  wrapper-study --config=tracr_study[:arg] --workdir=runs/x     # installed console script
+
+`--config` takes a file path or a packaged config's name (`configs.names()`).
 
 The run writes into its workdir: TensorBoard events (tb/), checkpoints,
 figures/*.png, tables/*.csv and report.md. This file is kept short on purpose:
@@ -12,7 +15,8 @@ import logging as std_logging
 import pathlib
 import sys
 
-# Config files may build on each other (`from configs import pcfg_study`).
+# Run as a file from a checkout, the repository root must be importable
+# (`configs`, and config files that build on each other).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import app  # pylint: disable=g-import-not-at-top
@@ -21,6 +25,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+import configs
 from wrapper_study import config_check
 from wrapper_study import experiments
 
@@ -31,10 +36,26 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes (and resum
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _with_config_files(argv: list[str]) -> list[str]:
+  """--config=NAME[:arg] of a packaged config -> its file (config_flags reads files)."""
+  out, i = [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith('--config='):
+      arg = '--config=' + configs.resolve(arg[len('--config='):])
+    elif arg == '--config' and i + 1 < len(argv):
+      out.append(arg)
+      i += 1
+      arg = configs.resolve(argv[i])
+    out.append(arg)
+    i += 1
+  return out
+
+
 def _parse_flags(argv):
   """absl's parser, but a config typo or bad value ends with one clear line."""
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(_with_config_files(argv))
   except flags.Error as e:
     sys.exit(f'FATAL flags error: {e}\nPass --helpfull to see all flags.')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -75,5 +96,10 @@ def main(argv):
   logging.info('Done. Report: %s', report)
 
 
-if __name__ == '__main__':
+def run():
+  """The console script `wrapper-study`."""
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == '__main__':
+  run()

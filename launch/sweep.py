@@ -20,7 +20,8 @@ from absl import logging
 from wrapper_study import sweep as sweep_lib
 
 _SWEEP = flags.DEFINE_string(
-    'sweep', None, 'Sweep file with get_sweep(arg), e.g. configs/sweeps/tracr_lr_seeds.py[:arg].')
+    'sweep', None, 'Sweep file with get_sweep(arg), e.g. configs/sweeps/tracr_lr_seeds.py[:arg], '
+    'or a packaged sweep\'s name (tracr_lr_seeds[:arg]).')
 _SWEEP_DIR = flags.DEFINE_string('sweep_dir', None, 'Where the runs, tables and report go.')
 _BACKEND = flags.DEFINE_enum('backend', 'local', sweep_lib.BACKENDS,
                              'local: subprocesses here; submitit: SLURM; '
@@ -47,5 +48,10 @@ def main(argv):
     sys.exit(1)
 
 
-if __name__ == '__main__':
+def run():
+  """The console script `wrapper-study-sweep`."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -9,7 +9,7 @@ import pytest
 
 from configs import pcfg_analysis as analysis_config
 from wrapper_study import config_check
-from wrapper_study import report
+from wrapper_study.report import tables
 from wrapper_study.experiments import pcfg_analysis
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -34,13 +34,13 @@ def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
   workdir = smoke_run
   for stem in pcfg_analysis.FIGURES['main'].values():
     assert (workdir / 'figures' / f'{stem}.png').stat().st_size > 1000, stem
-  claims = report.read_csv(workdir / 'tables' / 'analysis_main_claims.csv')
+  claims = tables.read_csv(workdir / 'tables' / 'analysis_main_claims.csv')
   names = ' '.join(c['claim'] for c in claims)
   for tag in ('P1a', 'P1b', 'P2', 'P3', 'P4'):
     assert tag in names
   for c in claims:  # A verdict, with its reason where it is not a plain one.
     assert c['verdict'].split(' (')[0] in ('holds', 'partly', 'does not hold', 'not measured'), c
-  reft = report.read_csv(workdir / 'tables' / 'analysis_main_reft.csv')
+  reft = tables.read_csv(workdir / 'tables' / 'analysis_main_reft.csv')
   sources = {r['source'] for r in reft}
   assert {'scr+ft', 'scr', 'low/ft'} <= sources
   config = analysis_config.get_config('smoke')
@@ -57,11 +57,11 @@ def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
 
 
 def test_rerun_redoes_nothing_and_checkpoint_of_another_architecture_fails(smoke_run):
-  before = report.read_csv(smoke_run / 'tables' / 'analysis_main_claims.csv')
+  before = tables.read_csv(smoke_run / 'tables' / 'analysis_main_claims.csv')
   proc = _run(smoke_run)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Resumed' in proc.stderr
-  assert report.read_csv(smoke_run / 'tables' / 'analysis_main_claims.csv') == before
+  assert tables.read_csv(smoke_run / 'tables' / 'analysis_main_claims.csv') == before
   # The workdir's checkpoints are of a d_model=16 model: refused, naming the field.
   proc = _run(smoke_run, 'smoke', '--config.model.d_model=32', '--config.model.d_mlp=64')
   assert proc.returncode != 0

@@ -9,7 +9,7 @@ import pytest
 from configs import pcfg_study as pcfg_config
 from wrapper_study import config_check
 from wrapper_study import metrics
-from wrapper_study import report
+from wrapper_study.report import tables
 from wrapper_study.experiments import pcfg_study
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def test_binary_pretrains_fine_tunes_and_resumes(tmp_path):
   workdir = tmp_path / 'run'
   proc = _run(workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  rows = report.read_csv(workdir / 'tables' / 'finetune_counter.csv')
+  rows = tables.read_csv(workdir / 'tables' / 'finetune_counter.csv')
   config = pcfg_config.get_config('smoke')
   f = config.finetune
   # One row per (kept checkpoint, lr, C_Tr), with both evaluation points and the paper beside.
@@ -44,7 +44,7 @@ def test_binary_pretrains_fine_tunes_and_resumes(tmp_path):
   proc = _run(workdir)  # Everything finished: restored, not retrained.
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Resumed' in proc.stderr
-  assert report.read_csv(workdir / 'tables' / 'finetune_counter.csv') == rows
+  assert tables.read_csv(workdir / 'tables' / 'finetune_counter.csv') == rows
 
 
 @pytest.mark.parametrize('field, value, match', [

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wrapper_study import model as m
-from wrapper_study import probing
+from wrapper_study.analysis import probing
 
 N_CLASSES = 5
 D = 16

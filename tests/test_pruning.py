@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from wrapper_study import model as m
-from wrapper_study import learned_mask
-from wrapper_study import pruning
+from wrapper_study.analysis import learned_mask
+from wrapper_study.analysis import pruning
 
 W = np.array([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]], np.float32)  # [in=2, out=3]
 B = np.array([0.2, -0.4, 1.0], np.float32)

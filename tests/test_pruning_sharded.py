@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wrapper_study import model as m
-from wrapper_study import pruning
+from wrapper_study.analysis import pruning
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ import json, sys
 import jax
 import numpy as np
 from tests.test_pruning_sharded import setup
-from wrapper_study import pruning
+from wrapper_study.analysis import pruning
 want = int(sys.argv[1])
 assert jax.device_count() == want, (jax.device_count(), want)
 eval_fn, params_P, units, rank_CxU, member_C, ks = setup()

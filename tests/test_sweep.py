@@ -9,7 +9,7 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
-from wrapper_study import report
+from wrapper_study.report import tables
 from wrapper_study import sweep as sweep_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def toy(tmp_path):
 def _parse(cmd):
   """Parses a run's command line as launch/main.py would."""
   fv = flags.FlagValues()
-  argv = cmd[1:]  # cmd[1] is the script: argv[0].
+  argv = cmd[2:]  # cmd[1:3] is '-m launch.main': argv[0] is the module.
   config = config_flags.DEFINE_config_file('config', None, '', flag_values=fv, lock_config=True,
                                            sys_argv=argv)
   flags.DEFINE_string('workdir', None, '', flag_values=fv)
@@ -80,9 +80,9 @@ def test_command_flags_parse_back_to_the_values(toy, tmp_path):
   runs = sweep_lib.plan(sweep_lib.Sweep(toy, tmp_path / 'sw', grid, fixed))
   assert len(runs) == 8
   cmd = sweep_lib.command(runs[0])
-  assert cmd[:2] == [sys.executable, 'launch/main.py']
+  assert cmd[:3] == [sys.executable, '-m', 'launch.main']
   assert '--config.train.lrs=(0.1,0.01)' in cmd and '--config.name=7' in cmd
-  assert cmd[3] == f'--workdir={runs[0].workdir}'
+  assert cmd[4] == f'--workdir={runs[0].workdir}'
   assert runs[0].workdir == (tmp_path / 'sw' / 'runs' / runs[0].name).resolve()
   for run in runs:
     config = _parse(sweep_lib.command(run))
@@ -131,11 +131,11 @@ def test_gather_adds_run_and_grid_columns(toy, tmp_path):
   sweep = sweep_lib.Sweep(toy, tmp_path / 'sw', {'seed': (0, 1, 2), 'name': ('p',)})
   runs = sweep_lib.plan(sweep)
   for i, run in enumerate(runs[:2]):  # Two finished runs; the third never ran.
-    report.write_csv(run.workdir / 'tables/t.csv', [{'seed': 10 + i, 'acc': i}])
+    tables.write_csv(run.workdir / 'tables/t.csv', [{'seed': 10 + i, 'acc': i}])
     (run.workdir / 'report.md').write_text('x')
     (run.workdir / sweep_lib.DONE).write_text('')
   sweep_lib.gather(sweep, runs)
-  rows = report.read_csv(tmp_path / 'sw/tables/t.csv')
+  rows = tables.read_csv(tmp_path / 'sw/tables/t.csv')
   # The table has its own 'seed' column, so the grid's becomes config.seed.
   assert list(rows[0]) == ['run', 'config.seed', 'name', 'seed', 'acc']
   assert [(r['run'], r['config.seed'], r['seed']) for r in rows] == [
@@ -167,7 +167,7 @@ def test_local_sweep_isolates_a_failure_gathers_and_skips_on_relaunch(shared_cac
   assert not (bad[0].workdir / sweep_lib.DONE).exists()
   for run in good:  # The failure (run first) did not stop them.
     assert (run.workdir / sweep_lib.DONE).is_file() and (run.workdir / 'report.md').is_file()
-  rows = report.read_csv(tmp_path / 'sw/tables/table3_counter.csv')
+  rows = tables.read_csv(tmp_path / 'sw/tables/table3_counter.csv')
   assert list(rows[0])[:2] == ['run', 'seed']
   assert {(r['run'], r['seed']) for r in rows} == {('seed=0', '0'), ('seed=1', '1')}
   index = (tmp_path / 'sw/report.md').read_text()
@@ -205,7 +205,7 @@ def test_submitit_local_backend(shared_cache, tmp_path):
   assert (summary.done[0].workdir / sweep_lib.DONE).is_file()
   assert 'config.seed=-1 is invalid' in (summary.failed[0].workdir / sweep_lib.FAILED).read_text()
   assert list((tmp_path / 'sw/submitit').glob('*_result.pkl'))  # Went through submitit jobs.
-  rows = report.read_csv(tmp_path / 'sw/tables/table3_counter.csv')
+  rows = tables.read_csv(tmp_path / 'sw/tables/table3_counter.csv')
   assert {r['run'] for r in rows} == {'seed=0'}
 
 

@@ -10,7 +10,7 @@ import pytest
 from configs import tinystories_study as ts_config
 from wrapper_study import config_check
 from wrapper_study import metrics
-from wrapper_study import report
+from wrapper_study.report import tables
 from wrapper_study.experiments import tinystories_study as study
 from wrapper_study.tinystories import instruct
 from wrapper_study.tinystories import synthetic
@@ -42,7 +42,7 @@ def test_binary_runs_the_whole_study(smoke_run):
   config = ts_config.get_config('smoke')
   n_deleted = len(config.deletion.protocols) * len(config.deletion.lrs)
 
-  rows = report.read_csv(workdir / 'tables' / 'table1.csv')
+  rows = tables.read_csv(workdir / 'tables' / 'table1.csv')
   assert len(rows) == n_deleted + 1  # Every (protocol, lr) and Not in PT.
   assert rows[-1]['deletion type'] == 'Not in PT' and rows[-1]['paper @3000'] == '81'
   assert rows[0]['paper @0'] == '44'  # F at eta_M: the paper's Table 1 beside ours.
@@ -57,7 +57,7 @@ def test_binary_runs_the_whole_study(smoke_run):
                'probe_Foreshadowing', 'probe_MoralValue', 'probe_BadEnding'):
     assert (workdir / 'figures' / f'{name}.png').stat().st_size > 0, name
 
-  probes = report.read_csv(workdir / 'tables' / 'probes.csv')
+  probes = tables.read_csv(workdir / 'tables' / 'probes.csv')
   assert len(probes) == (2 + n_deleted) * len(config.probe.features)
   assert {f'B{l}' for l in range(config.model.n_layers + 1)} <= set(probes[0])
   assert all(0 <= float(r['B1']) <= 100 for r in probes)
@@ -72,17 +72,17 @@ def test_binary_runs_the_whole_study(smoke_run):
 def test_rerun_restores_every_phase_without_retraining(smoke_run):
   workdir, first = smoke_run
   assert first.returncode == 0, first.stderr[-3000:]
-  rows = report.read_csv(workdir / 'tables' / 'table1.csv')
-  probes = report.read_csv(workdir / 'tables' / 'probes.csv')
+  rows = tables.read_csv(workdir / 'tables' / 'table1.csv')
+  probes = tables.read_csv(workdir / 'tables' / 'probes.csv')
   config = ts_config.get_config('smoke')
   n_runs = 2 + 2 * len(config.deletion.protocols) * len(config.deletion.lrs) + 1
   proc = _run(workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stderr.count('Resumed') == n_runs  # Every training run restored at its end...
   assert 'steps/s' not in proc.stderr  # ...and none took a step.
-  assert report.read_csv(workdir / 'tables' / 'table1.csv') == rows
-  assert report.read_csv(workdir / 'tables' / 'probes.csv') == probes
-  timing = {r['phase']: r for r in report.read_csv(workdir / 'tables' / 'timing.csv')}
+  assert tables.read_csv(workdir / 'tables' / 'table1.csv') == rows
+  assert tables.read_csv(workdir / 'tables' / 'probes.csv') == probes
+  timing = {r['phase']: r for r in tables.read_csv(workdir / 'tables' / 'timing.csv')}
   first = json.loads((workdir / 'results' / 'timing.json').read_text())
   assert float(timing['pretrain present']['seconds']) == first['pretrain present']  # Kept.
 

@@ -12,7 +12,7 @@ from configs import tracr_study as tracr_config
 from wrapper_study import config_check
 from wrapper_study import metrics
 from wrapper_study import population
-from wrapper_study import report
+from wrapper_study.report import tables
 from wrapper_study import tracr_finetune as ft
 from wrapper_study.experiments import tracr_study
 
@@ -107,19 +107,19 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
     assert (workdir / name).exists(), name
   text = (workdir / 'report.md').read_text()
   assert 'Table 3' in text and 'Claims of the paper' in text
-  compiled = report.read_csv(workdir / 'tables' / 'compiled_accuracy.csv')
+  compiled = tables.read_csv(workdir / 'tables' / 'compiled_accuracy.csv')
   assert [float(r['c_te0/acc_o_pt']) for r in compiled] == [100.0, 100.0]
   scalars = metrics.read_scalars(str(workdir))
   assert scalars['compiled/counter/c_te0/acc_o_pt'] == [(0, 100.0)]
   assert any(k.startswith('train/loss/') for k in scalars)
   assert metrics.read_images(str(workdir))  # Attention maps went to TensorBoard too.
-  table = report.read_csv(workdir / 'tables' / 'table3_counter.csv')
+  table = tables.read_csv(workdir / 'tables' / 'table3_counter.csv')
 
   # A second launch finds every population finished and reproduces the tables.
   proc = _run_binary(workdir, tracr_cache)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Resumed' in proc.stderr
-  assert report.read_csv(workdir / 'tables' / 'table3_counter.csv') == table
+  assert tables.read_csv(workdir / 'tables' / 'table3_counter.csv') == table
 
 
 @pytest.mark.parametrize('flag, message', [

@@ -1,17 +1,23 @@
-"""Weighted token losses.
+"""Weighted token losses, and the two model losses every world trains with.
 
 The weights pick the positions that count: the answer position for Tracr/PCFG
-fine-tuning, every real token for pretraining.
+fine-tuning, every real token for pretraining. `next_token_loss_fn` (PCFG and
+TinyStories language modelling) and `answer_loss_fn` (Tracr: the answer at a
+read-out position) are built once per architecture, so a train step compiles
+once.
 
 Shapes: B batch, T sequence, O output vocab.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+
+from wrapper_study import model as model_lib
 
 
 def _weights(targets_BxT: jax.Array, weights_BxT: Optional[jax.Array]) -> jax.Array:
@@ -55,3 +61,32 @@ def weighted_cross_entropy(
   metrics = dict(loss=loss, accuracy=accuracy(logits_BxTxO, targets_BxT, w_BxT),
                  denominator=denominator)
   return loss, metrics
+
+
+@functools.lru_cache(maxsize=None)
+def next_token_loss_fn(cfg: model_lib.TransformerConfig):
+  """(params, batch) -> (loss, {'accuracy'}) for next-token prediction.
+
+  batch: {'inputs' [B, T], 'targets' [B, T], 'weights' [B, T] (optional)}, or
+  an array of windows [B, T + 1] (every position counts).
+  """
+  def loss_fn(params, batch):
+    if isinstance(batch, dict):
+      inputs_BxT, targets_BxT, weights_BxT = batch['inputs'], batch['targets'], batch.get('weights')
+    else:
+      inputs_BxT, targets_BxT, weights_BxT = batch[:, :-1], batch[:, 1:], None
+    logits_BxTxO, _ = model_lib.Transformer(cfg).apply({'params': params}, inputs_BxT)
+    loss, m = weighted_cross_entropy(logits_BxTxO, targets_BxT, weights_BxT)
+    return loss, {'accuracy': m['accuracy']}
+  return loss_fn
+
+
+@functools.lru_cache(maxsize=None)
+def answer_loss_fn(cfg: model_lib.TransformerConfig, position: int):
+  """(params, {'tokens' [B, T], 'labels' [B]}) -> cross-entropy of the answer at `position`."""
+  def loss_fn(params, batch):
+    logits_BxTxO, _ = model_lib.Transformer(cfg).apply({'params': params}, batch['tokens'])
+    logits_Bx1xO = logits_BxTxO[:, position:position + 1]
+    loss, m = weighted_cross_entropy(logits_Bx1xO, batch['labels'][:, None])
+    return loss, {'accuracy': m['accuracy']}
+  return loss_fn

@@ -1,5 +1,11 @@
 """Metrics are written in one place: MetricWriter (TensorBoard + a CSV log).
 
+Also here, because every world needs them and none should write its own:
+`RunLog` (a run's evaluations, persisted after every record), `PhaseTimes`
+(seconds per phase, kept across reruns), `PrefixedWriter` (one tag space per
+run inside a shared writer) and `cached_arrays` (a finished result is loaded,
+never recomputed; written atomically).
+
 TensorBoard event files are written with tensorboard's own writer and protos, so
 TensorFlow is not needed. Scalars also go to `workdir/metrics.csv` (one
 `step,name,value` row per scalar) so a run can be grepped or loaded with pandas.
@@ -11,10 +17,12 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import json
 import os
+import pathlib
 import struct
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -217,3 +225,111 @@ class ProgressLogger:
     line = ', '.join(parts)
     logging.info(line)
     return line
+
+
+class PrefixedWriter:
+  """A MetricWriter view that puts every scalar under `prefix/` (one TB tag space per run)."""
+
+  def __init__(self, writer: MetricWriter, prefix: str):
+    self.writer, self.prefix = writer, prefix
+
+  def write_scalars(self, step: int, scalars) -> None:
+    self.writer.write_scalars(step, {f'{self.prefix}/{k}': v for k, v in scalars.items()})
+
+  def flush(self) -> None:
+    self.writer.flush()
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_text(text)
+  os.replace(tmp, path)  # A killed run never leaves a half-written file.
+
+
+class RunLog:
+  """Evaluations of one run, {metric: {step: value}}, persisted after every record."""
+
+  def __init__(self, workdir, name: str):
+    self.path = pathlib.Path(workdir) / 'results' / f'{name}.json'
+    self.data = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+  def get(self, metric: str, step: int) -> Optional[float]:
+    return self.data.get(metric, {}).get(str(step))
+
+  def series(self, metric: str, steps: Sequence[int]) -> list[float]:
+    return [float('nan') if self.get(metric, s) is None else self.get(metric, s) for s in steps]
+
+  def record(self, step: int, values: Mapping[str, Any]) -> None:
+    for k, v in values.items():
+      self.data.setdefault(k, {})[str(step)] = float(v)
+    _write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+
+
+class PhaseTimes:
+  """Seconds per phase: in this invocation, and in the one that first completed it.
+
+  A rerun restores finished phases in seconds; the report keeps the time the
+  work took (`results/<name>.json`), beside this invocation's.
+  """
+
+  def __init__(self, workdir, name: str = 'timing'):
+    self.path = pathlib.Path(workdir) / 'results' / f'{name}.json'
+    self.first = json.loads(self.path.read_text()) if self.path.exists() else {}
+    self.rows = []
+
+  def add(self, phase: str, seconds: float) -> None:
+    first = self.first.setdefault(phase, round(seconds, 1))
+    self.rows.append({'phase': phase, 'seconds': first, 'this invocation': round(seconds, 1)})
+    _write_atomic(self.path, json.dumps(self.first, indent=1))
+
+  def timed(self, phase: str):
+    """Context manager: `with times.timed('pruning'): ...` adds the phase's seconds."""
+    return _Timed(self, phase)
+
+  def add_total(self) -> None:
+    self.rows.append({'phase': 'total', 'seconds': round(sum(r['seconds'] for r in self.rows), 1),
+                      'this invocation': round(sum(r['this invocation'] for r in self.rows), 1)})
+
+  @staticmethod
+  def note() -> str:
+    return ('seconds: the invocation that completed the phase (a phase resumed after a kill '
+            'counts only its last part); this invocation: restored phases take ~0.')
+
+
+class _Timed:
+
+  def __init__(self, times: PhaseTimes, phase: str):
+    self.times, self.phase = times, phase
+
+  def __enter__(self):
+    self.t0 = time.time()
+    return self
+
+  def __exit__(self, exc_type, *_):
+    if exc_type is None:  # A failed phase is not finished: no time is recorded.
+      self.times.add(self.phase, time.time() - self.t0)
+
+
+def cached_arrays(path, compute: Callable[[], Mapping[str, Any]]) -> dict[str, np.ndarray]:
+  """Loads a finished result (a dict of arrays, .npz), or computes and saves it atomically."""
+  path = pathlib.Path(path)
+  if path.exists():
+    with np.load(path) as f:
+      return dict(f)
+  out = {k: np.asarray(v) for k, v in compute().items()}
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix('.tmp.npz')
+  np.savez(tmp, **out)
+  os.replace(tmp, path)
+  return out
+
+
+def cached_json(path, compute: Callable[[], Any]) -> Any:
+  """Loads a finished JSON result, or computes and saves it atomically."""
+  path = pathlib.Path(path)
+  if path.exists():
+    return json.loads(path.read_text())
+  out = compute()
+  _write_atomic(path, json.dumps(out, indent=1, sort_keys=True))
+  return out

@@ -2,8 +2,9 @@
 
 Members (learning rate x C_Tr x seed, ...) share one architecture; their
 parameters are stacked on a leading axis P and `train.train_loop(vmap=True)`
-updates them all with one compiled step. Used by the Tracr grid and the PCFG
-fine-tuning grid.
+updates them all with one compiled step. `stream_batch_fn` gives every world
+the same per-(seed, C_Tr) data streams. Used by the Tracr grid and the PCFG
+fine-tuning and reFT grids.
 """
 
 from __future__ import annotations
@@ -41,6 +42,25 @@ def stream_rng(seed: int, member_seed: int, c_tr: Optional[float], step: int,
   """The data rng of one (seed, C_Tr) stream at one step: resumable by construction."""
   c = -1 if c_tr is None else int(round(c_tr * 1_000_000))
   return np.random.default_rng([seed, salt, member_seed, c + 1, step])
+
+
+def stream_batch_fn(members: Sequence[Member], seed: int, salt: int,
+                    sample: Callable[[np.random.Generator, Optional[float]], Mapping[str, np.ndarray]],
+                    by_c_tr: bool = True) -> Callable[[int], dict]:
+  """step -> {key: [P, ...]}: one data stream per (member seed, C_Tr), the same for every world.
+
+  Members sharing a stream (they differ only in lr or source) see the same
+  batches; by_c_tr=False keys streams by seed alone (C_Tr is then passed as
+  None). `sample(rng, c_tr)` draws one batch; `salt` separates phases.
+  """
+  keys = [(m.seed, m.c_tr if by_c_tr else None) for m in members]
+  unique = sorted(set(keys), key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+  which = np.array([unique.index(k) for k in keys])
+
+  def batch_fn(step: int) -> dict:
+    parts = [sample(stream_rng(seed, s, c, step, salt), c) for s, c in unique]
+    return {k: np.stack([p[k] for p in parts])[which] for k in parts[0]}
+  return batch_fn
 
 
 def grid(lrs: Sequence[float], c_trs: Sequence[float], seeds: Sequence[int],

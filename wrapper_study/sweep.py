@@ -37,10 +37,10 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 import ml_collections
 
-from wrapper_study import report
+from wrapper_study.report import tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-MAIN = 'launch/main.py'  # Relative to REPO, where every run's process starts.
+MAIN = ('-m', 'launch.main')  # The installed binary: runs from a checkout or a pip install.
 BACKENDS = ('local', 'submitit', 'submitit_local')
 DONE = 'DONE'
 FAILED = 'FAILED'
@@ -104,7 +104,7 @@ class Summary:
 
 def load_spec(spec: str, function: str = 'get_config') -> Any:
   """'path.py[:arg]' -> path.py's function(arg), as ml_collections' config flag does."""
-  path, *arg = spec.split(':', 1)
+  path, *arg = _resolve(spec, function).split(':', 1)
   file = pathlib.Path(path)
   if not file.is_file():
     raise SweepError(f'{spec!r}: no file {file.resolve()}.')
@@ -121,9 +121,15 @@ def load_spec(spec: str, function: str = 'get_config') -> Any:
     raise SweepError(f'Loading {spec!r} failed: {type(e).__name__}: {e}') from e
 
 
+def _resolve(spec: str, function: str) -> str:
+  """A packaged config's name ('tracr_study:smoke', or a sweep's) -> its file."""
+  import configs  # pylint: disable=g-import-not-at-top  # Installed beside the library.
+  return configs.resolve(spec, 'sweeps' if function == 'get_sweep' else '')
+
+
 def _absolute_spec(spec: str) -> str:
   # Runs start in REPO, so a path relative to the caller's cwd must not stay relative.
-  path, sep, arg = spec.partition(':')
+  path, sep, arg = _resolve(spec, 'get_config').partition(':')
   return str(pathlib.Path(path).resolve()) + sep + arg
 
 
@@ -213,7 +219,7 @@ def flag_literal(value, field_type: type | None = None) -> str:
 
 def command(run: Run) -> list[str]:
   """The run's process, started in REPO."""
-  return [sys.executable, MAIN, f'--config={run.base}', f'--workdir={run.workdir}',
+  return [sys.executable, *MAIN, f'--config={run.base}', f'--workdir={run.workdir}',
           *[f'--config.{field}={literal}' for field, literal in run.flags]]
 
 
@@ -419,24 +425,24 @@ def launch(sweep: Sweep, backend: str = 'local', max_parallel: int | None = None
 def gather(sweep: Sweep, runs: Sequence[Run]) -> list[pathlib.Path]:
   """sweep_dir/tables/<name>.csv: every finished run's rows, with run and grid columns."""
   out_dir = pathlib.Path(sweep.sweep_dir) / 'tables'
-  tables: dict[str, list[tuple[Run, list[dict]]]] = {}
+  found: dict[str, list[tuple[Run, list[dict]]]] = {}
   for r in runs:
     if is_finished(r.workdir):
       for path in sorted((r.workdir / 'tables').glob('*.csv')):
-        tables.setdefault(path.stem, []).append((r, report.read_csv(path)))
+        found.setdefault(path.stem, []).append((r, tables.read_csv(path)))
   # A grid column named like a table's own column (say 'seed') gets a prefix.
-  taken = {'run'} | {c for parts in tables.values() for _, rows in parts for row in rows[:1]
+  taken = {'run'} | {c for parts in found.values() for _, rows in parts for row in rows[:1]
                      for c in row}
   column = {f: f'config.{f}' if f in taken else f for f in sweep.grid}
   if out_dir.is_dir():
     for stale in out_dir.glob('*.csv'):  # Written by an earlier gather; remade below.
       stale.unlink()
   written = []
-  for name, parts in sorted(tables.items()):
+  for name, parts in sorted(found.items()):
     own = list(dict.fromkeys(c for _, rows in parts for row in rows for c in row))
     rows = [{'run': r.name, **{column[f]: display(v) for f, v in r.values}, **row}
             for r, table in parts for row in table]
-    written.append(report.write_csv(out_dir / f'{name}.csv', rows,
+    written.append(tables.write_csv(out_dir / f'{name}.csv', rows,
                                     ['run', *column.values(), *own]))
   return written
 
@@ -463,17 +469,17 @@ def write_sweep_report(sweep: Sweep, runs: Sequence[Run], summary: Summary) -> p
            *[f'- Fixed `{f}` = {display(v)}' for f, v in sweep.fixed.items()],
            f'- Runs: {len(runs)}; this launch: {len(summary.done)} done, '
            f'{len(summary.skipped)} skipped, {len(summary.failed)} failed.']
-  tables = sorted((sweep_dir / 'tables').glob('*.csv'))
-  table_links = '\n'.join(f'- [{t.stem}](tables/{t.name})' for t in tables) or (
+  gathered = sorted((sweep_dir / 'tables').glob('*.csv'))
+  table_links = '\n'.join(f'- [{t.stem}](tables/{t.name})' for t in gathered) or (
       'None yet: no run has finished.')
   sections = [('Setup', '\n'.join(setup)),
-              ('Runs', report.markdown_table(rows, ['run', *sweep.grid, 'status', 'log'])),
+              ('Runs', tables.markdown_table(rows, ['run', *sweep.grid, 'status', 'log'])),
               ('Gathered tables (all finished runs, with run and grid columns)', table_links)]
   failed = [r for r in runs if (r.workdir / FAILED).is_file() and not is_finished(r.workdir)]
   if failed:
     sections.append(('Failures', '\n\n'.join(
         f'### {r.name}\n\n```\n{(r.workdir / FAILED).read_text().rstrip()}\n```' for r in failed)))
-  return report.write_report(sweep_dir / 'report.md', f'Sweep {sweep_dir.name}', sections)
+  return tables.write_report(sweep_dir / 'report.md', f'Sweep {sweep_dir.name}', sections)
 
 
 def from_config(spec: ml_collections.ConfigDict | Mapping, sweep_dir) -> Sweep:

@@ -30,14 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from wrapper_study import config_check as cc
-from wrapper_study import learned_mask
+from wrapper_study.analysis import learned_mask
 from wrapper_study import metrics
 from wrapper_study import model as model_lib
-from wrapper_study import plots
+from wrapper_study.report import plots
 from wrapper_study import population
-from wrapper_study import probing
-from wrapper_study import pruning
-from wrapper_study import report
+from wrapper_study.analysis import probing
+from wrapper_study.analysis import pruning
+from wrapper_study.report import tables
 from wrapper_study.experiments import pcfg_study
 from wrapper_study.pcfg import finetune_data
 from wrapper_study.pcfg import sampler
@@ -736,7 +736,7 @@ def run(config, workdir) -> dict:
   if config.pretrain.steps not in config.pretrain.keep_steps:
     cc.fail('pretrain.keep_steps', config.pretrain.keep_steps,
             f'must include the final step pretrain.steps={config.pretrain.steps} (analysed)')
-  workdir = report.make_workdir(workdir)
+  workdir = tables.make_workdir(workdir)
   a = config.analysis
   figs = FIGURES[a.variant]
   pt_step = config.pretrain.steps
@@ -817,14 +817,14 @@ def run(config, workdir) -> dict:
   if a.variant == 'jailbreak':
     found += claims_jailbreak(config, results)
   v = a.variant
-  tables = workdir / 'tables'
-  report.write_csv(tables / f'analysis_{v}_claims.csv', found)
-  report.write_csv(tables / f'analysis_{v}_timing.csv', timing)
-  report.write_csv(tables / f'analysis_{v}_weight_change.csv', w_rows)
+  tables_dir = workdir / 'tables'
+  tables.write_csv(tables_dir / f'analysis_{v}_claims.csv', found)
+  tables.write_csv(tables_dir / f'analysis_{v}_timing.csv', timing)
+  tables.write_csv(tables_dir / f'analysis_{v}_weight_change.csv', w_rows)
   probe_rows = probe_table(config, results)
-  report.write_csv(tables / f'analysis_{v}_probes.csv', probe_rows)
+  tables.write_csv(tables_dir / f'analysis_{v}_probes.csv', probe_rows)
   sections = [
-      ('Claims, checked', report.markdown_table(found) + '\n\nThresholds are fixed in '
+      ('Claims, checked', tables.markdown_table(found) + '\n\nThresholds are fixed in '
        'wrapper_study/experiments/pcfg_analysis.py before any run. At CPU scale these are not '
        "the paper's numbers; iteration counts scale with reft_steps / 10K."),
       ('Scale', f'model {config.model.n_layers}x{config.model.d_model}, window '
@@ -833,25 +833,25 @@ def run(config, workdir) -> dict:
        f'{tuple(config.finetune.c_trs)}, seeds {tuple(config.finetune.seeds)}), probes '
        f'{a.probe_method} {a.probe_steps} steps on {a.probe_train_samples} samples; '
        f'reFT {a.reft_steps} iterations.'),
-      ('Pretrained accuracy (%, answer token)', report.markdown_table(pre_rows)),
+      ('Pretrained accuracy (%, answer token)', tables.markdown_table(pre_rows)),
       ('Probes: held-out accuracy of the best block (mean over seeds)',
-       report.markdown_table(probe_rows)),
+       tables.markdown_table(probe_rows)),
   ]
   if a.pruning:
     m_rows = mask_rows(config, results)
-    report.write_csv(tables / f'analysis_{v}_learned_mask.csv', m_rows)
+    tables.write_csv(tables_dir / f'analysis_{v}_learned_mask.csv', m_rows)
     sections.append(('Units needed to win back half the lost Acc O_PT: grad x weight vs learned '
                      'mask (per seed; - = never within k_max, or < 10 points lost)',
-                     report.markdown_table(m_rows)))
+                     tables.markdown_table(m_rows)))
   if reft_out:
     r_rows = reft_rows(config, *reft_out)
-    report.write_csv(tables / f'analysis_{v}_reft.csv', r_rows)
+    tables.write_csv(tables_dir / f'analysis_{v}_reft.csv', r_rows)
     sections.append((f'Reverse fine-tuning: iterations to Acc O_PT >= {a.revival_threshold:g}%',
-                     report.markdown_table(r_rows)))
+                     tables.markdown_table(r_rows)))
   sections.append(('Where fine-tuning moved the weights (largest relative change per group)',
-                   report.markdown_table(weight_summary(w_rows))))
-  sections.append(('Time (s), per phase and per figure', report.markdown_table(timing)))
-  path = report.write_report(workdir / f'report_{v}.md', f'PCFG wrapper analysis ({v})', sections)
+                   tables.markdown_table(weight_summary(w_rows))))
+  sections.append(('Time (s), per phase and per figure', tables.markdown_table(timing)))
+  path = tables.write_report(workdir / f'report_{v}.md', f'PCFG wrapper analysis ({v})', sections)
   return {'claims': found, 'timing': timing, 'probes': probe_rows, 'report': path}
 
 

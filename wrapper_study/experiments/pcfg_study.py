@@ -27,7 +27,7 @@ from wrapper_study import model as model_lib
 from wrapper_study import optim
 from wrapper_study import paper_numbers
 from wrapper_study import population
-from wrapper_study import report
+from wrapper_study.report import tables
 from wrapper_study import train
 from wrapper_study.pcfg import finetune_data
 from wrapper_study.pcfg import grammar as grammar_lib
@@ -381,7 +381,7 @@ def table_markdown(config, rows) -> str:
         ours = r.get(f'{metric}@{s}', '')
         cell[f'{name} @{s}'] = f'{ours} ({r[f"paper {metric}@{j}"]})'
     out.append(cell)
-  return report.markdown_table(out)
+  return tables.markdown_table(out)
 
 
 def claims(config, rows) -> list[dict]:
@@ -418,7 +418,7 @@ def claims(config, rows) -> list[dict]:
 
 def run(config, workdir) -> dict:
   validate(config)
-  workdir = report.make_workdir(workdir)
+  workdir = tables.make_workdir(workdir)
   rows, pre_rows, timing = [], [], []
   with metrics.MetricWriter(workdir) as writer:
     for prior in config.pretrain.priors:
@@ -438,20 +438,20 @@ def run(config, workdir) -> dict:
         rows += table_rows(config, prior, pt_step, members, history, pre_ft)
         timing.append(dict(phase=f'finetune {prior_name(prior)}@{pt_step}',
                            seconds=round(time.time() - t0, 1)))
-  report.write_csv(workdir / 'tables' / 'pretrained_accuracy.csv', pre_rows)
-  report.write_csv(workdir / 'tables' / f'finetune_{config.finetune.task}.csv', rows)
+  tables.write_csv(workdir / 'tables' / 'pretrained_accuracy.csv', pre_rows)
+  tables.write_csv(workdir / 'tables' / f'finetune_{config.finetune.task}.csv', rows)
   found = claims(config, rows)
-  report.write_csv(workdir / 'tables' / 'claims.csv', found)
-  report.write_csv(workdir / 'tables' / 'timing.csv', timing)
+  tables.write_csv(workdir / 'tables' / 'claims.csv', found)
+  tables.write_csv(workdir / 'tables' / 'timing.csv', timing)
   sections = [
-      ('Table 5 signatures, checked', report.markdown_table(found) +
+      ('Table 5 signatures, checked', tables.markdown_table(found) +
        '\n\nThresholds fixed in wrapper_study/experiments/pcfg_study.py before any run.'),
       ('Scale', f'model {config.model.n_layers}x{config.model.d_model}, window '
        f'{config.data.window_length}, pretraining {config.pretrain.steps} iterations (batch '
        f'{config.pretrain.batch_size}), fine-tuning {config.finetune.steps} iterations (batch '
        f'{config.finetune.batch_size}), evaluated at {tuple(config.finetune.eval_steps)}; '
        f'seeds {tuple(config.finetune.seeds)}. At CPU scale these are not the paper\'s numbers.'),
-      ('Pretrained accuracy (%, answer token)', report.markdown_table(pre_rows)),
+      ('Pretrained accuracy (%, answer token)', tables.markdown_table(pre_rows)),
   ]
   for prior in config.pretrain.priors:
     for pt_step in config.pretrain.keep_steps:
@@ -459,6 +459,6 @@ def run(config, workdir) -> dict:
       sections.append((f'Fine-tuning {config.finetune.task}, prior {prior_name(prior)}, '
                        f'pretrained {pt_step} iterations (mean over seeds; paper in parentheses)',
                        table_markdown(config, sel)))
-  sections.append(('Time (s)', report.markdown_table(timing)))
-  report.write_report(workdir / 'report.md', 'PCFG study', sections)
+  sections.append(('Time (s)', tables.markdown_table(timing)))
+  tables.write_report(workdir / 'report.md', 'PCFG study', sections)
   return {'pretrained': pre_rows, 'finetune': rows, 'claims': found}

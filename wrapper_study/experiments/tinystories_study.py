@@ -38,9 +38,9 @@ from wrapper_study import losses
 from wrapper_study import metrics
 from wrapper_study import model as model_lib
 from wrapper_study import optim
-from wrapper_study import plots
-from wrapper_study import probing
-from wrapper_study import report
+from wrapper_study.report import plots
+from wrapper_study.analysis import probing
+from wrapper_study.report import tables
 from wrapper_study import sampling
 from wrapper_study import train
 from wrapper_study.tinystories import classifier as classifier_lib
@@ -771,7 +771,7 @@ def table1_markdown(config, rows) -> str:
     for s, ps in zip(points, PAPER_TABLE1_POINTS):
       cell[f'it {s} (paper it {ps})'] = f"{r[f'ours @{s}']:.0f} ({r[f'paper @{ps}']})"
     cells.append(cell)
-  return report.markdown_table(cells)
+  return tables.markdown_table(cells)
 
 
 def _mean_over_blocks(accs: Sequence[float]) -> float:
@@ -867,7 +867,7 @@ def probe_table(config, probes: dict, world: World) -> str:
       rows.append({'feature': f, 'model': m, **{s: round(a, 1) for s, a in zip(sites, accs[f])},
                    'mean B1..': round(_mean_over_blocks(accs[f]), 1),
                    'majority baseline': round(base, 1)})
-  return report.markdown_table(rows)
+  return tables.markdown_table(rows)
 
 
 def figures(config, logs: dict, probes: dict, workdir) -> None:
@@ -906,7 +906,7 @@ def figures(config, logs: dict, probes: dict, workdir) -> None:
 
 def run(config, workdir) -> dict:
   validate(config)
-  workdir = report.make_workdir(workdir)
+  workdir = tables.make_workdir(workdir)
   check_workdir(config, workdir)
   timing = PhaseTimes(workdir)
   world = prepare(config, workdir, timing)
@@ -977,9 +977,9 @@ def run(config, workdir) -> dict:
 
 
 def write_outputs(config, workdir, world, logs, rows, found, probes, timing, t0) -> None:
-  tables = pathlib.Path(workdir) / 'tables'
-  report.write_csv(tables / 'table1.csv', rows)
-  report.write_csv(tables / 'claims.csv', found)
+  tables_dir = pathlib.Path(workdir) / 'tables'
+  tables.write_csv(tables_dir / 'table1.csv', rows)
+  tables.write_csv(tables_dir / 'claims.csv', found)
   runs = deletion_runs(config)
   d_steps = (0,) + tuple(config.deletion.loss_steps)
   del_rows = [{'run': row_label(p, n, lr),
@@ -990,16 +990,16 @@ def write_outputs(config, workdir, world, logs, rows, found, probes, timing, t0)
   reft_rows = [{'model': m, **{f'@{s}': f'{v:.3f}' for s, v in zip(
       r_steps, logs['reft_' + m].series('twist_loss', r_steps))}}
                for m in [deletion_name(p, lr) for p, lr, _ in runs] + [NOT_IN_PT]]
-  report.write_csv(tables / 'deletion_twist_loss.csv', del_rows)
-  report.write_csv(tables / 'reft_twist_loss.csv', reft_rows)
+  tables.write_csv(tables_dir / 'deletion_twist_loss.csv', del_rows)
+  tables.write_csv(tables_dir / 'reft_twist_loss.csv', reft_rows)
   probe_rows = [{'model': m, 'feature': f, **{f'B{l}': a for l, a in enumerate(accs)}}
                 for m, by_f in probes.items() for f, accs in by_f.items()]
-  report.write_csv(tables / 'probes.csv', probe_rows)
+  tables.write_csv(tables_dir / 'probes.csv', probe_rows)
   clf = world.clf_scores
-  report.write_csv(tables / 'classifier.csv', [clf])
+  tables.write_csv(tables_dir / 'classifier.csv', [clf])
   timing.add('report', time.time() - t0)
   timing.add_total()
-  report.write_csv(tables / 'timing.csv', timing.rows)
+  tables.write_csv(tables_dir / 'timing.csv', timing.rows)
 
   synthetic_data = not config.data.path
   p, m, present = config.pretrain, config.model, logs[PRESENT]
@@ -1028,7 +1028,7 @@ def write_outputs(config, workdir, world, logs, rows, found, probes, timing, t0)
   points = (0,) + tuple(config.reft.score_steps)
   sections = [
       ('Scale and data', scale),
-      ('Claims, checked', report.markdown_table(found) + '\n\nThresholds fixed in '
+      ('Claims, checked', tables.markdown_table(found) + '\n\nThresholds fixed in '
        'wrapper_study/experiments/tinystories_study.py before any run.'),
       ('Table 1: % of generations with a twist during reFT (ours, paper in parentheses)',
        table1_markdown(config, rows) + f'\n\nOur reFT iterations {points} stand for the '
@@ -1040,9 +1040,9 @@ def write_outputs(config, workdir, world, logs, rows, found, probes, timing, t0)
        f'{clf["n_train"]} training / {clf["n_test"]} test stories). Paper (GPT-3.5 fine-tuned): '
        f'{PAPER_CLASSIFIER_ACCURACY:g}%.'),
       ('Loss on Twist stories during deletion (Fig. 31; step 0 = Present)',
-       report.markdown_table(del_rows)),
+       tables.markdown_table(del_rows)),
       ('Loss on Twist stories during reFT (Figs 11 right, 33; step 0 = before reFT)',
-       report.markdown_table(reft_rows)),
+       tables.markdown_table(reft_rows)),
       (f'Probe accuracy (%) on {len(world.probe_test.labels_NxF)} test stories, '
        f'{len(world.probe_train.labels_NxF)} training stories (Figs 11 left, 35-38)',
        probe_table(config, probes, world) + '\n\nB0 averages token embeddings over the final 10 '
@@ -1050,10 +1050,10 @@ def write_outputs(config, workdir, world, logs, rows, found, probes, timing, t0)
        'moral and the ending sentences) is decodable at B0 already.'),
       ('Figures', '\n'.join(f'- figures/{f.name}' for f in sorted(
           (pathlib.Path(workdir) / 'figures').glob('*.png')))),
-      ('Time (s)', report.markdown_table(timing.rows) + '\n\n' + timing.note()),
+      ('Time (s)', tables.markdown_table(timing.rows) + '\n\n' + timing.note()),
   ]
   title = 'TinyStories study' + (' (TOY SCALE, SYNTHETIC DATA)' if synthetic_data else '')
-  report.write_report(pathlib.Path(workdir) / 'report.md', title, sections)
+  tables.write_report(pathlib.Path(workdir) / 'report.md', title, sections)
 
 
 @functools.lru_cache(maxsize=None)

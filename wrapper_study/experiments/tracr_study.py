@@ -22,10 +22,10 @@ from wrapper_study import config_check as cc
 from wrapper_study import metrics
 from wrapper_study import model as model_lib
 from wrapper_study import paper_numbers
-from wrapper_study import plots
+from wrapper_study.report import plots
 from wrapper_study import population
-from wrapper_study import pruning
-from wrapper_study import report
+from wrapper_study.analysis import pruning
+from wrapper_study.report import tables
 from wrapper_study import tracr_bridge
 from wrapper_study import tracr_finetune as ft
 from wrapper_study import tracr_tasks
@@ -179,7 +179,7 @@ def table3_markdown(rows) -> str:
       cells.append(f'{r[metric]:.1f} ± {r[metric + "_sd"]:.1f} ({r["paper_" + metric]})')
     out.append(dict(zip(['lr', 'C_Tr', 'C_Te=1 O_PT', 'C_Te=1 O_FT', 'C_Te=0 O_PT',
                          'C_Te=0 O_FT'], cells)))
-  return (report.markdown_table(out) + '\n\nEach cell: our mean ± sd over seeds (the paper\'s '
+  return (tables.markdown_table(out) + '\n\nEach cell: our mean ± sd over seeds (the paper\'s '
           'number in parentheses). Accuracies in %.')
 
 
@@ -451,7 +451,7 @@ def claims(program, t3, prune_rows, reft_rows_) -> list[dict]:
 
 def run(config, workdir) -> dict:
   validate(config)
-  workdir = report.make_workdir(workdir)
+  workdir = tables.make_workdir(workdir)
   results = {'compiled': [], 'table3': [], 'pruning': [], 'reft': [], 'claims': [], 'timing': []}
   sections = []
   with metrics.MetricWriter(workdir) as writer:
@@ -499,7 +499,7 @@ def run(config, workdir) -> dict:
           {f'noised {m}': round(float(noised[m].mean()), 1) for m in METRICS})
       t3 = table3_rows(config, program, members, final, population.finite_members(params_P))
       results['table3'] += t3
-      report.write_csv(workdir / 'tables' / f'table3_{program}.csv', t3)
+      tables.write_csv(workdir / 'tables' / f'table3_{program}.csv', t3)
       fig = curves_figure(config, program, members, history,
                           [('c_te0/acc_o_ft', 'Acc O_FT, C_Te=0 (%)'),
                            ('c_te1/acc_o_ft', 'Acc O_FT, C_Te=1 (%)'),
@@ -522,7 +522,7 @@ def run(config, workdir) -> dict:
         for gran, c in curves.items():
           plots.save(pruning_figure(config, program, gran, pruned, c),
                      workdir / 'figures' / f'pruning_{gran}_{program}.png')
-        report.write_csv(workdir / 'tables' / f'pruning_{program}.csv', prows)
+        tables.write_csv(workdir / 'tables' / f'pruning_{program}.csv', prows)
       results['pruning'] += prows
       timing['pruning_s'] = round(time.time() - t0, 1)
 
@@ -532,7 +532,7 @@ def run(config, workdir) -> dict:
       reft_members, reft_history = reft_population(config, program, tm, ft_tm, data, members,
                                                    params_P, test_sets, workdir, writer)
       rrows = reft_rows(config, program, reft_members, reft_history)
-      report.write_csv(workdir / 'tables' / f'reft_{program}.csv', rrows)
+      tables.write_csv(workdir / 'tables' / f'reft_{program}.csv', rrows)
       fig = curves_figure(config, program, reft_members, reft_history,
                           [('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 (%)')],
                           f'{program}: reverse fine-tuning vs Scr.+FT (Figs 27, 39)', logx=True,
@@ -553,13 +553,13 @@ def run(config, workdir) -> dict:
                 'acc_o_pt_best', 'gain_o_pt', 'acc_o_ft_k0', 'acc_o_ft_at_best', 'classes_k0',
                 'classes_at_best', 'first_pruned_seed0']
         sections.append((f'{program}: pruning (C_Te=0, mean over seeds)',
-                         report.markdown_table(prows, cols) + '\n\nclasses_*: distinct answers '
+                         tables.markdown_table(prows, cols) + '\n\nclasses_*: distinct answers '
                          'predicted on the test set (a gain with ~1 class is a collapse to the '
                          'most frequent count, not a revived capability).\n\n' + '\n'.join(
                              f'![{g}](figures/pruning_{g}_{program}.png)' for g in units)))
       sections.append((f'{program}: reverse fine-tuning (revived: Acc O_PT >= '
                        f'{config.reft.revival_threshold:g}%)',
-                       report.markdown_table(rrows, ['source', 'reft_lr', 'acc_o_pt_start',
+                       tables.markdown_table(rrows, ['source', 'reft_lr', 'acc_o_pt_start',
                                                      'acc_o_pt_end', 'revived',
                                                      'iters_to_revival_median',
                                                      'iters_to_revival_each']) +
@@ -569,19 +569,19 @@ def run(config, workdir) -> dict:
       sections.append((f'{program}: attention and MLP maps',
                        '\n'.join(f'![{m}](figures/{m})' for m in maps)))
 
-  report.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', results['compiled'])
-  report.write_csv(workdir / 'tables' / 'claims.csv', results['claims'])
-  report.write_csv(workdir / 'tables' / 'timing.csv', results['timing'])
-  head = [('Claims of the paper, checked', report.markdown_table(
+  tables.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', results['compiled'])
+  tables.write_csv(workdir / 'tables' / 'claims.csv', results['claims'])
+  tables.write_csv(workdir / 'tables' / 'timing.csv', results['timing'])
+  head = [('Claims of the paper, checked', tables.markdown_table(
               results['claims'], ['program', 'claim', 'measured', 'verdict']) +
            '\n\nThresholds fixed in wrapper_study/experiments/tracr_study.py before any run.'),
           ('Scale', f'fine-tuning {config.finetune.steps} iterations (paper 10K), batch '
            f'{config.finetune.batch_size} (paper 96), seeds {tuple(config.finetune.seeds)}, '
            f'reFT {config.reft.steps} iterations; test sets of {config.eval.num_samples}.'),
-          ('Compiled models (no training)', report.markdown_table(results['compiled']) +
+          ('Compiled models (no training)', tables.markdown_table(results['compiled']) +
            '\n\nThe Flax port runs tracr\'s weights unchanged, so Acc O_PT is 100. '
            '"noised" columns: the same models after the N(0, noise_std) weight noise that '
            'starts fine-tuning (mean over seeds), before any update.'),
-          ('Time (s)', report.markdown_table(results['timing']))]
-  report.write_report(workdir / 'report.md', 'Tracr study', head + sections)
+          ('Time (s)', tables.markdown_table(results['timing']))]
+  tables.write_report(workdir / 'report.md', 'Tracr study', head + sections)
   return results

@@ -51,7 +51,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from wrapper_study import pruning
+from wrapper_study.analysis import pruning
 
 
 @dataclasses.dataclass(frozen=True)

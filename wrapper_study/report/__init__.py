@@ -1,0 +1,1 @@
+"""The report layer: tables (CSV, markdown), figures, and claims with verdicts."""
