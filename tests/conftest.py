@@ -1,8 +1,14 @@
 """Shared test setup: a per-session tracr export cache so each program compiles once."""
 
 import os
+import pathlib
+import sys
 
 import pytest
+
+# Test helpers (smoke_tables, import_graph) import as top-level modules under
+# every runner and import mode.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 
 @pytest.fixture(scope='session')

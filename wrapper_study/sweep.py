@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 import ml_collections
 
+import configs  # A packaged config may be named instead of given as a path.
 from wrapper_study.report import tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -104,7 +105,7 @@ class Summary:
 
 def load_spec(spec: str, function: str = 'get_config') -> Any:
   """'path.py[:arg]' -> path.py's function(arg), as ml_collections' config flag does."""
-  path, *arg = _resolve(spec, function).split(':', 1)
+  path, *arg = configs.resolve(spec, 'sweeps' if function == 'get_sweep' else '').split(':', 1)
   file = pathlib.Path(path)
   if not file.is_file():
     raise SweepError(f'{spec!r}: no file {file.resolve()}.')
@@ -121,15 +122,9 @@ def load_spec(spec: str, function: str = 'get_config') -> Any:
     raise SweepError(f'Loading {spec!r} failed: {type(e).__name__}: {e}') from e
 
 
-def _resolve(spec: str, function: str) -> str:
-  """A packaged config's name ('tracr_study:smoke', or a sweep's) -> its file."""
-  import configs  # pylint: disable=g-import-not-at-top  # Installed beside the library.
-  return configs.resolve(spec, 'sweeps' if function == 'get_sweep' else '')
-
-
 def _absolute_spec(spec: str) -> str:
   # Runs start in REPO, so a path relative to the caller's cwd must not stay relative.
-  path, sep, arg = _resolve(spec, 'get_config').partition(':')
+  path, sep, arg = configs.resolve(spec).partition(':')
   return str(pathlib.Path(path).resolve()) + sep + arg
 
 
