@@ -9,8 +9,13 @@ r"""Runs one experiment from a config file.
 The run writes into its workdir: TensorBoard events (tb/), checkpoints,
 figures/*.png, tables/*.csv and report.md. This file is kept short on purpose:
 the logic lives in wrapper_study.experiments, importable from Colab.
+
+Anything a user can get wrong (config file, `:arg`, field, value, workdir,
+data, a checkpoint of another architecture) ends in ONE line on stderr,
+`FATAL <what>: <message>`, exit code 2, no traceback.
 """
 
+import importlib.util
 import logging as std_logging
 import pathlib
 import sys
@@ -36,34 +41,63 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes (and resum
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _with_config_files(argv: list[str]) -> list[str]:
-  """--config=NAME[:arg] of a packaged config -> its file (config_flags reads files)."""
-  out, i = [], 0
+def _fail(kind: str, message) -> None:
+  """The one error surface: one line on stderr, exit code 2."""
+  print(f'FATAL {kind}: ' + ' '.join(str(message).split()), file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def _config_spec(argv: list[str]) -> tuple[list[str], str | None, str | None]:
+  """argv with --config=NAME[:arg] of a packaged config made a file path; that spec; as typed."""
+  out, spec, typed, i = [], None, None, 0
   while i < len(argv):
     arg = argv[i]
     if arg.startswith('--config='):
-      arg = '--config=' + configs.resolve(arg[len('--config='):])
+      typed = arg[len('--config='):]
+      spec = configs.resolve(typed)
+      arg = '--config=' + spec
     elif arg == '--config' and i + 1 < len(argv):
       out.append(arg)
       i += 1
-      arg = configs.resolve(argv[i])
+      typed = argv[i]
+      arg = spec = configs.resolve(typed)
     out.append(arg)
     i += 1
-  return out
+  return out, spec, typed
+
+
+def _check_config_file(spec: str, typed: str) -> None:
+  """The config file and its `:arg`, loaded once here so an error is one line, not a traceback."""
+  path, _, arg = spec.partition(':')
+  if not pathlib.Path(path).is_file():
+    _fail('config error', f'--config={typed}: no such file; give a config file or one of the '
+          f'packaged configs {configs.names()} (e.g. --config=tracr_study:smoke).')
+  try:
+    module_spec = importlib.util.spec_from_file_location('_checked_config', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, 'get_config'):
+      _fail('config error', f'--config={typed}: {path} has no get_config() function.')
+    module.get_config(*([arg] if arg else []))
+  except (ValueError, TypeError, KeyError, AttributeError, ImportError, SyntaxError) as e:
+    _fail('config error', f'--config={typed}: {e}')
 
 
 def _parse_flags(argv):
   """absl's parser, but a config typo or bad value ends with one clear line."""
+  argv, spec, typed = _config_spec(argv)
+  if spec is not None:
+    _check_config_file(spec, typed)
   try:
-    return flags.FLAGS(_with_config_files(argv))
+    return flags.FLAGS(argv)
   except flags.Error as e:
-    sys.exit(f'FATAL flags error: {e}\nPass --helpfull to see all flags.')
+    _fail('flags error', f'{e} (pass --helpfull to see all flags)')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections raises these for unknown fields ("Did you mean ...") and
     # wrong types while applying --config.* overrides.
     msg = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
-    sys.exit(f'FATAL config error: {msg}\n'
-             'Check the --config.* overrides against the fields of the config file.')
+    _fail('config error', f'{msg} Check the --config.* overrides against the fields of the '
+          'config file.')
 
 
 class _QuietLibraries:
@@ -73,25 +107,37 @@ class _QuietLibraries:
     return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
+def _workdir() -> pathlib.Path:
+  workdir = pathlib.Path(_WORKDIR.value)
+  if workdir.exists() and not workdir.is_dir():
+    _fail('workdir error', f'--workdir={workdir} is a file; give a directory (it is created '
+          'if missing, and resumed from if it holds a run).')
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    _fail('workdir error', f'--workdir={workdir} cannot be created: {e.strerror or e}.')
+  return workdir
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_QuietLibraries())
   config = _CONFIG.value
-  experiment = experiments.get(config.experiment)
   try:
+    experiment = experiments.get(config.experiment)
+    config_check.all_finite(config)
     experiment.validate(config)
   except config_check.ConfigError as e:
-    sys.exit(f'FATAL config error: {e}')
+    _fail('config error', e)
+  workdir = _workdir()
   logging.info('JAX devices: %s', jax.devices())
   logging.info('Config:\n%s', config)
-  workdir = pathlib.Path(_WORKDIR.value)
-  workdir.mkdir(parents=True, exist_ok=True)
   (workdir / 'config.txt').write_text(str(config))
   try:
     result = experiment.run(config, workdir)
   except config_check.ConfigError as e:  # Bad input only the data can reveal (run checks it first).
-    sys.exit(f'FATAL config error: {e}')
+    _fail('config error', e)
   report = (result or {}).get('report', workdir / 'report.md')
   logging.info('Done. Report: %s', report)
 

@@ -6,6 +6,7 @@ Every error names the dotted field (as typed on the command line, e.g.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 
@@ -31,9 +32,10 @@ def fail(path: str, value: Any, valid: str) -> None:
 def positive(config, *paths: str, integer: bool = False) -> None:
   for p in paths:
     v = get(config, p)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 or (
+    # `not v > 0` (never `v <= 0`): NaN compares False both ways and must fail.
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf or (
         integer and not isinstance(v, int)):
-      fail(p, v, 'must be a positive ' + ('integer' if integer else 'number'))
+      fail(p, v, 'must be a positive, finite ' + ('integer' if integer else 'number'))
 
 
 def non_negative_int(config, *paths: str) -> None:
@@ -76,5 +78,28 @@ def positive_list(config, path: str) -> None:
   if not vs:
     fail(path, v, 'must not be empty')
   for x in vs:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0:
-      fail(path, v, 'every value must be > 0')
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < math.inf:
+      fail(path, v, 'every value must be finite and > 0')
+
+
+def _leaves(node, prefix: str = ''):
+  """(dotted path, value) of every leaf of a ConfigDict/dict, tuples element by element."""
+  items = node.items() if hasattr(node, 'items') else ()
+  for key, value in items:
+    path = f'{prefix}{key}'
+    if hasattr(value, 'items'):
+      yield from _leaves(value, path + '.')
+    elif isinstance(value, (tuple, list)):
+      for i, x in enumerate(value):
+        yield f'{path}[{i}]', x
+    else:
+      yield path, value
+
+
+def all_finite(config) -> None:
+  """No field anywhere holds NaN or +-inf (1e999 parses as inf): checked before any compute."""
+  for path, value in _leaves(config):
+    if isinstance(value, float) and not math.isfinite(value):
+      field = path.split('[')[0]
+      raise ConfigError(f'config.{path}={value!r} is not a finite number; give a finite value '
+                        f'with --config.{field}=... or in the config file.')

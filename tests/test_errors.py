@@ -1,0 +1,69 @@
+"""The one error surface: a user's mistake ends in one line on stderr, exit code 2, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from wrapper_study import config_check
+
+CASES = {  # What a user typed -> a piece the one line must contain.
+    'missing file': (['--config=configs/nope.py'], 'configs/nope.py: no such file'),
+    'unknown :arg': (['--config=configs/pcfg_study.py:smok'], "unknown config argument 'smok'"),
+    'unknown name': (['--config=pcfg_stdy'], 'packaged configs'),
+    'unknown experiment': (['--config=tracr_study:smoke', '--config.experiment=nosuch'],
+                           "config.experiment='nosuch' is unknown"),
+    'field typo': (['--config=tracr_study:smoke', '--config.finetune.lr=1e-2'],
+                   'Did you mean "lrs"'),
+    'wrong type': (['--config=tracr_study:smoke', '--config.finetune.steps=many'], 'steps'),
+    'nan lr': (['--config=pcfg_study:smoke', '--config.pretrain.lr=nan'],
+               'config.pretrain.lr=nan is not a finite number'),
+    'inf lr': (['--config=pcfg_study:smoke', '--config.pretrain.lr=inf'],
+               'config.pretrain.lr=inf'),
+    '1e999 in a grid': (['--config=pcfg_study:smoke', '--config.finetune.lrs=(1e-4,1e999)'],
+                        'config.finetune.lrs[1]=inf'),
+    'nan noise': (['--config=tracr_study:smoke', '--config.finetune.noise_std=nan'],
+                  'config.finetune.noise_std=nan'),
+}
+
+
+def _run(args, workdir):
+  return subprocess.run([sys.executable, '-m', 'launch.main', *args, f'--workdir={workdir}'],
+                        capture_output=True, text=True, timeout=120)
+
+
+def _assert_one_line(proc, piece):
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1 and lines[0].startswith('FATAL '), proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr + proc.stdout
+  assert piece in lines[0], lines[0]
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_bad_input_is_one_line_before_any_compute(case, tmp_path):
+  args, piece = CASES[case]
+  proc = _run(args, tmp_path / 'run')
+  _assert_one_line(proc, piece)
+  assert not (tmp_path / 'run').exists()  # Refused before anything was written.
+
+
+def test_a_workdir_that_is_a_file_is_refused(tmp_path):
+  not_a_dir = tmp_path / 'file'
+  not_a_dir.write_text('x')
+  _assert_one_line(_run(['--config=tracr_study:smoke'], not_a_dir), 'is a file')
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), -float('inf'), 1e999])
+def test_checks_refuse_non_finite_numbers(value):
+  config = {'a': {'lr': value, 'lrs': (1e-3,)}}
+  with pytest.raises(config_check.ConfigError, match='config.a.lr'):
+    config_check.positive(config, 'a.lr')
+  with pytest.raises(config_check.ConfigError, match='not a finite number'):
+    config_check.all_finite(config)
+  config = {'a': {'lr': 1.0, 'lrs': (1e-3, value)}}
+  with pytest.raises(config_check.ConfigError, match='config.a.lrs'):
+    config_check.positive_list(config, 'a.lrs')
+  with pytest.raises(config_check.ConfigError, match=r'config.a.lrs\[1\]'):
+    config_check.all_finite(config)
+  config_check.all_finite({'a': {'lr': 1.0, 'name': 'x', 'n': 3, 'lrs': (1e-3,)}})
