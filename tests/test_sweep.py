@@ -15,7 +15,7 @@ from wrapper_study import sweep as sweep_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRACR_SMOKE = str(REPO / 'configs/tracr_study.py:smoke')
 # The smallest Tracr study: one program, one pruning granularity.
-TRACR_FIXED = {'programs': ('counter',), 'pruning.granularities': ('weight',)}
+TRACR_FIXED = {'tasks': ('counter',), 'pruning.granularities': ('weight',)}
 
 TOY_CONFIG = '''
 import ml_collections
@@ -163,7 +163,8 @@ def test_local_sweep_isolates_a_failure_gathers_and_skips_on_relaunch(shared_cac
   assert [r.name for r in bad] == ['seed=-1'] and [r.name for r in good] == ['seed=0', 'seed=1']
   assert not summary.skipped and not summary.ok
   failed = (bad[0].workdir / sweep_lib.FAILED).read_text()
-  assert failed.startswith('exit code 1') and 'config.seed=-1 is invalid' in failed
+  first = failed.split('\n')[0]  # One line: how it ended and the launcher's FATAL line.
+  assert first.startswith('exit code 2: FATAL config error: config.seed=-1 is invalid'), failed
   assert not (bad[0].workdir / sweep_lib.DONE).exists()
   for run in good:  # The failure (run first) did not stop them.
     assert (run.workdir / sweep_lib.DONE).is_file() and (run.workdir / 'report.md').is_file()
@@ -171,7 +172,7 @@ def test_local_sweep_isolates_a_failure_gathers_and_skips_on_relaunch(shared_cac
   assert list(rows[0])[:2] == ['run', 'seed']
   assert {(r['run'], r['seed']) for r in rows} == {('seed=0', '0'), ('seed=1', '1')}
   index = (tmp_path / 'sw/report.md').read_text()
-  assert '[seed=0](runs/seed=0/report.md)' in index and 'FAILED: exit code 1' in index
+  assert '[seed=0](runs/seed=0/report.md)' in index and 'FAILED: exit code 2: FATAL config error' in index
 
   # Relaunch through the binary: finished runs untouched, the failed one retried.
   before = {r.name: _mtimes(r) for r in good}

@@ -6,7 +6,7 @@ Every run is one `launch/main.py` process in its own workdir,
 sweep_dir/runs/<name>, logging to log.txt there. The run's process exiting 0
 with a report.md leaves a DONE marker; relaunching the sweep skips those runs
 and reruns the rest, which resume from their own checkpoints. A failing run
-leaves FAILED (exit code and the log's tail) and the others go on. Finished
+leaves FAILED (its one-line reason and the log's tail) and the others go on. Finished
 runs' tables/*.csv are then gathered into sweep_dir/tables/, with the run's
 grid values as extra columns, and sweep_dir/report.md links every run.
 
@@ -22,13 +22,10 @@ import concurrent.futures
 import copy
 import dataclasses
 import datetime
-import difflib
-import hashlib
-import importlib.util
-import itertools
 import pathlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -37,8 +34,9 @@ from typing import Any, Mapping, Sequence
 from absl import logging
 import ml_collections
 
-import configs  # A packaged config may be named instead of given as a path.
 from wrapper_study.report import tables
+from wrapper_study.sweep_grid import SweepError, display, expand, flag_literal, load_spec, run_name  # noqa: F401  (the public API)
+from wrapper_study.sweep_grid import absolute_spec, leaf_fields, parent_of
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MAIN = ('-m', 'launch.main')  # The installed binary: runs from a checkout or a pip install.
@@ -47,17 +45,11 @@ DONE = 'DONE'
 FAILED = 'FAILED'
 LOG = 'log.txt'
 _TAIL_LINES = 30  # Log lines copied into FAILED.
-_MAX_NAME = 100  # Longer run names are cut and end with a hash.
-_SAFE = re.compile(r'[^A-Za-z0-9._,=+-]')
 # submitit's shared parameters; any other `slurm` key is SLURM-only.
 _SUBMITIT_GENERIC = ('name', 'timeout_min', 'mem_gb', 'nodes', 'cpus_per_task',
                      'gpus_per_node', 'tasks_per_node', 'stderr_to_stdout')
 # LocalExecutor kills a job after timeout_min, 2 by default: too short for a run.
 _LOCAL_TIMEOUT_MIN = 24 * 60
-
-
-class SweepError(ValueError):
-  """A sweep that cannot work; raised before any run starts."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,118 +92,6 @@ class Summary:
     return '\n'.join(lines)
 
 
-# --- Config files. ---
-
-
-def load_spec(spec: str, function: str = 'get_config') -> Any:
-  """'path.py[:arg]' -> path.py's function(arg), as ml_collections' config flag does."""
-  path, *arg = configs.resolve(spec, 'sweeps' if function == 'get_sweep' else '').split(':', 1)
-  file = pathlib.Path(path)
-  if not file.is_file():
-    raise SweepError(f'{spec!r}: no file {file.resolve()}.')
-  module_spec = importlib.util.spec_from_file_location(f'_sweep_{file.stem}', file)
-  module = importlib.util.module_from_spec(module_spec)
-  try:
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, function):
-      raise SweepError(f'{file} has no {function}().')
-    return getattr(module, function)(*arg)
-  except SweepError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    raise SweepError(f'Loading {spec!r} failed: {type(e).__name__}: {e}') from e
-
-
-def _absolute_spec(spec: str) -> str:
-  # Runs start in REPO, so a path relative to the caller's cwd must not stay relative.
-  path, sep, arg = configs.resolve(spec).partition(':')
-  return str(pathlib.Path(path).resolve()) + sep + arg
-
-
-def _leaf_fields(config, prefix: str = '') -> list[str]:
-  fields = []
-  for key, value in config.items():
-    path = f'{prefix}{key}'
-    if isinstance(value, ml_collections.ConfigDict):
-      fields += _leaf_fields(value, path + '.')
-    else:
-      fields.append(path)
-  return fields
-
-
-def _parent(config, field: str):
-  """The ConfigDict holding a dotted field, and the field's last name; SweepError if absent."""
-  node, parts = config, field.split('.')
-  for i, part in enumerate(parts):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      close = difflib.get_close_matches(field, _leaf_fields(config), n=3, cutoff=0.5)
-      hint = f' Did you mean {" or ".join(close)}?' if close else ''
-      # Only the level where the path broke: the full list runs to dozens.
-      where = '.'.join(parts[:i])
-      if not isinstance(node, ml_collections.ConfigDict):
-        raise SweepError(f'Unknown config field {field!r}: {where} is a '
-                         f'{type(node).__name__}, not a section.{hint}')
-      valid = ', '.join(f'{where}.{k}' if where else k for k in node)
-      raise SweepError(f'Unknown config field {field!r}.{hint} '
-                       f'Valid fields{" in " + where if where else ""}: {valid}.')
-    if i < len(parts) - 1:
-      node = node[part]
-  return node, parts[-1]
-
-
-# --- Grid, names and commands. ---
-
-
-def expand(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-  """Grid -> one override dict per run: the cartesian product, last field fastest."""
-  for field, values in grid.items():
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-      raise SweepError(f'grid[{field!r}]={values!r} must be a list or tuple of values.')
-    if not values:
-      raise SweepError(f'grid[{field!r}] is empty: give it at least one value.')
-  fields = list(grid)
-  return [dict(zip(fields, combo)) for combo in itertools.product(*grid.values())]
-
-
-def _compact(value) -> str:
-  """Python literal without spaces: (0.1,0.01), ('a',), {'k':1}."""
-  if isinstance(value, (tuple, list)):
-    inner = ','.join(_compact(v) for v in value)
-    return f'({inner},)' if len(value) == 1 else f'({inner})'
-  if isinstance(value, Mapping):
-    return '{' + ','.join(f'{_compact(k)}:{_compact(v)}' for k, v in value.items()) + '}'
-  return repr(value)
-
-
-def display(value) -> str:
-  """A grid value as it appears in run names and gathered tables."""
-  return value if isinstance(value, str) else _compact(value)
-
-
-def run_name(overrides: Mapping[str, Any]) -> str:
-  """Readable, deterministic, filesystem-safe: 'finetune.steps=6,seed=1'."""
-  if not overrides:
-    return 'default'
-  raw = ','.join(f'{k}={display(v)}' for k, v in overrides.items())
-  name = _SAFE.sub('_', raw)
-  if name != raw or len(name) > _MAX_NAME:
-    # Replaced characters could make two runs collide; the hash keeps them apart.
-    digest = hashlib.sha1(repr(list(overrides.items())).encode()).hexdigest()[:8]
-    name = f'{name[:_MAX_NAME - 9]}-{digest}'
-  return name
-
-
-def flag_literal(value, field_type: type | None = None) -> str:
-  """The text after '--config.field=' that ml_collections parses back to `value`."""
-  if field_type is str and isinstance(value, str):
-    return value  # absl's plain string parser would keep quotes.
-  if isinstance(value, bool):
-    return 'true' if value else 'false'
-  if isinstance(value, (int, float)):
-    return repr(value)
-  return _compact(value)  # Tuples, dicts, None, and str for untyped fields: literal_eval.
-
-
 def command(run: Run) -> list[str]:
   """The run's process, started in REPO."""
   return [sys.executable, *MAIN, f'--config={run.base}', f'--workdir={run.workdir}',
@@ -220,7 +100,7 @@ def command(run: Run) -> list[str]:
 
 def plan(sweep: Sweep) -> list[Run]:
   """Validates the sweep against its base config (no run starts) and names its runs."""
-  base = _absolute_spec(sweep.base)
+  base = absolute_spec(sweep.base)
   config = load_spec(base)
   if not isinstance(config, ml_collections.ConfigDict):
     raise SweepError(f'{sweep.base!r}: get_config() returned {type(config).__name__}, '
@@ -237,7 +117,7 @@ def plan(sweep: Sweep) -> list[Run]:
   values = [('fixed', f, v) for f, v in sweep.fixed.items()]
   values += [('grid', f, v) for f, vs in sweep.grid.items() for v in vs]
   for where, field, value in values:
-    parent, key = _parent(copy.deepcopy(config), field)
+    parent, key = parent_of(copy.deepcopy(config), field)
     types.setdefault(field, parent.get_type(key))  # The base's type parses the flag.
     if types[field] is type(None):
       raise SweepError(f'Field {field!r} is None in the base config, and ml_collections '
@@ -314,9 +194,21 @@ def run_one(run: Run) -> str:
     (run.workdir / DONE).write_text(
         f'finished at {_now()} after {time.time() - start:.0f} s\n{shlex.join(cmd)}\n')
     return 'done'
-  mark_failed(run.workdir, f'exit code {returncode}' if returncode else
-              'exit code 0 but no report.md was written')
+  mark_failed(run.workdir, _failure_reason(returncode, run.workdir))
   return 'failed'
+
+
+def _failure_reason(returncode: int, workdir: pathlib.Path) -> str:
+  """One line: how the process ended, and the launcher's own FATAL line when it wrote one."""
+  if returncode < 0:
+    try:
+      return f'killed by {signal.Signals(-returncode).name}'
+    except ValueError:
+      return f'killed by signal {-returncode}'
+  if returncode == 0:
+    return 'exit code 0 but no report.md was written'
+  fatal = [line for line in _log_tail(workdir).splitlines() if line.startswith('FATAL ')]
+  return f'exit code {returncode}' + (f': {fatal[-1]}' if fatal else '')
 
 
 # --- Backends. ---
@@ -484,7 +376,7 @@ def from_config(spec: ml_collections.ConfigDict | Mapping, sweep_dir) -> Sweep:
       return {}
     if isinstance(d, ml_collections.ConfigDict):
       # ConfigDict sorts keys; sweep files keep grid order with convert_dict=False.
-      return dict(zip(_leaf_fields(d), (_get(d, f) for f in _leaf_fields(d))))
+      return dict(zip(leaf_fields(d), (_get(d, f) for f in leaf_fields(d))))
     return dict(d)
 
   if not spec.get('base'):
