@@ -31,6 +31,7 @@ import jax
 from ml_collections import config_flags
 
 import configs
+from wrapper_study import allocator
 from wrapper_study import config_check
 from wrapper_study import experiments
 
@@ -131,6 +132,7 @@ def main(argv):
   except config_check.ConfigError as e:
     _fail('config error', e)
   workdir = _workdir()
+  logging.info('Allocator: %s', allocator.active())
   logging.info('JAX devices: %s', jax.devices())
   logging.info('Config:\n%s', config)
   (workdir / 'config.txt').write_text(str(config))
@@ -144,6 +146,7 @@ def main(argv):
 
 def run():
   """The console script `wrapper-study`."""
+  allocator.ensure_fast()  # May re-execute this process once, with tcmalloc.
   app.run(main, flags_parser=_parse_flags)
 
 
