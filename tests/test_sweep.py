@@ -218,3 +218,27 @@ def test_submitit_job_that_dies_is_recorded_as_failed(shared_cache, tmp_path):
   assert [r.name for r in summary.failed] == ['seed=0']
   failed = (summary.failed[0].workdir / sweep_lib.FAILED).read_text()
   assert failed.startswith('submitit job ') and 'timed-out' in failed.split('\n')[0], failed
+
+
+def test_a_killed_run_is_failed_with_its_signal_and_alone_rerun(toy, tmp_path, monkeypatch):
+  # Each run's process stands in for the binary: 'kill' dies by SIGKILL, 'ok' writes a report.
+  script = ('import os, pathlib, signal, sys\n'
+            'workdir = pathlib.Path(sys.argv[1]); workdir.mkdir(parents=True, exist_ok=True)\n'
+            'if sys.argv[2] == "kill": os.kill(os.getpid(), signal.SIGKILL)\n'
+            '(workdir / "report.md").write_text("ok")\n')
+  calls = []
+
+  def command(run):
+    calls.append(run.name)
+    return [sys.executable, '-c', script, str(run.workdir), dict(run.values)['name']]
+
+  monkeypatch.setattr(sweep_lib, 'command', command)
+  sweep = sweep_lib.Sweep(toy, tmp_path / 'sw', {'name': ('ok', 'kill', 'ok2')})
+  summary = sweep_lib.launch(sweep)
+  assert [r.name for r in summary.done] == ['name=ok', 'name=ok2']
+  assert [r.name for r in summary.failed] == ['name=kill']
+  reason = (summary.failed[0].workdir / sweep_lib.FAILED).read_text().split('\n')[0]
+  assert reason == 'killed by SIGKILL'
+  calls.clear()
+  again = sweep_lib.launch(sweep)  # The relaunch reruns only the killed run.
+  assert calls == ['name=kill'] and len(again.skipped) == 2
