@@ -102,10 +102,12 @@ def _parse_flags(argv):
 
 
 class _QuietLibraries:
-  """Drops INFO lines of orbax and other chatty libraries from the run's log."""
+  """Drops INFO lines of orbax and JAX's backend probing (no TPU here) from the run's log."""
 
   def filter(self, record) -> bool:
-    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+    if record.levelno >= std_logging.WARNING:
+      return True
+    return '/orbax/' not in record.pathname and not record.pathname.endswith('xla_bridge.py')
 
 
 def _workdir() -> pathlib.Path:
@@ -123,7 +125,9 @@ def _workdir() -> pathlib.Path:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  quiet = _QuietLibraries()
+  logging.get_absl_handler().addFilter(quiet)
+  std_logging.getLogger('jax._src.xla_bridge').addFilter(quiet)
   config = _CONFIG.value
   try:
     experiment = experiments.get(config.experiment)
@@ -132,10 +136,11 @@ def main(argv):
   except config_check.ConfigError as e:
     _fail('config error', e)
   workdir = _workdir()
-  logging.info('Allocator: %s', allocator.active())
-  logging.info('JAX devices: %s', jax.devices())
-  logging.info('Config:\n%s', config)
   (workdir / 'config.txt').write_text(str(config))
+  given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config'))  # File and overrides.
+  logging.info('%s: %s -> %s (full config: %s)', config.experiment, given, workdir,
+               workdir / 'config.txt')
+  logging.info('Allocator: %s; JAX devices: %s', allocator.active(), jax.devices())
   try:
     result = experiment.run(config, workdir)
   except config_check.ConfigError as e:  # Bad input only the data can reveal (run checks it first).
