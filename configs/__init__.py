@@ -31,3 +31,18 @@ def resolve(spec: str, subdir: str = '') -> str:
       stem = stem[len(prefix):]
   packaged = DIR / subdir / f'{stem}.py'
   return str(packaged) + sep + arg if packaged.is_file() else spec
+
+
+def describe() -> str:
+  """One entry per packaged config: its name, what it runs, and its `:arg` variants (for --help)."""
+  import ast  # pylint: disable=g-import-not-at-top  # Only --help needs it.
+  lines = []
+  for name in names():
+    tree = ast.parse((DIR / f'{name}.py').read_text())
+    doc = (ast.get_docstring(tree) or '').strip().splitlines()
+    get = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == 'get_config']
+    args = (ast.get_docstring(get[0]) or '').strip().splitlines() if get else []
+    lines.append(f'  {name}: {doc[0] if doc else ""}')
+    if args:
+      lines.append(f'      {args[0]}')
+  return '\n'.join(lines)

@@ -36,8 +36,9 @@ from wrapper_study import config_check
 from wrapper_study import experiments
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/tracr_study.py or configs/tracr_study.py:smoke.',
-    lock_config=True)
+    'config', None, 'A config file (configs/tracr_study.py:smoke) or a packaged config\'s name '
+    '(tracr_study:smoke); override fields with --config.<field>=<value>. Packaged configs:\n'
+    + configs.describe(), lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes (and resumes from).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -84,8 +85,17 @@ def _check_config_file(spec: str, typed: str) -> None:
     _fail('config error', f'--config={typed}: {e}')
 
 
+def _usage() -> str:
+  config_help, workdir_help = flags.FLAGS['config'].help, flags.FLAGS['workdir'].help
+  return (f'{__doc__.strip()}\n\nFlags:\n  --config: {config_help}\n  --workdir: {workdir_help}\n'
+          '  --helpfull: every flag, including absl\'s and JAX\'s.')
+
+
 def _parse_flags(argv):
   """absl's parser, but a config typo or bad value ends with one clear line."""
+  if any(a in ('--help', '-h', '-?') for a in argv[1:]):
+    print(_usage())
+    sys.exit(0)
   argv, spec, typed = _config_spec(argv)
   if spec is not None:
     _check_config_file(spec, typed)

@@ -67,3 +67,12 @@ def test_checks_refuse_non_finite_numbers(value):
   with pytest.raises(config_check.ConfigError, match=r'config.a.lrs\[1\]'):
     config_check.all_finite(config)
   config_check.all_finite({'a': {'lr': 1.0, 'name': 'x', 'n': 3, 'lrs': (1e-3,)}})
+
+
+def test_help_lists_the_packaged_configs_and_their_variants():
+  proc = subprocess.run([sys.executable, '-m', 'launch.main', '--help'], capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for name in ('tracr_study', 'pcfg_study', 'pcfg_analysis', 'tinystories_study'):
+    assert f'  {name}: ' in proc.stdout
+  assert "'smoke'" in proc.stdout and '--workdir' in proc.stdout
