@@ -159,3 +159,32 @@ def test_model_factory_flavours():
     model_factory.from_config({**section, 'flavour': 'mamba'})
   with pytest.raises(ValueError, match='divisible'):
     model_factory.from_config({**section, 'n_heads': 5})
+
+
+def test_intervals():
+  from wrapper_study.report import intervals
+  mean, lo, hi = intervals.t_interval([1.0, 2.0, 3.0])
+  assert mean == 2.0 and hi - mean == pytest.approx(4.303 / np.sqrt(3))
+  assert intervals.t_interval([5.0]) == (5.0, 5.0, 5.0)
+  rate, lo, hi = intervals.wilson_interval(32, 64)
+  assert rate == 50.0 and (round(lo, 1), round(hi, 1)) == (38.1, 61.9)
+  assert intervals.wilson_interval(0, 64)[1] == 0.0 and intervals.wilson_interval(64, 64)[2] == 100
+
+
+def test_judge_decides_by_interval_and_manipulation_check():
+  claim = claims.Claim('tracr', 'T1', 'learns b', 'Acc O_FT (%)', 90.0, '>=')
+  holds = claims.judge(claim, [95, 96, 97])
+  assert holds['verdict'] == claims.HOLDS and tuple(holds) == claims.CLAIMS_COLUMNS
+  assert claims.judge(claim, [10, 12, 11])['verdict'] == claims.DOES_NOT_HOLD
+  straddle = claims.judge(claim, [80, 99, 95])
+  assert straddle['verdict'] == claims.PARTLY and 'straddles' in straddle['reason']
+  failed = claims.judge(claim, [95, 96, 97], check=claims.Check(False, 'Acc O_PT fell 3 < 30',
+                                                              'fine-tuning did not remove O_PT'))
+  assert failed['verdict'] == 'not measured (fine-tuning did not remove O_PT)'
+  assert failed['manipulation_check'].startswith('failed')
+  low = claims.Claim('tracr', 'T2', 'cannot learn', 'Acc', 50.0, '<=')
+  assert claims.judge(low, [10, float('nan'), 12])['n_seeds'] == 2
+  assert 'diverged' in claims.judge(low, [10, float('nan'), 12])['reason']
+  assert claims.judge(low, [float('nan')])['verdict'].startswith('not measured')
+  rate = claims.judge(low, [], interval=(40.0, 28.0, 52.1))  # e.g. a Wilson interval.
+  assert rate['verdict'] == claims.PARTLY

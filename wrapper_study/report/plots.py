@@ -14,6 +14,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from wrapper_study.report.intervals import t_quantile_975
+
 
 def save(fig, path) -> pathlib.Path:
   path = pathlib.Path(path)
@@ -92,21 +94,6 @@ def curves(x, series: dict, xlabel: str, ylabel: str, title: str = '', logx: boo
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
   return fig
-
-
-# Two-sided 95% Student-t quantiles by degrees of freedom: with 3 seeds the
-# normal 1.96 would draw a band less than half as wide as the data support.
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t_quantile_975(df: int) -> float:
-  """The tabulated quantile at the largest df <= the given one (conservative)."""
-  if df < 1:
-    return 0.0
-  if df > 30:
-    return 1.96
-  return _T975[max(k for k in _T975 if k <= df)]
 
 
 def seed_band(values_SxX):
