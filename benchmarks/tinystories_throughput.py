@@ -37,11 +37,12 @@ import jax
 import machine  # benchmarks/machine.py (the script's own folder is on sys.path)
 import numpy as np
 
+from wrapper_study import losses
 from wrapper_study import model
+from wrapper_study import model_factory
 from wrapper_study import optim
 from wrapper_study import sampling
 from wrapper_study import train
-from wrapper_study.experiments import tinystories_study
 
 SHAPES = {
     'cpu': dict(vocab=512, context=256, d_model=64, n_layers=2, n_heads=4, multiple_of=32,
@@ -56,11 +57,12 @@ PAPER_PRETRAIN_TOKENS = 30_000 * 128 * 1024  # Per pretrained model (two of them
 PAPER_FINETUNE_TOKENS = 4000 * 128 * 1024  # Per deletion or reFT run (6 + 7 of them).
 
 
-
-
 def model_config(shape: dict) -> model.TransformerConfig:
-  return model.llama_config(shape['vocab'], shape['context'], shape['d_model'], shape['n_layers'],
-                            shape['n_heads'], multiple_of=shape['multiple_of'])
+  """The study's factory (tinystories/model.py): the `model` section with flavour 'llama'."""
+  return model_factory.from_config(dict(
+      flavour='llama', vocab_size=shape['vocab'], max_len=shape['context'],
+      d_model=shape['d_model'], n_layers=shape['n_layers'], n_heads=shape['n_heads'],
+      multiple_of=shape['multiple_of']))
 
 
 def time_training(cfg, batch: int, steps: int, warmup: int, seed: int) -> dict:
@@ -70,7 +72,7 @@ def time_training(cfg, batch: int, steps: int, warmup: int, seed: int) -> dict:
   mesh = train.data_mesh()
   if batch % mesh.size:
     raise SystemExit(f'--batch={batch} must be divisible by the {mesh.size} devices.')
-  step_fn = train.make_train_step(tinystories_study.lm_loss_fn(cfg), tx, mesh=mesh)
+  step_fn = train.make_train_step(losses.next_token_loss_fn(cfg), tx, mesh=mesh)
   state = jax.device_put(train.create_state(params, tx), train.data_shardings(mesh)[0])
   rng = np.random.default_rng(seed)
   windows = train.shard_batch(

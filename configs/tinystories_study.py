@@ -97,6 +97,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       align_windows=True,  # Training windows start at examples (paper/authors: cut every max_len).
   ))
   c.model = ml_collections.ConfigDict(dict(
+      flavour='llama',  # model_factory.from_config: llama_config (RMSNorm, RoPE, SwiGLU, tied).
       vocab_size=512,  # Paper: 8192.
       max_len=256,  # Context (paper: 1024).
       d_model=64,  # Paper: 768.

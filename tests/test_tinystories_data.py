@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from wrapper_study.tinystories import classifier
+from wrapper_study.tinystories import data
 from wrapper_study.tinystories import instruct
 from wrapper_study.tinystories import protocols
 from wrapper_study.tinystories import synthetic
@@ -287,6 +288,32 @@ def test_lm_windows(examples, tok):
   assert not np.array_equal(tokens.LMWindows(stream, t, b, seed=1).batch(0), lm.batch(0))
   with pytest.raises(ValueError, match='context'):
     tokens.LMWindows(stream[:10], context=t, batch_size=b, seed=0)
+
+
+def test_aligned_windows_start_at_every_example_that_fits(examples, tok):
+  stream = tokens.lm_stream(examples, tok)
+  t = 64
+  aligned = data.lm_windows(stream, tok.bos_id, t, batch_size=8, seed=0, align=True)
+  starts = np.flatnonzero(stream[:len(stream) - t] == tok.bos_id)
+  assert aligned.windows_NxT1.shape == (len(starts), t + 1)
+  assert np.all(aligned.windows_NxT1[:, 0] == tok.bos_id)
+  cut = data.lm_windows(stream, tok.bos_id, t, batch_size=8, seed=0, align=False)
+  np.testing.assert_array_equal(cut.windows_NxT1,
+                                tokens.LMWindows(stream, t, 8, seed=0).windows_NxT1)
+
+
+def test_right_padded_keeps_each_row_and_moves_the_padding_to_the_end(examples, tok):
+  left = tokens.probe_arrays(examples[:16], tok, CONTEXT, features=('Twist',))
+  right = data.right_padded(left)
+  for a, b in zip((left.tokens_NxT, left.mask_NxT, left.weights_NxT),
+                  (right.tokens_NxT, right.mask_NxT, right.weights_NxT)):
+    for row_l, row_r, mask_l, mask_r in zip(a, b, left.mask_NxT, right.mask_NxT):
+      np.testing.assert_array_equal(row_l[mask_l], row_r[mask_r])  # The same real tokens...
+  n_real = right.mask_NxT.sum(1)
+  assert all(right.mask_NxT[i, :n].all() and not right.mask_NxT[i, n:].any()
+             for i, n in enumerate(n_real))  # ...first, then only padding.
+  np.testing.assert_allclose(right.weights_NxT.sum(1), 1.0, rtol=1e-6)
+  np.testing.assert_array_equal(right.labels_NxF, left.labels_NxF)
 
 
 def test_story_loss_arrays_mask_the_story(examples, tok):

@@ -5,16 +5,25 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import pytest
 
 from configs import tinystories_study as ts_config
+import smoke_tables
 from wrapper_study import config_check
 from wrapper_study import metrics
-from wrapper_study.report import tables
+from wrapper_study import model as model_lib
 from wrapper_study.experiments import tinystories_study as study
+from wrapper_study.report import claims as claims_lib
+from wrapper_study.report import tables
+from wrapper_study.tinystories import data
 from wrapper_study.tinystories import instruct
+from wrapper_study.tinystories import model as ts_model
+from wrapper_study.tinystories import paper
+from wrapper_study.tinystories import report
 from wrapper_study.tinystories import synthetic
 from wrapper_study.tinystories import tokenizer as tokenizer_lib
+from wrapper_study.tinystories import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,6 +48,8 @@ def smoke_run(tmp_path_factory):
 def test_binary_runs_the_whole_study(smoke_run):
   workdir, proc = smoke_run
   assert proc.returncode == 0, proc.stderr[-3000:]
+  # Every number recorded before the move into tinystories/ is reproduced.
+  assert smoke_tables.differences('tinystories_study', workdir / 'tables') == []
   config = ts_config.get_config('smoke')
   n_deleted = len(config.deletion.protocols) * len(config.deletion.lrs)
 
@@ -149,27 +160,84 @@ def test_feature_absent_from_the_data_fails_after_loading(tmp_path):
   study.validate(config)  # Twist is a known feature name...
   with pytest.raises(config_check.ConfigError,
                      match=r"config.deletion.feature='Twist'.*occurs in no pretraining-split"):
-    study.split_and_check(config, study.load_examples(config, tmp_path))  # ...absent here.
+    data.split_and_check(config, data.load_examples(config, tmp_path))  # ...absent here.
 
 
 def test_saved_tokenizer_of_another_size_fails_before_compute(tmp_path):
-  prefix = study.tokenizer_path(tmp_path)[:-len('.model')]
+  prefix = data.tokenizer_path(tmp_path)[:-len('.model')]
   texts = [instruct.format_example(ex) for ex in synthetic.generate_examples(200, seed=0)]
   tokenizer_lib.train_tokenizer(texts, 320, prefix)
   with pytest.raises(config_check.ConfigError,
                      match=r'config.model.vocab_size.*model.vocab_size=384.*320 pieces'):
-    study.check_workdir(_config(), tmp_path)
+    data.check_workdir(_config(), tmp_path)
 
 
 def test_prompt_longer_than_the_context_fails_before_training(tmp_path):
   config = _config(eval__max_new_tokens=250)  # Passes validate; no prompt fits 256 - 250.
   study.validate(config)
   with pytest.raises(config_check.ConfigError, match=r'config.eval.max_new_tokens=250.*exceed'):
-    study.prepare(config, tmp_path, study.PhaseTimes(tmp_path))
+    data.prepare(config, tmp_path, metrics.PhaseTimes(tmp_path))
   assert not (tmp_path / 'checkpoints').exists()
 
 
 def test_batch_not_divisible_by_devices_is_refused(monkeypatch):
-  monkeypatch.setattr(study.jax, 'device_count', lambda: 3)
+  monkeypatch.setattr(jax, 'device_count', lambda: 3)
   with pytest.raises(config_check.ConfigError, match=r'config.pretrain.batch_size=4.*3 devices'):
     study.validate(_config())
+
+
+def test_model_factory_gives_the_architecture_checkpoints_were_saved_with():
+  for arg in ('', 'paper', 'smoke'):
+    m = ts_config.get_config(arg).model
+    assert ts_model.model_config(ts_config.get_config(arg)) == model_lib.llama_config(
+        m.vocab_size, m.max_len, m.d_model, m.n_layers, m.n_heads, multiple_of=m.multiple_of)
+
+
+def _fake_logs(tmp_path, config, twist_loss, twist_fraction):
+  """RunLogs of every run, each metric a function of the run's name, at every step."""
+  names = [paper.PRESENT, paper.NOT_IN_PT] + train.reft_models(config)[:-1]
+  names += ['reft_' + m for m in train.reft_models(config)]
+  steps = range(max(config.pretrain.steps, config.deletion.steps, config.reft.steps) + 1)
+  logs = {}
+  for name in names:
+    logs[name] = metrics.RunLog(tmp_path, name)
+    logs[name].data = {'twist_loss': {str(s): twist_loss(name) for s in steps},
+                       'twist_fraction': {str(s): twist_fraction(name) for s in steps}}
+  return logs
+
+
+def test_claims_read_their_thresholds_from_paper(tmp_path, monkeypatch):
+  """The paper's story in made-up numbers: every claim holds; a stricter threshold flips one."""
+  config = ts_config.get_config('smoke')
+  loss = lambda n: {paper.PRESENT: 1.0, paper.NOT_IN_PT: 3.0, 'reft_not_in_pt': 2.5}.get(
+      n, 2.0 if 'lr0.0003' in n else 1.5)
+  frac = lambda n: {paper.PRESENT: 90.0, paper.NOT_IN_PT: 5.0, 'reft_not_in_pt': 10.0}.get(
+      n, 50.0 if n.startswith('reft_') else 20.0)
+  logs = _fake_logs(tmp_path, config, loss, frac)
+  features = [instruct.normalise_feature(f) for f in config.probe.features]
+  probes = {m: {f: [50.0, 80.0] for f in features} for m in logs if not m.startswith('reft_')}
+  probes[paper.NOT_IN_PT]['Twist'] = [50.0, 60.0]
+  found = report.claims(config, logs, probes, {'accuracy': 95.0})
+  assert [c['verdict'] for c in found] == [claims_lib.HOLDS] * len(found), found
+  assert all(c['measured'] for c in found)
+  assert found[0]['claim'].startswith('classifier: held-out accuracy >= 90%')
+  monkeypatch.setattr(paper, 'CLASSIFIER_MIN_ACCURACY', 96.0)
+  monkeypatch.setattr(paper, 'PROBE_TOLERANCE', -1.0)  # Now any gap "removes information".
+  found = report.claims(config, logs, probes, {'accuracy': 95.0})
+  claim = lambda start: next(c for c in found if c['claim'].startswith(start))
+  assert claim('classifier:')['verdict'] == claims_lib.DOES_NOT_HOLD
+  assert '>= 96%' in claim('classifier:')['claim']
+  assert claim('probes: at eta_S')['verdict'] == claims_lib.DOES_NOT_HOLD
+  assert '<= -1 points' in claim('probes: at eta_S')['claim']
+  assert claim('deletion raises')['verdict'] == claims_lib.HOLDS
+
+
+def test_claim_without_measurements_is_not_measured(tmp_path):
+  config = ts_config.get_config('smoke')
+  logs = _fake_logs(tmp_path, config, lambda n: 1.0, lambda n: 50.0)
+  for name, log in logs.items():  # Only the references were measured.
+    if name not in (paper.PRESENT, 'reft_' + paper.NOT_IN_PT):
+      log.data = {}
+  found = report.claims(config, logs, {}, {'accuracy': 95.0})
+  assert found[0]['verdict'] == claims_lib.HOLDS  # The classifier's own accuracy.
+  assert {c['verdict'] for c in found[1:]} == {claims_lib.NOT_MEASURED}

@@ -1,0 +1,57 @@
+"""Linear probes of the TinyStories models (paper Figs 11 left, 35-38), wired to analysis.probing.
+
+One binary probe per (model, site B0..BL, story feature), all fitted in ONE
+`probing.fit_and_score` call; the input is the mean residual over the final
+story tokens (data.right_padded rows). Results are cached in results/probes.json.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+from wrapper_study.analysis import probing
+from wrapper_study.tinystories import data
+from wrapper_study.tinystories import model as ts_model
+
+
+def probe_accuracies(config, world: data.World, models: dict, workdir) -> dict:
+  """{model: {feature: [acc % per site B0..BL]}}: every model x site x feature in ONE fit.
+
+  The cache is reused only for the same models in the same order (the tables' row order).
+  """
+  path = pathlib.Path(workdir) / 'results' / 'probes.json'
+  if path.exists():
+    saved = json.loads(path.read_text())
+    if list(saved) == list(models):
+      return saved
+  cfg = ts_model.model_config(config)
+  p = config.probe
+  collect = lambda params, a, name: probing.collect_features(
+      cfg, params, a.tokens_NxT, positions=a.weights_NxT, pad_mask_NxT=a.mask_NxT,
+      batch_size=p.feature_batch_size, set_name=name)
+  train_f = np.concatenate([collect(params, world.probe_train, f'probe train ({name})')
+                            for name, params in models.items()])
+  test_f = np.concatenate([collect(params, world.probe_test, f'probe test ({name})')
+                           for name, params in models.items()])
+  probe_cfg = probing.ProbeConfig(method='adamw', steps=p.steps, lr=p.lr, boundaries=(),
+                                  batch_size=p.batch_size, seed=config.seed)
+  acc_SxF = probing.fit_and_score(
+      train_f, world.probe_train.labels_NxF.T.astype(np.int32), test_f,
+      world.probe_test.labels_NxF.T.astype(np.int32), n_classes=2, cfg=probe_cfg)
+  n_sites = cfg.n_layers + 1
+  acc_MxSxF = acc_SxF.reshape(len(models), n_sites, -1)
+  out = {m: {f: [float(a) for a in acc_MxSxF[i, :, j]]
+             for j, f in enumerate(world.probe_train.feature_names)}
+         for i, m in enumerate(models)}
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(out, indent=1))
+  return out
+
+
+def mean_over_blocks(accs: Sequence[float]) -> float:
+  """Mean over B1..BL (B0, the embeddings, cannot carry story-level information)."""
+  return float(np.mean(accs[1:]))

@@ -1,0 +1,298 @@
+"""The TinyStories study's report: Table 1 beside the paper, losses, probes, claims, figures.
+
+Writes tables/*.csv, figures/*.png and report.md from the runs' logs
+(metrics.RunLog) and the probe accuracies. Every claim's threshold and the
+paper's numbers come from `paper.py`; verdicts are worded by report.claims.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from wrapper_study.report import claims as claims_lib
+from wrapper_study.report import plots
+from wrapper_study.report import tables
+from wrapper_study.tinystories import analysis
+from wrapper_study.tinystories import instruct
+from wrapper_study.tinystories import model as ts_model
+from wrapper_study.tinystories import paper
+from wrapper_study.tinystories import train
+from wrapper_study.tinystories.paper import NOT_IN_PT, PRESENT
+
+
+def row_label(protocol: str, lr_name: str, lr: float) -> str:
+  return f'{protocol.replace("+", " + ")} ({lr_name}={lr:g})'
+
+
+def _labels(config) -> dict:
+  """Run name -> display name, for every deleted model."""
+  return {train.deletion_name(p, lr): row_label(p, n, lr)
+          for p, lr, n in train.deletion_runs(config)}
+
+
+def table1_rows(config, logs: dict) -> list[dict]:
+  """Table 1's layout: twist % at reFT points 0 and reft.score_steps, ours beside the paper."""
+  points = (0,) + tuple(config.reft.score_steps)
+  rows = []
+  entries = [(row_label(p, name, lr), train.deletion_name(p, lr), (p, name))
+             for p, lr, name in train.deletion_runs(config)] + [('Not in PT', NOT_IN_PT, NOT_IN_PT)]
+  for label, model, key in entries:
+    ours = logs['reft_' + model].series('twist_fraction', points)
+    row_paper = paper.PAPER_TABLE1.get(key)
+    row = {'deletion type': label, 'model': model}
+    for j, (s, ps) in enumerate(zip(points, paper.PAPER_TABLE1_POINTS)):
+      row[f'ours @{s}'] = round(ours[j], 1)
+      row[f'paper @{ps}'] = '' if row_paper is None else row_paper[j]
+    rows.append(row)
+  return rows
+
+
+def table1_markdown(config, rows) -> str:
+  points = (0,) + tuple(config.reft.score_steps)
+  cells = []
+  for r in rows:
+    cell = {'Deletion type': r['deletion type']}
+    for s, ps in zip(points, paper.PAPER_TABLE1_POINTS):
+      cell[f'it {s} (paper it {ps})'] = f"{r[f'ours @{s}']:.0f} ({r[f'paper @{ps}']})"
+    cells.append(cell)
+  return tables.markdown_table(cells)
+
+
+def claims(config, logs: dict, probes: dict, clf_scores: dict) -> list[dict]:
+  """The paper's TinyStories claims as checks; thresholds from paper.py, fixed before any run."""
+  runs = train.deletion_runs(config)
+  names = _labels(config)
+  d_end, r_end = config.deletion.steps, config.reft.steps
+  first = config.reft.score_steps[0]
+  present_loss = logs[PRESENT].get('twist_loss', config.pretrain.steps)
+  present_frac = logs[PRESENT].get('twist_fraction', config.pretrain.steps)
+  deleted = lambda metric, step: [(train.deletion_name(p, lr),
+                                   logs[train.deletion_name(p, lr)].get(metric, step))
+                                  for p, lr, _ in runs]
+  reft = lambda metric, step: [(train.deletion_name(p, lr),
+                                logs['reft_' + train.deletion_name(p, lr)].get(metric, step))
+                               for p, lr, _ in runs]
+  out = []
+
+  def add(claim, pairs, test, fmt, paper_says=''):
+    pairs = [(k, v) for k, v in pairs if v is not None and not np.any(np.isnan(v))]
+    out.append(dict(claim=claim, measured='; '.join(f'{names.get(k, k)}: {fmt(v)}'
+                                                    for k, v in pairs),
+                    verdict=claims_lib.verdict([test(v) for _, v in pairs], allow_partly=False,
+                                               reason=''),
+                    paper=paper_says))
+
+  add('classifier: held-out accuracy >= '
+      f'{paper.CLASSIFIER_MIN_ACCURACY:g}% (paper: {paper.PAPER_CLASSIFIER_ACCURACY:g}%)',
+      [('classifier', clf_scores['accuracy'])], lambda v: v >= paper.CLASSIFIER_MIN_ACCURACY,
+      lambda v: f'{v:.1f}%')
+  add(f'deletion raises the Twist-story loss above Present\'s ({present_loss:.3f}) '
+      '(Fig. 31)', deleted('twist_loss', d_end),
+      lambda v: v > present_loss + paper.DELETION_LOSS_MARGIN, lambda v: f'{v:.3f}')
+  lrs = sorted(config.deletion.lrs, reverse=True)
+  if len(lrs) > 1:
+    pairs = []
+    for p in config.deletion.protocols:
+      hi = logs[train.deletion_name(p, lrs[0])].get('twist_loss', d_end)
+      lo = logs[train.deletion_name(p, lrs[-1])].get('twist_loss', d_end)
+      pairs.append((p, None if hi is None or lo is None else (hi, lo)))
+    add(f'the larger deletion lr ({lrs[0]:g}) raises the Twist-story loss more than the '
+        f'smaller ({lrs[-1]:g}) (Fig. 31)', pairs,
+        lambda v: v[0] > v[1] + paper.DELETION_LR_LOSS_MARGIN,
+        lambda v: f'{v[0]:.3f} vs {v[1]:.3f}')
+  add(f'deletion lowers the twist fraction below Present\'s ({present_frac:.0f}%) (Fig. 32)',
+      deleted('twist_fraction', d_end),
+      lambda v: v < present_frac - paper.DELETION_FRACTION_MARGIN, lambda v: f'{v:.0f}%')
+  nip = logs['reft_' + NOT_IN_PT].get('twist_fraction', first)
+  table1 = paper.PAPER_TABLE1
+  paper_ok = all(table1[k][1] > table1[NOT_IN_PT][1] for k in table1 if k != NOT_IN_PT)
+  add(f'reFT recovers the twist fraction faster than Not-in-PT: at reFT iteration {first} every '
+      f'deleted model is above Not-in-PT ({nip if nip is None else round(nip)}%) (Table 1)',
+      reft('twist_fraction', first),
+      lambda v: nip is not None and v > nip + paper.REFT_FRACTION_MARGIN, lambda v: f'{v:.0f}%',
+      paper_says=f'paper Table 1 at it 30: '
+                 f'{claims_lib.HOLDS if paper_ok else claims_lib.DOES_NOT_HOLD}')
+  nip_loss = logs['reft_' + NOT_IN_PT].get('twist_loss', r_end)
+  add('after reFT every deleted model has a lower Twist-story loss than Not-in-PT '
+      f'({nip_loss if nip_loss is None else round(nip_loss, 3)}) (Figs 11 right, 33)',
+      reft('twist_loss', r_end),
+      lambda v: nip_loss is not None and v < nip_loss - paper.REFT_LOSS_MARGIN,
+      lambda v: f'{v:.3f}')
+  if probes:
+    _probe_claims(config, probes, runs, add)
+  return out
+
+
+def _probe_claims(config, probes: dict, runs, add) -> None:
+  feature = instruct.normalise_feature(config.deletion.feature)
+  present = probes[PRESENT]
+  small = config.deletion.lr_names[-1]
+  tol = paper.PROBE_TOLERANCE
+  gap = lambda m, f: (analysis.mean_over_blocks(present[f])
+                      - analysis.mean_over_blocks(probes[m][f]))
+  add(f'probes: at {small} no protocol removes {feature} information (Present minus deleted, '
+      f'mean over B1..B{config.model.n_layers}, <= {tol:g} points) (Fig. 11 left)',
+      [(train.deletion_name(p, lr), gap(train.deletion_name(p, lr), feature))
+       for p, lr, n in runs if n == small], lambda v: v <= tol, lambda v: f'{v:+.1f}')
+  add('probes: the same at every deletion lr (paper: "the same trend, less strongly")',
+      [(train.deletion_name(p, lr), gap(train.deletion_name(p, lr), feature)) for p, lr, _ in runs],
+      lambda v: v <= tol, lambda v: f'{v:+.1f}')
+  others = [f for f in present if f != feature]
+  if others:
+    add(f'probes: other features ({", ".join(others)}) differ negligibly from Present '
+        f'(|mean gap| <= {tol:g} points, every model) (Figs 36-38)',
+        [(train.deletion_name(p, lr), max(abs(gap(train.deletion_name(p, lr), f)) for f in others))
+         for p, lr, _ in runs], lambda v: v <= tol, lambda v: f'max {v:.1f}')
+  add(f'probes: Present decodes {feature} at least as well as Not-in-PT (the bounds of '
+      'Fig. 11 left)', [(NOT_IN_PT, gap(NOT_IN_PT, feature))],
+      lambda v: v >= paper.PRESENT_PROBE_MIN_GAP, lambda v: f'Present minus Not-in-PT {v:+.1f}')
+
+
+def probe_table(config, probes: dict, world) -> str:
+  sites = [f'B{l}' for l in range(config.model.n_layers + 1)]
+  rows = []
+  y = world.probe_test.labels_NxF
+  for j, f in enumerate(world.probe_test.feature_names):
+    base = 100 * max(y[:, j].mean(), 1 - y[:, j].mean())
+    for m, accs in probes.items():
+      rows.append({'feature': f, 'model': m, **{s: round(a, 1) for s, a in zip(sites, accs[f])},
+                   'mean B1..': round(analysis.mean_over_blocks(accs[f]), 1),
+                   'majority baseline': round(base, 1)})
+  return tables.markdown_table(rows)
+
+
+def summary_scalars(config, rows: list[dict], probes: dict, clf_scores: dict) -> dict:
+  """The headline numbers as TensorBoard scalars (NaN: not measured, left out)."""
+  summary = {'classifier/accuracy': clf_scores['accuracy']}
+  for row in rows:
+    for s in (0,) + tuple(config.reft.score_steps):
+      summary[f'table1/{row["model"]}/it{s}'] = row[f'ours @{s}']
+  for m, by_feature in probes.items():
+    for f, accs in by_feature.items():
+      summary.update({f'probe/{f}/{m}/B{l}': a for l, a in enumerate(accs)})
+  return {k: v for k, v in summary.items() if not np.isnan(v)}
+
+
+def figures(config, logs: dict, probes: dict, workdir) -> None:
+  fig_dir = pathlib.Path(workdir) / 'figures'
+  label = _labels(config)
+  label[NOT_IN_PT] = 'Not in PT'
+  label[PRESENT] = 'Present'
+  d_steps = (0,) + tuple(config.deletion.loss_steps)
+  plots.save(plots.curves(
+      d_steps, {label[m]: logs[m].series('twist_loss', d_steps) for m in label
+                if m.startswith('delete_')},
+      'deletion iteration', 'loss on Twist stories',
+      'Fig. 31: Twist-story loss during deletion'), fig_dir / 'deletion_twist_loss.png')
+  r_steps = (0,) + tuple(config.reft.loss_steps)
+  models = [m for m in label if m != PRESENT]
+  plots.save(plots.curves(
+      r_steps, {label[m]: logs['reft_' + m].series('twist_loss', r_steps) for m in models},
+      'reFT iteration', 'loss on Twist stories', 'Figs 11 right, 33: reFT Twist-story loss',
+      logx=True), fig_dir / 'reft_twist_loss.png')
+  s_steps = (0,) + tuple(config.reft.score_steps)
+  plots.save(plots.curves(
+      s_steps, {label[m]: logs['reft_' + m].series('twist_fraction', s_steps) for m in models},
+      'reFT iteration', '% generations with a twist', 'Table 1 / Fig. 34: reFT twist fraction',
+      logx=True, ylim=(-3, 103)), fig_dir / 'reft_twist_fraction.png')
+  sites = list(range(config.model.n_layers + 1))
+  for f in next(iter(probes.values())):
+    plots.save(plots.curves(
+        sites, {label[m]: probes[m][f] for m in probes}, 'block (B0 = embeddings)',
+        f'{f} probe accuracy (%)', f'Figs 11 left, 35-38: {f} probe'),
+        fig_dir / f'probe_{f}.png')
+
+
+def _loss_rows(config, logs: dict) -> tuple[list[dict], list[dict]]:
+  """Twist-story loss during deletion (per run) and during reFT (per model), 3 decimals."""
+  runs = train.deletion_runs(config)
+  d_steps = (0,) + tuple(config.deletion.loss_steps)
+  del_rows = [{'run': row_label(p, n, lr),
+               **{f'@{s}': f'{v:.3f}' for s, v in zip(
+                   d_steps, logs[train.deletion_name(p, lr)].series('twist_loss', d_steps))}}
+              for p, lr, n in runs]
+  r_steps = (0,) + tuple(config.reft.loss_steps)
+  reft_rows = [{'model': m, **{f'@{s}': f'{v:.3f}' for s, v in zip(
+      r_steps, logs['reft_' + m].series('twist_loss', r_steps))}}
+               for m in [train.deletion_name(p, lr) for p, lr, _ in runs] + [NOT_IN_PT]]
+  return del_rows, reft_rows
+
+
+def write_tables(config, workdir, world, logs: dict, rows, found, probes) -> tuple[list, list]:
+  """tables/*.csv but timing.csv; returns the loss rows (deletion, reFT) for report.md."""
+  tables_dir = pathlib.Path(workdir) / 'tables'
+  tables.write_csv(tables_dir / 'table1.csv', rows)
+  tables.write_csv(tables_dir / 'claims.csv', found)
+  del_rows, reft_rows = _loss_rows(config, logs)
+  tables.write_csv(tables_dir / 'deletion_twist_loss.csv', del_rows)
+  tables.write_csv(tables_dir / 'reft_twist_loss.csv', reft_rows)
+  probe_rows = [{'model': m, 'feature': f, **{f'B{l}': a for l, a in enumerate(accs)}}
+                for m, by_f in probes.items() for f, accs in by_f.items()]
+  tables.write_csv(tables_dir / 'probes.csv', probe_rows)
+  tables.write_csv(tables_dir / 'classifier.csv', [world.clf_scores])
+  return del_rows, reft_rows
+
+
+def _scale(config, world) -> str:
+  synthetic_data = not config.data.path
+  p, m = config.pretrain, config.model
+  if synthetic_data:
+    data = ("the SYNTHETIC stand-in (wrapper_study/tinystories/synthetic.py), NOT the paper's "
+            "data: every number below is toy-scale and not comparable to the paper's")
+  else:
+    data = f'TinyStories-Instruct from {config.data.path}'
+  return (f'Data: {data} ({len(world.splits.test)} test / {len(world.splits.pretrain)} '
+          f'pretrain / {len(world.splits.finetune)} fine-tune examples, {config.data.n_shards} '
+          f'shards). Model: {m.n_layers} layers x {m.d_model} ({ts_model.n_params(config):,} '
+          f'parameters), context {m.max_len}, vocab {m.vocab_size}. Pretraining {p.steps} steps x '
+          f'{p.batch_size} sequences (lr {p.lr:g}); deletion {config.deletion.steps} steps x '
+          f'{config.deletion.batch_size} (lrs {tuple(config.deletion.lrs)}); reFT '
+          f'{config.reft.steps} steps x {config.reft.batch_size} (lr {config.reft.lr:g}); '
+          f'{config.eval.num_generations} generations of <= {config.eval.max_new_tokens} tokens '
+          f'per point. {paper.PAPER_SCALE}')
+
+
+def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_rows,
+                 timing) -> None:
+  """tables/timing.csv and report.md: scale, claims, Table 1, classifier, losses, probes, time."""
+  tables.write_csv(pathlib.Path(workdir) / 'tables' / 'timing.csv', timing.rows)
+  p, present, clf = config.pretrain, logs[PRESENT], world.clf_scores
+  fmt = lambda v, spec: 'n/a' if v is None else format(v, spec)
+  ref = (f'Present after pretraining: Twist-story loss '
+         f'{fmt(present.get("twist_loss", p.steps), ".3f")}, twist fraction '
+         f'{fmt(present.get("twist_fraction", p.steps), ".0f")}% (not in the paper\'s table). '
+         f'Not in PT after pretraining: {fmt(logs[NOT_IN_PT].get("twist_loss", p.steps), ".3f")}, '
+         f'{fmt(logs[NOT_IN_PT].get("twist_fraction", p.steps), ".0f")}%.')
+  points = (0,) + tuple(config.reft.score_steps)
+  del_rows, reft_rows = loss_rows
+  sections = [
+      ('Scale and data', _scale(config, world)),
+      ('Claims, checked', tables.markdown_table(found) + '\n\nThresholds fixed in '
+       'wrapper_study/tinystories/paper.py before any run.'),
+      ('Table 1: % of generations with a twist during reFT (ours, paper in parentheses)',
+       table1_markdown(config, rows) + f'\n\nOur reFT iterations {points} stand for the '
+       f'paper\'s {paper.PAPER_TABLE1_POINTS} (reFT {config.reft.steps} vs '
+       f'{paper.PAPER_REFT_STEPS} iterations). {config.eval.num_generations} generations per '
+       f'cell (paper {paper.PAPER_GENERATIONS}). ' + ref),
+      ('Twist classifier (scores the generations)',
+       f'Held-out accuracy on the test split: {clf["accuracy"]:.1f}% (balanced '
+       f'{clf["balanced_accuracy"]:.1f}%, majority baseline {clf["majority_baseline"]:.1f}%; '
+       f'{clf["n_train"]} training / {clf["n_test"]} test stories). Paper (GPT-3.5 fine-tuned): '
+       f'{paper.PAPER_CLASSIFIER_ACCURACY:g}%.'),
+      ('Loss on Twist stories during deletion (Fig. 31; step 0 = Present)',
+       tables.markdown_table(del_rows)),
+      ('Loss on Twist stories during reFT (Figs 11 right, 33; step 0 = before reFT)',
+       tables.markdown_table(reft_rows)),
+      (f'Probe accuracy (%) on {len(world.probe_test.labels_NxF)} test stories, '
+       f'{len(world.probe_train.labels_NxF)} training stories (Figs 11 left, 35-38)',
+       probe_table(config, probes, world) + '\n\nB0 averages token embeddings over the final 10 '
+       'story tokens, so a feature whose signature words fall there (on the synthetic data: the '
+       'moral and the ending sentences) is decodable at B0 already.'),
+      ('Figures', '\n'.join(f'- figures/{f.name}' for f in sorted(
+          (pathlib.Path(workdir) / 'figures').glob('*.png')))),
+      ('Time (s)', tables.markdown_table(timing.rows) + '\n\n' + timing.note()),
+  ]
+  title = 'TinyStories study' + (' (TOY SCALE, SYNTHETIC DATA)' if not config.data.path else '')
+  tables.write_report(pathlib.Path(workdir) / 'report.md', title, sections)
