@@ -8,19 +8,30 @@ another architecture, naming every field that differs, before any array is read.
 Saves are asynchronous and atomic (orbax writes a temporary directory and
 renames it when complete), so a run killed mid-save resumes from the previous
 complete checkpoint.
+
+A step damaged later (a file truncated or deleted, broken JSON) is found by
+`verify_step` before orbax reads it: orbax's concurrent reads, failing midway,
+leave tensorstore callbacks firing into a closed event loop (dozens of "Event
+loop is closed" tracebacks). Resuming moves such a step aside to
+`<dir>/<step>.corrupt-<n>` (never deleted; orbax no longer lists it) and uses the
+newest intact step.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
+import threading
 from typing import Any, Mapping, Optional
+import weakref
 
 from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 from wrapper_study import model as model_lib
 
@@ -106,6 +117,126 @@ def _abstract(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+class CorruptCheckpointError(OSError):
+  """A checkpoint step whose files cannot be read (truncated, deleted, bad JSON)."""
+
+  def __init__(self, directory: str, step: int, path: str, error: BaseException):
+    self.directory, self.step, self.path = directory, step, path
+    self.reason = _first_line(error)
+    super().__init__(f'Checkpoint {directory} step {step} cannot be read: {path}: '
+                     f'{self.reason}')
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return f'{type(error).__name__}: {text.splitlines()[0] if text else ""}'.strip()
+
+
+# JSON files orbax writes in a step directory; required ones must exist.
+_JSON_NAMES = ('_CHECKPOINT_METADATA', '_METADATA', '_sharding', 'metadata')
+_REQUIRED = (os.path.join(META, 'metadata'), os.path.join(STATE, '_METADATA'))
+_ARRAY_TYPES = ('jax.Array', 'np.ndarray', 'scalar')
+
+
+def verify_step(directory: str, step: int) -> None:
+  """Reads every file of a step synchronously; raises CorruptCheckpointError.
+
+  Synchronous on purpose: tensorstore's blocking reads fail with one exception,
+  where orbax's concurrent restore would fail with a cascade of "Event loop is
+  closed" tracebacks. Costs one extra read of the step (then in the page cache).
+  """
+  step_dir = os.path.join(directory, str(step))
+
+  def corrupt(path, error):
+    return CorruptCheckpointError(directory, step, path, error)
+
+  for rel in _REQUIRED:
+    if not os.path.isfile(os.path.join(step_dir, rel)):
+      raise corrupt(os.path.join(step_dir, rel), FileNotFoundError('missing'))
+  jsons = {}
+  for root, _, files in os.walk(step_dir):
+    for f in files:
+      path = os.path.join(root, f)
+      if f in _JSON_NAMES or os.path.basename(root) == 'array_metadatas':
+        try:
+          with open(path, 'rb') as fh:
+            jsons[os.path.relpath(path, step_dir)] = json.loads(fh.read())
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError too.
+          raise corrupt(path, e) from e
+  state_dir = os.path.join(step_dir, STATE)
+  tree_meta = jsons[os.path.join(STATE, '_METADATA')]
+  try:
+    use_ocdbt = bool(tree_meta.get('use_ocdbt', True))
+    expected = {'.'.join(str(k['key']) for k in v['key_metadata'])
+                for v in tree_meta['tree_metadata'].values()
+                if v['value_metadata'].get('value_type') in _ARRAY_TYPES
+                and not v['value_metadata'].get('skip_deserialize')}
+  except (AttributeError, KeyError, TypeError) as e:
+    raise corrupt(os.path.join(state_dir, '_METADATA'), e) from e
+  _verify_arrays(state_dir, use_ocdbt, expected, corrupt)
+
+
+def _verify_arrays(state_dir: str, use_ocdbt: bool, expected: set[str], corrupt) -> None:
+  """Opens and fully reads every zarr array under state_dir, one at a time."""
+  base = {'driver': 'file', 'path': state_dir + '/'}
+  store = {'driver': 'ocdbt', 'base': base} if use_ocdbt else base
+  context = ts.Context()  # Fresh caches: read the files as they are now.
+  name = state_dir
+  try:
+    keys = [k.decode() for k in
+            ts.KvStore.open(store, context=context).result().list().result()]
+    arrays = {}
+    for key in keys:
+      head, _, tail = key.rpartition('/')
+      if tail in ('.zarray', 'zarr.json'):
+        arrays[head] = 'zarr' if tail == '.zarray' else 'zarr3'
+    missing = sorted(expected - set(arrays))
+    if missing:
+      raise FileNotFoundError(f'{len(missing)} arrays missing, e.g. {missing[0]}')
+    for name, driver in sorted(arrays.items()):
+      spec = {'driver': driver, 'kvstore': {**store, 'path': name + '/'}}
+      ts.open(spec, open=True, read=True, context=context).result().read().result()
+  except (OSError, ValueError, RuntimeError) as e:  # tensorstore raises ValueError.
+    where = state_dir if name == state_dir else f'{state_dir} (array {name})'
+    raise corrupt(where, e) from e
+
+
+def _move_aside(directory: str, step: int, error: CorruptCheckpointError) -> str:
+  """Renames an unreadable step to <step>.corrupt-<n> (orbax lists digits only)."""
+  src = os.path.join(directory, str(step))
+  n = 1
+  while os.path.exists(f'{src}.corrupt-{n}'):
+    n += 1
+  dst = f'{src}.corrupt-{n}'
+  os.rename(src, dst)
+  logging.warning('Checkpoint %s step %d is unreadable (%s: %s); moved it to %s and '
+                  'falling back to the previous step.', directory, step, error.path,
+                  error.reason, dst)
+  return dst
+
+
+# Checkpointers not closed yet. A process ending on an exception before a
+# caller's close() would otherwise exit with a save in flight: the save is lost
+# and orbax's threads die in hundreds of "Event loop is closed" / "cannot
+# schedule new futures after interpreter shutdown" tracebacks.
+_OPEN: 'weakref.WeakSet[Checkpointer]' = weakref.WeakSet()
+
+
+def _close_open_checkpointers() -> None:
+  """Closes (so finishes saving) every open Checkpointer at interpreter exit."""
+  for ckpt in list(_OPEN):
+    try:
+      ckpt.close()
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      logging.warning('Closing checkpointer %s at exit failed: %s', ckpt.directory,
+                      _first_line(e))
+
+
+# threading's exit hooks run before concurrent.futures stops taking work
+# (plain atexit hooks run after, too late for orbax's thread pools).
+getattr(threading, '_register_atexit', atexit.register)(_close_open_checkpointers)
+
+
 class Checkpointer:
   """Saves every `save_every` steps, keeps `max_to_keep`, checks meta on restore."""
 
@@ -116,12 +247,14 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self.meta = _jsonable(meta)
     self.save_every = int(save_every)
+    self.moved_aside: list[str] = []  # Unreadable steps renamed by restore_latest.
     self._mngr = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, save_interval_steps=1, create=True))
     # Interval handled by should_save below, so `force` saves at any step work
     # without orbax's own interval logic in the way.
+    _OPEN.add(self)
 
   def latest_step(self) -> Optional[int]:
     return self._mngr.latest_step()
@@ -148,8 +281,13 @@ class Checkpointer:
     return self._mngr.restore(step, args=ocp.args.Composite(
         **{META: ocp.args.JsonRestore()}))[META]
 
-  def restore(self, step: int, target_state):
-    """State at `step`, shaped like `target_state`, after the meta check."""
+  def restore(self, step: int, target_state, verify: bool = True):
+    """State at `step`, shaped like `target_state`, after the meta check.
+
+    Raises CorruptCheckpointError (nothing moved) if the step cannot be read.
+    """
+    if verify:
+      verify_step(self.directory, step)
     saved = self.read_meta(step)
     _check_meta(self.directory, step, saved, self.meta,
                 getattr(target_state, 'params', None))
@@ -164,17 +302,30 @@ class Checkpointer:
     return restored[STATE]
 
   def restore_latest(self, target_state):
-    """(step, state) of the latest checkpoint, or None if there is none."""
-    step = self.latest_step()
-    if step is None:
-      return None
-    logging.info('Restoring checkpoint %s step %d.', self.directory, step)
-    return step, self.restore(step, target_state)
+    """(step, state) of the newest intact checkpoint, or None if there is none.
+
+    Unreadable newer steps are moved aside (see _move_aside) with a warning, so
+    a damaged file costs the steps since the previous checkpoint, not the run.
+    An architecture mismatch still raises: it is the config's fault, not the
+    files'.
+    """
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        verify_step(self.directory, step)
+      except CorruptCheckpointError as e:
+        self.moved_aside.append(_move_aside(self.directory, step, e))
+        self._mngr.reload()
+        continue
+      logging.info('Restoring checkpoint %s step %d.', self.directory, step)
+      return step, self.restore(step, target_state, verify=False)
+    return None
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for pending saves and stops orbax's threads; safe to call twice."""
+    _OPEN.discard(self)
     self._mngr.close()
 
   def __enter__(self) -> 'Checkpointer':
@@ -185,17 +336,32 @@ class Checkpointer:
 
 
 def load_params(directory: str, expected_meta: Mapping, step: Optional[int] = None):
-  """Params of a finished run (latest step by default), after the meta check."""
+  """Params of a finished run (latest step by default), after the meta check.
+
+  With step=None, unreadable newer steps are moved aside with a warning and the
+  newest intact step is loaded; an explicit unreadable step raises
+  CorruptCheckpointError (one line naming the file) and is left in place.
+  """
+  directory = os.path.abspath(directory)
   mngr = ocp.CheckpointManager(
-      os.path.abspath(directory),
+      directory,
       options=ocp.CheckpointManagerOptions(create=False),
       item_handlers={STATE: ocp.PyTreeCheckpointHandler(),
                      META: ocp.JsonCheckpointHandler()})
   try:
     if step is None:
-      step = mngr.latest_step()
+      for candidate in sorted(mngr.all_steps(), reverse=True):
+        try:
+          verify_step(directory, candidate)
+        except CorruptCheckpointError as e:
+          _move_aside(directory, candidate, e)
+          continue
+        step = candidate
+        break
       if step is None:
-        raise FileNotFoundError(f'No checkpoint in {directory}.')
+        raise FileNotFoundError(f'No intact checkpoint in {directory}.')
+    else:
+      verify_step(directory, step)
     saved = mngr.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
     _check_meta(directory, step, saved, _jsonable(expected_meta))
     # Read only the params subtree: the optimizer state may be large and its

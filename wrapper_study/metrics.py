@@ -9,7 +9,8 @@ never recomputed; written atomically).
 TensorBoard event files are written with tensorboard's own writer and protos, so
 TensorFlow is not needed. Scalars also go to `workdir/metrics.csv` (one
 `step,name,value` row per scalar) so a run can be grepped or loaded with pandas.
-A resumed run appends: a step can then appear twice, the later row wins.
+A resumed run appends, replacing the rows of the steps it replays: one row per
+(step, name).
 """
 
 from __future__ import annotations
@@ -66,8 +67,63 @@ def _encode_png(image) -> bytes:
   return buf.getvalue()
 
 
+_CSV_HEADER = ['step', 'name', 'value']
+
+
+def _csv_key(row: list[str]) -> Optional[tuple[int, str]]:
+  """(step, name) of a data row; None for the header or a broken row."""
+  if len(row) != 3:
+    return None
+  try:
+    return int(row[0]), row[1]
+  except ValueError:
+    return None
+
+
+def _csv_keys(path: str):
+  with open(path, newline='') as f:
+    for row in csv.reader(f):
+      yield _csv_key(row)
+
+
+def _rewrite_csv(path: str, drop: set, among_first: int) -> int:
+  """Rewrites metrics.csv atomically without broken rows and without the rows
+  with `drop` keys among its first `among_first` data rows; returns how many
+  of those it dropped. Leaves the file untouched when nothing changes.
+  """
+  with open(path, newline='') as f:
+    text = f.read()
+  lines = text.splitlines(keepends=True)
+  if lines and not lines[-1].endswith('\n'):
+    lines.pop()  # Cut by a kill mid-row.
+  kept, seen, dropped = [_CSV_HEADER], 0, 0
+  for row in csv.reader(lines):
+    key = _csv_key(row)
+    if key is None:
+      continue
+    seen += 1
+    if seen <= among_first and key in drop:
+      dropped += 1
+    else:
+      kept.append(row)
+  out = io.StringIO()
+  csv.writer(out).writerows(kept)
+  if out.getvalue() != text:
+    _write_atomic(pathlib.Path(path), out.getvalue())
+  return dropped
+
+
 class MetricWriter:
-  """TensorBoard event files under workdir/tb plus workdir/metrics.csv."""
+  """TensorBoard event files under workdir/tb plus workdir/metrics.csv.
+
+  metrics.csv: rows written by earlier writers (the run before a kill) are
+  superseded: writing a (step, name) they have removes their rows for it, so a
+  resumed run that replays the steps after its checkpoint leaves one row per
+  (step, name); the new row goes at the end. Rows this writer wrote are never
+  removed (two runs sharing a writer with the same names keep both rows; give
+  each run its own names, e.g. PrefixedWriter). TensorBoard events are
+  append-only: a resumed run adds an event file that repeats the replayed steps.
+  """
 
   def __init__(self, workdir: str, flush_secs: int = 30):
     self.workdir = workdir
@@ -75,12 +131,46 @@ class MetricWriter:
     os.makedirs(self.logdir, exist_ok=True)
     self._events = event_file_writer.EventFileWriter(self.logdir, flush_secs=flush_secs)
     self.csv_path = os.path.join(workdir, CSV_NAME)
-    is_new = not os.path.exists(self.csv_path)
+    # Earlier writers' rows (the file's first _old_rows data rows): name -> its
+    # largest step there. A write at a step not above it may repeat one.
+    self._old_last_step: dict[str, int] = {}
+    self._old_rows = 0
+    self._superseded: set[tuple[int, str]] = set()  # Keys already removed.
+    is_new = not os.path.exists(self.csv_path) or os.path.getsize(self.csv_path) == 0
+    if not is_new:
+      self._index_csv()
+    self._open_csv()
+    if is_new:
+      self._csv.writerow(_CSV_HEADER)
+
+  def _open_csv(self) -> None:
     # Line-buffered, so a running job's metrics.csv can be read (grep, tail -f).
     self._csv_file = open(self.csv_path, 'a', newline='', buffering=1)
     self._csv = csv.writer(self._csv_file)
-    if is_new:
-      self._csv.writerow(['step', 'name', 'value'])
+
+  def _index_csv(self) -> None:
+    """Indexes the earlier writers' rows; drops a last row cut by a kill."""
+    with open(self.csv_path, 'rb') as f:
+      cut = False
+      if f.seek(0, os.SEEK_END) > 0:
+        f.seek(-1, os.SEEK_END)
+        cut = f.read(1) != b'\n'
+    if cut:
+      _rewrite_csv(self.csv_path, drop=set(), among_first=0)
+    for key in _csv_keys(self.csv_path):
+      if key is not None:
+        step, name = key
+        self._old_rows += 1
+        self._old_last_step[name] = max(step, self._old_last_step.get(name, step))
+
+  def _supersede(self, keys: set[tuple[int, str]]) -> None:
+    """Removes the earlier writers' rows with these keys (atomic rewrite)."""
+    self._csv_file.close()
+    try:
+      self._old_rows -= _rewrite_csv(self.csv_path, drop=keys, among_first=self._old_rows)
+    finally:
+      self._open_csv()
+    self._superseded |= keys
 
   def _add(self, step: int, values: list) -> None:
     summary = summary_pb2.Summary(value=values)
@@ -88,11 +178,19 @@ class MetricWriter:
                                            summary=summary))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    values = []
+    """TensorBoard values and CSV rows (superseding earlier writers' rows, see class)."""
+    step = int(step)
+    values, rows = [], []
     for name, value in scalars.items():
       value = float(np.asarray(value))
       values.append(summary_pb2.Summary.Value(tag=name, simple_value=value))
-      self._csv.writerow([int(step), name, repr(value)])
+      rows.append([step, name, repr(value)])
+    # Only a step not above a name's last old one can repeat an old row.
+    maybe = {(step, name) for name in scalars
+             if step <= self._old_last_step.get(name, step - 1)} - self._superseded
+    if maybe:
+      self._supersede(maybe)
+    self._csv.writerows(rows)
     self._add(step, values)
 
   def write_images(self, step: int, images: Mapping[str, Any]) -> None:
