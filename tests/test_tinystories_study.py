@@ -20,10 +20,8 @@ from wrapper_study.tinystories import data
 from wrapper_study.tinystories import instruct
 from wrapper_study.tinystories import model as ts_model
 from wrapper_study.tinystories import paper
-from wrapper_study.tinystories import report
 from wrapper_study.tinystories import synthetic
 from wrapper_study.tinystories import tokenizer as tokenizer_lib
-from wrapper_study.tinystories import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -48,8 +46,10 @@ def smoke_run(tmp_path_factory):
 def test_binary_runs_the_whole_study(smoke_run):
   workdir, proc = smoke_run
   assert proc.returncode == 0, proc.stderr[-3000:]
-  # Every number recorded before the move into tinystories/ is reproduced.
-  assert smoke_tables.differences('tinystories_study', workdir / 'tables') == []
+  # Every number recorded before the move into tinystories/ is reproduced, but claims.csv:
+  # its schema changed with issue 11 (CLAIMS_COLUMNS, checks, controls, intervals).
+  assert [d for d in smoke_tables.differences('tinystories_study', workdir / 'tables')
+          if not d.startswith('claims.csv')] == []
   config = ts_config.get_config('smoke')
   n_deleted = len(config.deletion.protocols) * len(config.deletion.lrs)
 
@@ -60,9 +60,18 @@ def test_binary_runs_the_whole_study(smoke_run):
   for s in (0,) + tuple(config.reft.score_steps):
     assert all(0.0 <= float(r[f'ours @{s}']) <= 100.0 for r in rows)
 
+  with (workdir / 'tables' / 'claims.csv').open() as f:
+    assert tuple(f.readline().strip().split(',')) == claims_lib.CLAIMS_COLUMNS
+  found = tables.read_csv(workdir / 'tables' / 'claims.csv')
+  assert [c['claim_id'] for c in found] == list(paper.CLAIMS)
+  assert all(c['world'] == 'tinystories' for c in found)
+  assert all(c['verdict'] in (claims_lib.HOLDS, claims_lib.PARTLY, claims_lib.DOES_NOT_HOLD)
+             or c['verdict'].startswith(claims_lib.NOT_MEASURED) for c in found)
+
   text = (workdir / 'report.md').read_text()
   for heading in ('Table 1', 'Claims, checked', 'Twist classifier', 'Probe accuracy',
-                  'Time (s)', 'TOY SCALE, SYNTHETIC DATA'):
+                  'Time (s)', 'TOY SCALE, SYNTHETIC DATA', 'Scale of these verdicts: REDUCED',
+                  f"{config.reft.steps} of the paper's 4000 reFT iterations"):
     assert heading in text, heading
   for name in ('deletion_twist_loss', 'reft_twist_loss', 'reft_twist_fraction', 'probe_Twist',
                'probe_Foreshadowing', 'probe_MoralValue', 'probe_BadEnding'):
@@ -191,53 +200,3 @@ def test_model_factory_gives_the_architecture_checkpoints_were_saved_with():
     m = ts_config.get_config(arg).model
     assert ts_model.model_config(ts_config.get_config(arg)) == model_lib.llama_config(
         m.vocab_size, m.max_len, m.d_model, m.n_layers, m.n_heads, multiple_of=m.multiple_of)
-
-
-def _fake_logs(tmp_path, config, twist_loss, twist_fraction):
-  """RunLogs of every run, each metric a function of the run's name, at every step."""
-  names = [paper.PRESENT, paper.NOT_IN_PT] + train.reft_models(config)[:-1]
-  names += ['reft_' + m for m in train.reft_models(config)]
-  steps = range(max(config.pretrain.steps, config.deletion.steps, config.reft.steps) + 1)
-  logs = {}
-  for name in names:
-    logs[name] = metrics.RunLog(tmp_path, name)
-    logs[name].data = {'twist_loss': {str(s): twist_loss(name) for s in steps},
-                       'twist_fraction': {str(s): twist_fraction(name) for s in steps}}
-  return logs
-
-
-def test_claims_read_their_thresholds_from_paper(tmp_path, monkeypatch):
-  """The paper's story in made-up numbers: every claim holds; a stricter threshold flips one."""
-  config = ts_config.get_config('smoke')
-  loss = lambda n: {paper.PRESENT: 1.0, paper.NOT_IN_PT: 3.0, 'reft_not_in_pt': 2.5}.get(
-      n, 2.0 if 'lr0.0003' in n else 1.5)
-  frac = lambda n: {paper.PRESENT: 90.0, paper.NOT_IN_PT: 5.0, 'reft_not_in_pt': 10.0}.get(
-      n, 50.0 if n.startswith('reft_') else 20.0)
-  logs = _fake_logs(tmp_path, config, loss, frac)
-  features = [instruct.normalise_feature(f) for f in config.probe.features]
-  probes = {m: {f: [50.0, 80.0] for f in features} for m in logs if not m.startswith('reft_')}
-  probes[paper.NOT_IN_PT]['Twist'] = [50.0, 60.0]
-  found = report.claims(config, logs, probes, {'accuracy': 95.0})
-  assert [c['verdict'] for c in found] == [claims_lib.HOLDS] * len(found), found
-  assert all(c['measured'] for c in found)
-  assert found[0]['claim'].startswith('classifier: held-out accuracy >= 90%')
-  monkeypatch.setattr(paper, 'CLASSIFIER_MIN_ACCURACY', 96.0)
-  monkeypatch.setattr(paper, 'PROBE_TOLERANCE', -1.0)  # Now any gap "removes information".
-  found = report.claims(config, logs, probes, {'accuracy': 95.0})
-  claim = lambda start: next(c for c in found if c['claim'].startswith(start))
-  assert claim('classifier:')['verdict'] == claims_lib.DOES_NOT_HOLD
-  assert '>= 96%' in claim('classifier:')['claim']
-  assert claim('probes: at eta_S')['verdict'] == claims_lib.DOES_NOT_HOLD
-  assert '<= -1 points' in claim('probes: at eta_S')['claim']
-  assert claim('deletion raises')['verdict'] == claims_lib.HOLDS
-
-
-def test_claim_without_measurements_is_not_measured(tmp_path):
-  config = ts_config.get_config('smoke')
-  logs = _fake_logs(tmp_path, config, lambda n: 1.0, lambda n: 50.0)
-  for name, log in logs.items():  # Only the references were measured.
-    if name not in (paper.PRESENT, 'reft_' + paper.NOT_IN_PT):
-      log.data = {}
-  found = report.claims(config, logs, {}, {'accuracy': 95.0})
-  assert found[0]['verdict'] == claims_lib.HOLDS  # The classifier's own accuracy.
-  assert {c['verdict'] for c in found[1:]} == {claims_lib.NOT_MEASURED}

@@ -10,7 +10,8 @@ each resumable (checkpoints, plus results/<run>.json for every evaluation made):
   deletion   train.delete: Present fine-tuned with F, F+MM, F+RR at each lr.
   reft       train.reverse_finetune: every deleted model and Not-in-PT on Twist.
   probes     analysis.probe_accuracies: per feature at B0..BL of every model.
-  report     report: Table 1 beside the paper, losses, probes, claims, timings.
+  report     claims (each with its check, control and interval) and report: Table 1
+             beside the paper, losses, probes, claims, timings.
 Config: configs/tinystories_study.py.
 """
 
@@ -23,6 +24,7 @@ from wrapper_study import metrics
 from wrapper_study import train as train_lib
 from wrapper_study.report import tables
 from wrapper_study.tinystories import analysis
+from wrapper_study.tinystories import claims as ts_claims
 from wrapper_study.tinystories import data
 from wrapper_study.tinystories import evaluate
 from wrapper_study.tinystories import model as ts_model
@@ -122,7 +124,8 @@ def run(config, workdir) -> dict:
       probes = analysis.probe_accuracies(config, world, {m: finals[m] for m in probed}, workdir)
     with timing.timed('report'):
       rows = report.table1_rows(config, logs)
-      found = report.claims(config, logs, probes, world.clf_scores)
+      found = ts_claims.claims(config, logs, probes, world.clf_scores,
+                               ts_claims.probe_info(world))
       writer.write_scalars(0, report.summary_scalars(config, rows, probes, world.clf_scores))
       report.figures(config, logs, probes, workdir)
       loss_rows = report.write_tables(config, workdir, world, logs, rows, found, probes)

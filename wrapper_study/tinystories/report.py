@@ -1,8 +1,8 @@
 """The TinyStories study's report: Table 1 beside the paper, losses, probes, claims, figures.
 
 Writes tables/*.csv, figures/*.png and report.md from the runs' logs
-(metrics.RunLog) and the probe accuracies. Every claim's threshold and the
-paper's numbers come from `paper.py`; verdicts are worded by report.claims.
+(metrics.RunLog) and the probe accuracies. The claims rows come from
+`tinystories.claims` (one CLAIMS_COLUMNS row each); the paper's numbers from `paper.py`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tinystories import analysis
-from wrapper_study.tinystories import instruct
 from wrapper_study.tinystories import model as ts_model
 from wrapper_study.tinystories import paper
 from wrapper_study.tinystories import train
@@ -58,96 +57,6 @@ def table1_markdown(config, rows) -> str:
       cell[f'it {s} (paper it {ps})'] = f"{r[f'ours @{s}']:.0f} ({r[f'paper @{ps}']})"
     cells.append(cell)
   return tables.markdown_table(cells)
-
-
-def claims(config, logs: dict, probes: dict, clf_scores: dict) -> list[dict]:
-  """The paper's TinyStories claims as checks; thresholds from paper.py, fixed before any run."""
-  runs = train.deletion_runs(config)
-  names = _labels(config)
-  d_end, r_end = config.deletion.steps, config.reft.steps
-  first = config.reft.score_steps[0]
-  present_loss = logs[PRESENT].get('twist_loss', config.pretrain.steps)
-  present_frac = logs[PRESENT].get('twist_fraction', config.pretrain.steps)
-  deleted = lambda metric, step: [(train.deletion_name(p, lr),
-                                   logs[train.deletion_name(p, lr)].get(metric, step))
-                                  for p, lr, _ in runs]
-  reft = lambda metric, step: [(train.deletion_name(p, lr),
-                                logs['reft_' + train.deletion_name(p, lr)].get(metric, step))
-                               for p, lr, _ in runs]
-  out = []
-
-  def add(claim, pairs, test, fmt, paper_says=''):
-    pairs = [(k, v) for k, v in pairs if v is not None and not np.any(np.isnan(v))]
-    out.append(dict(claim=claim, measured='; '.join(f'{names.get(k, k)}: {fmt(v)}'
-                                                    for k, v in pairs),
-                    verdict=claims_lib.verdict([test(v) for _, v in pairs], allow_partly=False,
-                                               reason=''),
-                    paper=paper_says))
-
-  add('classifier: held-out accuracy >= '
-      f'{paper.CLASSIFIER_MIN_ACCURACY:g}% (paper: {paper.PAPER_CLASSIFIER_ACCURACY:g}%)',
-      [('classifier', clf_scores['accuracy'])], lambda v: v >= paper.CLASSIFIER_MIN_ACCURACY,
-      lambda v: f'{v:.1f}%')
-  add(f'deletion raises the Twist-story loss above Present\'s ({present_loss:.3f}) '
-      '(Fig. 31)', deleted('twist_loss', d_end),
-      lambda v: v > present_loss + paper.DELETION_LOSS_MARGIN, lambda v: f'{v:.3f}')
-  lrs = sorted(config.deletion.lrs, reverse=True)
-  if len(lrs) > 1:
-    pairs = []
-    for p in config.deletion.protocols:
-      hi = logs[train.deletion_name(p, lrs[0])].get('twist_loss', d_end)
-      lo = logs[train.deletion_name(p, lrs[-1])].get('twist_loss', d_end)
-      pairs.append((p, None if hi is None or lo is None else (hi, lo)))
-    add(f'the larger deletion lr ({lrs[0]:g}) raises the Twist-story loss more than the '
-        f'smaller ({lrs[-1]:g}) (Fig. 31)', pairs,
-        lambda v: v[0] > v[1] + paper.DELETION_LR_LOSS_MARGIN,
-        lambda v: f'{v[0]:.3f} vs {v[1]:.3f}')
-  add(f'deletion lowers the twist fraction below Present\'s ({present_frac:.0f}%) (Fig. 32)',
-      deleted('twist_fraction', d_end),
-      lambda v: v < present_frac - paper.DELETION_FRACTION_MARGIN, lambda v: f'{v:.0f}%')
-  nip = logs['reft_' + NOT_IN_PT].get('twist_fraction', first)
-  table1 = paper.PAPER_TABLE1
-  paper_ok = all(table1[k][1] > table1[NOT_IN_PT][1] for k in table1 if k != NOT_IN_PT)
-  add(f'reFT recovers the twist fraction faster than Not-in-PT: at reFT iteration {first} every '
-      f'deleted model is above Not-in-PT ({nip if nip is None else round(nip)}%) (Table 1)',
-      reft('twist_fraction', first),
-      lambda v: nip is not None and v > nip + paper.REFT_FRACTION_MARGIN, lambda v: f'{v:.0f}%',
-      paper_says=f'paper Table 1 at it 30: '
-                 f'{claims_lib.HOLDS if paper_ok else claims_lib.DOES_NOT_HOLD}')
-  nip_loss = logs['reft_' + NOT_IN_PT].get('twist_loss', r_end)
-  add('after reFT every deleted model has a lower Twist-story loss than Not-in-PT '
-      f'({nip_loss if nip_loss is None else round(nip_loss, 3)}) (Figs 11 right, 33)',
-      reft('twist_loss', r_end),
-      lambda v: nip_loss is not None and v < nip_loss - paper.REFT_LOSS_MARGIN,
-      lambda v: f'{v:.3f}')
-  if probes:
-    _probe_claims(config, probes, runs, add)
-  return out
-
-
-def _probe_claims(config, probes: dict, runs, add) -> None:
-  feature = instruct.normalise_feature(config.deletion.feature)
-  present = probes[PRESENT]
-  small = config.deletion.lr_names[-1]
-  tol = paper.PROBE_TOLERANCE
-  gap = lambda m, f: (analysis.mean_over_blocks(present[f])
-                      - analysis.mean_over_blocks(probes[m][f]))
-  add(f'probes: at {small} no protocol removes {feature} information (Present minus deleted, '
-      f'mean over B1..B{config.model.n_layers}, <= {tol:g} points) (Fig. 11 left)',
-      [(train.deletion_name(p, lr), gap(train.deletion_name(p, lr), feature))
-       for p, lr, n in runs if n == small], lambda v: v <= tol, lambda v: f'{v:+.1f}')
-  add('probes: the same at every deletion lr (paper: "the same trend, less strongly")',
-      [(train.deletion_name(p, lr), gap(train.deletion_name(p, lr), feature)) for p, lr, _ in runs],
-      lambda v: v <= tol, lambda v: f'{v:+.1f}')
-  others = [f for f in present if f != feature]
-  if others:
-    add(f'probes: other features ({", ".join(others)}) differ negligibly from Present '
-        f'(|mean gap| <= {tol:g} points, every model) (Figs 36-38)',
-        [(train.deletion_name(p, lr), max(abs(gap(train.deletion_name(p, lr), f)) for f in others))
-         for p, lr, _ in runs], lambda v: v <= tol, lambda v: f'max {v:.1f}')
-  add(f'probes: Present decodes {feature} at least as well as Not-in-PT (the bounds of '
-      'Fig. 11 left)', [(NOT_IN_PT, gap(NOT_IN_PT, feature))],
-      lambda v: v >= paper.PRESENT_PROBE_MIN_GAP, lambda v: f'Present minus Not-in-PT {v:+.1f}')
 
 
 def probe_table(config, probes: dict, world) -> str:
@@ -224,7 +133,7 @@ def write_tables(config, workdir, world, logs: dict, rows, found, probes) -> tup
   """tables/*.csv but timing.csv; returns the loss rows (deletion, reFT) for report.md."""
   tables_dir = pathlib.Path(workdir) / 'tables'
   tables.write_csv(tables_dir / 'table1.csv', rows)
-  tables.write_csv(tables_dir / 'claims.csv', found)
+  tables.write_csv(tables_dir / 'claims.csv', found, claims_lib.CLAIMS_COLUMNS)
   del_rows, reft_rows = _loss_rows(config, logs)
   tables.write_csv(tables_dir / 'deletion_twist_loss.csv', del_rows)
   tables.write_csv(tables_dir / 'reft_twist_loss.csv', reft_rows)
@@ -254,6 +163,18 @@ def _scale(config, world) -> str:
           f'per point. {paper.PAPER_SCALE}')
 
 
+def claims_scale(config) -> str:
+  """The scale of the run, stated next to the verdicts."""
+  c, paper_scale = config, (config.reft.steps >= paper.PAPER_REFT_STEPS and config.data.path)
+  data = 'TinyStories-Instruct' if c.data.path else 'SYNTHETIC data (not the paper\'s)'
+  return (f'Scale of these verdicts: {"paper" if paper_scale else "REDUCED"} scale: '
+          f'{c.reft.steps} of the paper\'s {paper.PAPER_REFT_STEPS} reFT iterations, '
+          f'{c.deletion.steps} of its 4000 deletion and {c.pretrain.steps} of its 30K pretraining '
+          f'steps, {data}, {c.eval.num_generations} generations per rate (paper '
+          f'{paper.PAPER_GENERATIONS}), one seed (n_seeds 1: intervals are over generations or '
+          f'probe test stories, or a +-{paper.LOSS_MARGIN:g} nats band on losses).')
+
+
 def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_rows,
                  timing) -> None:
   """tables/timing.csv and report.md: scale, claims, Table 1, classifier, losses, probes, time."""
@@ -269,8 +190,10 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
   del_rows, reft_rows = loss_rows
   sections = [
       ('Scale and data', _scale(config, world)),
-      ('Claims, checked', tables.markdown_table(found) + '\n\nThresholds fixed in '
-       'wrapper_study/tinystories/paper.py before any run.'),
+      ('Claims, checked', claims_scale(config) + '\n\n' + tables.markdown_table(
+          found, [c for c in claims_lib.CLAIMS_COLUMNS if c not in ('world', 'metric')])
+       + '\n\nThresholds, margins and decision rules fixed in '
+       'wrapper_study/tinystories/paper.py before any run (metrics: tables/claims.csv).'),
       ('Table 1: % of generations with a twist during reFT (ours, paper in parentheses)',
        table1_markdown(config, rows) + f'\n\nOur reFT iterations {points} stand for the '
        f'paper\'s {paper.PAPER_TABLE1_POINTS} (reFT {config.reft.steps} vs '

@@ -1,0 +1,239 @@
+"""Every TinyStories claim on made-up histories: one must hold, one fail, one be not measured.
+
+A history is what the claims read: the runs' logs (twist_loss and
+twist_fraction by step), the probe accuracies and the classifier's scores. The
+good history tells the paper's story; each bad one changes one thing.
+"""
+
+import dataclasses
+import math
+
+import pytest
+
+from configs import tinystories_study as ts_config
+from wrapper_study import metrics
+from wrapper_study.report import claims as claims_lib
+from wrapper_study.tinystories import claims
+from wrapper_study.tinystories import paper
+from wrapper_study.tinystories import train
+
+CONFIG = ts_config.get_config('')  # CPU scale: 64 generations, reFT scored at 1, 8, 75.
+PT, DEL, REFT = CONFIG.pretrain.steps, CONFIG.deletion.steps, CONFIG.reft.steps
+POINTS = (0,) + tuple(CONFIG.reft.score_steps)
+DELETED = train.reft_models(CONFIG)[:-1]
+ETA_M = [train.deletion_name(p, CONFIG.deletion.lrs[0]) for p in CONFIG.deletion.protocols]
+ETA_S = [train.deletion_name(p, CONFIG.deletion.lrs[-1]) for p in CONFIG.deletion.protocols]
+FEATURES = ('Twist', 'Foreshadowing', 'MoralValue', 'BadEnding')
+
+
+def good_history() -> dict:
+  """The paper's story: Present learned Twist, deletion hid it, reFT revives it fast."""
+  logs = {paper.PRESENT: {'twist_loss': {PT: 1.0}, 'twist_fraction': {PT: 90.0}},
+          paper.NOT_IN_PT: {'twist_loss': {PT: 2.0}, 'twist_fraction': {PT: 5.0}}}
+  for m in DELETED:
+    logs[m] = {'twist_loss': {DEL: 1.6 if m in ETA_M else 1.3}, 'twist_fraction': {DEL: 5.0}}
+    logs['reft_' + m] = {'twist_loss': {REFT: 1.1},
+                         'twist_fraction': dict(zip(POINTS, (5.0, 88.0, 90.0, 90.0)))}
+  logs['reft_' + paper.NOT_IN_PT] = {'twist_loss': {REFT: 1.5},
+                                      'twist_fraction': dict(zip(POINTS, (5.0, 10.0, 30.0, 88.0)))}
+  probes = {m: {f: [50.0, 90.0, 90.0] for f in FEATURES}
+            for m in [paper.PRESENT, paper.NOT_IN_PT] + DELETED}
+  probes[paper.NOT_IN_PT]['Twist'] = [50.0, 70.0, 70.0]
+  return dict(logs=logs, probes=probes,
+              clf={'accuracy': 96.0, 'n_test': 1000, 'majority_baseline': 80.0},
+              info={'n_test': 800, 'majority': {f: 60.0 for f in FEATURES}})
+
+
+def judge(tmp_path, history) -> dict:
+  """claim_id -> its claims.csv row."""
+  logs = {}
+  for name, data in history['logs'].items():
+    logs[name] = metrics.RunLog(tmp_path, name)
+    logs[name].data = {k: {str(s): v for s, v in by_step.items()} for k, by_step in data.items()}
+  rows = claims.claims(CONFIG, logs, history['probes'], history['clf'], history['info'])
+  assert [tuple(r) for r in rows] == [claims_lib.CLAIMS_COLUMNS] * len(rows)
+  return {r['claim_id']: r for r in rows}
+
+
+# ------------------------------------------------------------ history edits ----
+def _set(history, runs, metric, step, value):
+  for m in runs:
+    history['logs'][m][metric][step] = value
+
+
+def _probe(history, runs, feature, acc):
+  for m in runs:
+    history['probes'][m][feature] = [50.0, acc, acc]
+
+
+def _not_taught_loss(h):  # Present's Twist-story loss no better than Not-in-PT's.
+  _set(h, [paper.PRESENT], 'twist_loss', PT, 2.0)
+
+
+def _not_taught_fraction(h):  # Present generates no more twists than Not-in-PT.
+  _set(h, [paper.PRESENT], 'twist_fraction', PT, 5.0)
+
+
+def _not_removed(h):  # Deletion left the twist fraction at Present's.
+  _set(h, DELETED, 'twist_fraction', DEL, 90.0)
+  _set(h, ['reft_' + m for m in DELETED], 'twist_fraction', 0, 90.0)
+
+
+def _slow_revival(h):  # Above Not-in-PT at iteration 1, but never reaches 3/4 of Present's.
+  for m in DELETED:
+    h['logs']['reft_' + m]['twist_fraction'] = dict(zip(POINTS, (5.0, 30.0, 40.0, 50.0)))
+  h['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'] = dict(zip(POINTS, (5.0, 10.0, 85.0,
+                                                                              90.0)))
+
+
+FAIL = {
+    'classifier_accuracy': lambda h: h['clf'].update(accuracy=70.0),
+    'deletion_raises_loss': lambda h: _set(h, DELETED, 'twist_loss', DEL, 0.9),
+    'deletion_lr_raises_loss_more': lambda h: (_set(h, ETA_M, 'twist_loss', DEL, 1.3),
+                                               _set(h, ETA_S, 'twist_loss', DEL, 1.6)),
+    'deletion_lowers_fraction': lambda h: (_set(h, [paper.PRESENT], 'twist_fraction', PT, 60.0),
+                                           _set(h, DELETED[:1], 'twist_fraction', DEL, 95.0)),
+    'reft_recovers_faster': _slow_revival,
+    'reft_loss_below_not_in_pt': lambda h: _set(h, ['reft_' + m for m in DELETED],
+                                                'twist_loss', REFT, 1.8),
+    'probe_kept_small_lr': lambda h: _probe(h, ETA_S[:1], 'Twist', 70.0),
+    'probe_kept_every_lr': lambda h: _probe(h, ETA_M[:1], 'Twist', 70.0),
+    'probe_other_features_kept': lambda h: _probe(h, DELETED[:1], 'Foreshadowing', 70.0),
+    'probe_present_vs_not_in_pt': lambda h: _probe(h, [paper.NOT_IN_PT], 'Twist', 97.0),
+}
+NOT_MEASURED = {  # (edit, the reason the verdict must give)
+    'classifier_accuracy': (lambda h: h['clf'].update(majority_baseline=100.0), 'one class'),
+    'deletion_raises_loss': (_not_taught_loss, 'did not teach Present Twist'),
+    'deletion_lr_raises_loss_more': (_not_taught_loss, 'did not teach Present Twist'),
+    'deletion_lowers_fraction': (_not_taught_fraction, 'did not teach Present Twist'),
+    'reft_recovers_faster': (_not_removed, 'deletion did not remove Twist'),
+    'reft_loss_below_not_in_pt': (lambda h: _set(h, DELETED, 'twist_loss', DEL, 1.0),
+                                  'deletion did not remove Twist'),
+    'probe_kept_small_lr': (_not_removed, 'deletion did not remove Twist'),
+    'probe_kept_every_lr': (_not_removed, 'deletion did not remove Twist'),
+    'probe_other_features_kept': (_not_removed, 'deletion did not remove Twist'),
+    'probe_present_vs_not_in_pt': (_not_taught_fraction, 'did not teach Present Twist'),
+}
+
+
+def test_every_claim_has_its_three_histories():
+  assert set(FAIL) == set(NOT_MEASURED) == set(paper.CLAIMS)
+
+
+def test_the_papers_story_holds_every_claim(tmp_path):
+  rows = judge(tmp_path, good_history())
+  assert list(rows) == list(paper.CLAIMS)
+  for claim_id, row in rows.items():
+    assert row['verdict'] == claims_lib.HOLDS, row
+    assert row['world'] == 'tinystories' and row['n_seeds'] == 1
+    assert row['ci_low'] != '' and row['ci_high'] != '', row
+    assert row['ci_low'] <= row['value'] <= row['ci_high'], row
+    if claim_id != 'deletion_lr_raises_loss_more':  # Compares two lrs: no other control.
+      assert row['control_value'] != '', row
+    if claim_id != 'classifier_accuracy':
+      assert row['manipulation_check'].startswith('passed: '), row
+
+
+@pytest.mark.parametrize('claim_id', list(paper.CLAIMS))
+def test_claim_fails_on_a_history_against_it(tmp_path, claim_id):
+  history = good_history()
+  FAIL[claim_id](history)
+  row = judge(tmp_path, history)[claim_id]
+  assert row['verdict'] == claims_lib.DOES_NOT_HOLD, row
+
+
+@pytest.mark.parametrize('claim_id', list(paper.CLAIMS))
+def test_claim_is_not_measured_when_its_manipulation_check_fails(tmp_path, claim_id):
+  history = good_history()
+  edit, reason = NOT_MEASURED[claim_id]
+  edit(history)
+  row = judge(tmp_path, history)[claim_id]
+  assert row['verdict'].startswith(claims_lib.NOT_MEASURED), row
+  assert reason in row['verdict'] and row['manipulation_check'].startswith('failed: '), row
+
+
+def test_reft_speed_is_not_read_at_the_first_iteration(tmp_path):
+  """Issue 11 item 5: the old rule compared the twist fraction at reFT iteration 1."""
+  history = good_history()
+  _slow_revival(history)
+  first = CONFIG.reft.score_steps[0]
+  frac = lambda run: history['logs'][run]['twist_fraction'][first]
+  # The old rule held here: every deleted model is above Not-in-PT at iteration 1...
+  assert all(frac('reft_' + m) > frac('reft_' + paper.NOT_IN_PT) for m in DELETED)
+  row = judge(tmp_path, history)['reft_recovers_faster']
+  assert row['verdict'] == claims_lib.DOES_NOT_HOLD, row  # ...but it recovers more slowly.
+  assert row['control_value'] == 8  # Not-in-PT reaches 3/4 of Present's at iteration 8.
+
+
+def test_twists_left_after_deletion_are_not_a_fast_recovery(tmp_path):
+  """A model still above the recovery level after deletion is left out, never 'recovered at 0'."""
+  history = good_history()
+  _set(history, DELETED[:1], 'twist_fraction', DEL, 90.0)
+  history['logs']['reft_' + DELETED[0]]['twist_fraction'][0] = 90.0
+  row = judge(tmp_path, history)['reft_recovers_faster']
+  assert row['verdict'] == claims_lib.HOLDS
+  assert 'in 5 of 6 models; left out: F (eta_M)' in row['manipulation_check']
+
+
+def test_close_revival_is_partly(tmp_path):
+  """Deleted surely at 1, Not-in-PT possibly at 1 but surely only at 8: the interval straddles."""
+  history = good_history()
+  history['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'][1] = 62.0
+  history['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'][8] = 88.0
+  assert judge(tmp_path, history)['reft_recovers_faster']['verdict'] == claims_lib.PARTLY
+
+
+def test_loss_difference_within_the_margin_is_partly(tmp_path):
+  history = good_history()
+  _set(history, ['reft_' + m for m in DELETED], 'twist_loss', REFT, 1.5 - paper.LOSS_MARGIN / 2)
+  assert judge(tmp_path, history)['reft_loss_below_not_in_pt']['verdict'] == claims_lib.PARTLY
+
+
+def test_rate_difference_inside_its_interval_is_partly(tmp_path):
+  """Present 90% vs a deleted model at 80% of 64 generations: Newcombe straddles 0."""
+  history = good_history()
+  _set(history, DELETED[:1], 'twist_fraction', DEL, 80.0)
+  row = judge(tmp_path, history)['deletion_lowers_fraction']
+  assert row['verdict'] == claims_lib.PARTLY and row['ci_low'] < 0 < row['ci_high'], row
+
+
+def test_one_model_clearly_failing_fails_an_every_model_claim(tmp_path):
+  history = good_history()
+  _set(history, DELETED[-1:], 'twist_loss', DEL, 0.5)
+  assert judge(tmp_path, history)['deletion_raises_loss']['verdict'] == claims_lib.DOES_NOT_HOLD
+
+
+def test_classifier_below_its_threshold_leaves_twist_fractions_unread(tmp_path):
+  history = good_history()
+  history['clf']['accuracy'] = 80.0
+  rows = judge(tmp_path, history)
+  for claim_id in ('deletion_lowers_fraction', 'reft_recovers_faster', 'probe_kept_every_lr'):
+    assert rows[claim_id]['verdict'] == claims_lib.not_measured(
+        'the twist classifier is too inaccurate to read'), claim_id
+
+
+def test_missing_measurements_are_not_measured(tmp_path):
+  history = good_history()
+  history['logs'] = {k: v for k, v in history['logs'].items()
+                     if k in (paper.PRESENT, paper.NOT_IN_PT)}
+  rows = judge(tmp_path, history)
+  for claim_id in ('deletion_raises_loss', 'deletion_lowers_fraction',
+                   'deletion_lr_raises_loss_more'):
+    assert rows[claim_id]['verdict'].startswith(claims_lib.NOT_MEASURED), rows[claim_id]
+
+
+def test_thresholds_are_read_from_paper(tmp_path, monkeypatch):
+  stricter = dataclasses.replace(paper.CLAIMS['classifier_accuracy'], threshold=99.0)
+  monkeypatch.setitem(paper.CLAIMS, 'classifier_accuracy', stricter)
+  row = judge(tmp_path, good_history())['classifier_accuracy']
+  assert row['threshold'] == '>= 99' and row['verdict'] == claims_lib.DOES_NOT_HOLD
+
+
+def test_intervals():
+  assert claims.rate(50.0, 64)[1:] == pytest.approx((38.1, 61.9), abs=0.05)  # Wilson.
+  d, low, high = claims.difference(90.0, 5.0, 64)
+  assert d == pytest.approx(85.0) and low < d < high and low > 70
+  assert all(math.isnan(x) for x in claims.rate(None, 64))
+  assert claims.first_step({0: 5.0, 1: 50.0, 8: 90.0}, 64, 60.0, bound=0) == 8
+  assert claims.first_step({0: 5.0, 1: 50.0, 8: 55.0}, 64, 60.0, bound=2) == 1  # May reach.
+  assert claims.first_step({0: 5.0, 1: 50.0}, 64, 60.0, bound=1) == 2  # Never: after the last.
