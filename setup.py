@@ -26,6 +26,7 @@ EXTRAS = {
     'test': [
         'pytest>=8',
         'pytest-xdist>=3.5',
+        'wheel>=0.40',  # tests/test_layout.py builds the package (setuptools < 70.1 needs it).
         'nltk>=3.8',  # Independent PCFG parse check in tests.
         'nbformat>=5.9',
         'nbclient>=0.10',
