@@ -32,6 +32,7 @@ from ml_collections import config_flags
 
 import configs
 from wrapper_study import allocator
+from wrapper_study import checkpoint
 from wrapper_study import config_check
 from wrapper_study import experiments
 
@@ -153,8 +154,10 @@ def main(argv):
   logging.info('Allocator: %s; JAX devices: %s', allocator.active(), jax.devices())
   try:
     result = experiment.run(config, workdir)
-  except config_check.ConfigError as e:  # Bad input only the data can reveal (run checks it first).
+  except config_check.ConfigError as e:  # Bad input only the data or the workdir can reveal.
     _fail('config error', e)
+  except checkpoint.CorruptCheckpointError as e:  # An explicitly requested step is damaged.
+    _fail('checkpoint error', e)
   report = (result or {}).get('report', workdir / 'report.md')
   logging.info('Done. Report: %s', report)
 

@@ -76,3 +76,19 @@ def test_help_lists_the_packaged_configs_and_their_variants():
   for name in ('tracr_study', 'pcfg_study', 'pcfg_analysis', 'tinystories_study'):
     assert f'  {name}: ' in proc.stdout
   assert "'smoke'" in proc.stdout and '--workdir' in proc.stdout
+
+
+def _tree_bytes(root):
+  return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def test_a_workdir_of_another_architecture_is_one_line_and_left_intact(tmp_path):
+  workdir = tmp_path / 'run'
+  first = subprocess.run([sys.executable, '-m', 'launch.main', '--config=pcfg_study:smoke',
+                          f'--workdir={workdir}'], capture_output=True, text=True, timeout=900)
+  assert first.returncode == 0, first.stderr[-3000:]
+  before = _tree_bytes(workdir / 'checkpoints')
+  proc = _run(['--config=pcfg_study:smoke', '--config.model.d_model=32'], workdir)
+  _assert_one_line(proc, 'different architecture')
+  assert 'model.d_model' in proc.stderr
+  assert _tree_bytes(workdir / 'checkpoints') == before

@@ -33,6 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
+from wrapper_study import config_check
 from wrapper_study import model as model_lib
 
 STATE = 'state'
@@ -105,8 +106,8 @@ def _check_meta(directory: str, step: int, saved: Mapping, expected: Mapping,
   diffs = [d for d in diffs if not d.startswith('param_shapes.')] + shapes[:8]
   if len(shapes) > 8:
     diffs.append(f'(and {len(shapes) - 8} more param_shapes)')
-  if diffs:
-    raise ValueError(
+  if diffs:  # A user's input error (the config or the workdir), not damage: ConfigError.
+    raise config_check.ConfigError(
         f'Checkpoint {directory} (step {step}) was written for a different '
         f'architecture; these fields differ:\n  ' + '\n  '.join(diffs) +
         '\nUse another --workdir for this config, or fix the config to match '
