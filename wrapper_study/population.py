@@ -128,22 +128,22 @@ def run_population(*, name: str, model_config, members: Sequence[Member], params
   meta = checkpoint.make_meta(f'population/{name}', model_config, template,
                               members=[dataclasses.asdict(m) for m in members],
                               total_steps=total_steps, **dict(meta_extra or {}))
-  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints' / name, meta=meta,
-                                 save_every=save_every, max_to_keep=2)
-  history = History(workdir / 'history' / f'{name}.jsonl', keep_until=ckpt.latest_step() or 0)
-  if 0 in eval_steps and not any(r['step'] == 0 for r in history.rows):
-    history.add(0, evaluate(state.params))
+  # Closed on any error too, so pending saves land and orbax shuts down cleanly.
+  with checkpoint.Checkpointer(workdir / 'checkpoints' / name, meta=meta,
+                              save_every=save_every, max_to_keep=2) as ckpt:
+    history = History(workdir / 'history' / f'{name}.jsonl', keep_until=ckpt.latest_step() or 0)
+    if 0 in eval_steps and not any(r['step'] == 0 for r in history.rows):
+      history.add(0, evaluate(state.params))
 
-  def evaluator(params_P, step):
-    if step not in eval_steps:
-      return {}
-    values = evaluate(params_P)
-    history.add(step, values)
-    return {k: np.mean(v) for k, v in values.items()}  # Members' mean; per member in history.
+    def evaluator(params_P, step):
+      if step not in eval_steps:
+        return {}
+      values = evaluate(params_P)
+      history.add(step, values)
+      return {k: np.mean(v) for k, v in values.items()}  # Members' mean; per member in history.
 
-  state = train.train_loop(
-      state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=total_steps,
-      workdir=str(workdir), writer=writer, checkpointer=ckpt, log_every=log_every,
-      evaluators={name: (sorted(s for s in eval_steps if s > 0), evaluator)}, vmap=True)
-  ckpt.close()
+    state = train.train_loop(
+        state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=total_steps,
+        workdir=str(workdir), writer=writer, checkpointer=ckpt, log_every=log_every,
+        evaluators={name: (sorted(s for s in eval_steps if s > 0), evaluator)}, vmap=True)
   return state.params, history
