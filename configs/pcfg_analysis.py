@@ -21,7 +21,9 @@ CPU scale is configs/pcfg_study.py's (2 x 64 model, 50-token windows, 8000
 pretraining and 500 fine-tuning iterations) with fine-tuning evaluated at 7
 points for the curves; reFT runs as long as fine-tuning (500, the paper 10K),
 so the paper's iteration counts scale by 1/20 (the paper's "0.1-1K" is 5-50
-here, "3K" is 150, Scr.+FT's "4.5K" is 225).
+here, "3K" is 150, Scr.+FT's "4.5K" is 225). Every claim threshold is a named
+constant of wrapper_study/pcfg/paper.py; the code is in wrapper_study/pcfg/
+(train.py, analysis.py, claims.py, report.py).
 
 Choices where the paper is silent, with reasons:
 - Probe sites B0 = the embeddings (token + position), B1..BL = each block's

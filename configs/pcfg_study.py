@@ -43,13 +43,18 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = 'pcfg_study'  # Which wrapper_study.experiments module runs.
   c.seed = 0  # Every random choice derives from this.
-  c.grammar = ''  # '' = the paper's Fig. 14 grammar; else a grammar file (see wrapper_study/pcfg/grammar.py).
+  # '' = the paper's Fig. 14 grammar; else a grammar file or text (format: wrapper_study/pcfg/grammar.py).
+  # Every phase draws its text from it: pretraining, fine-tuning, test sets, probes, pruning, reFT and
+  # the Scr.+FT base (wrapper_study/pcfg/model.py). Its terminals are the operands: with other than
+  # a b c, set finetune.operand_pt/operand_ft to two of them and give priors (and
+  # analysis.scr_ft_prior) as probabilities over them (the named priors are over a b c).
+  c.grammar = ''
 
   c.data = ml_collections.ConfigDict(dict(
       window_length=50,  # Text tokens per sequence (paper 250).
       o_prime_count=10,  # O' of C, CC and T (paper 40).
       o_prime_index=3,  # O' of I and IC (paper 6).
-      families=('C', 'CC', 'I', 'IC', 'T'),  # Pretraining task families (uniform).
+      families=('C', 'CC', 'I', 'IC', 'T'),  # Pretraining families (uniform), of tasks.ALL_FAMILIES.
   ))
   c.model = ml_collections.ConfigDict(dict(
       n_layers=2,  # Paper: 6 (minGPT gpt-mini).

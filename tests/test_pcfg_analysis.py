@@ -6,11 +6,16 @@ import sys
 
 import numpy as np
 import pytest
+import smoke_tables
 
 from configs import pcfg_analysis as analysis_config
 from wrapper_study import config_check
-from wrapper_study.report import tables
+from wrapper_study.analysis import reft
 from wrapper_study.experiments import pcfg_analysis
+from wrapper_study.pcfg import analysis as pcfg_analysis_lib
+from wrapper_study.pcfg import paper
+from wrapper_study.pcfg import report as pcfg_report
+from wrapper_study.report import tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -32,7 +37,9 @@ def smoke_run(tmp_path_factory):
 
 def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
   workdir = smoke_run
-  for stem in pcfg_analysis.FIGURES['main'].values():
+  # Every number recorded before the move into wrapper_study/pcfg/ is reproduced.
+  assert smoke_tables.differences('pcfg_analysis', workdir / 'tables') == []
+  for stem in pcfg_report.FIGURES['main'].values():
     assert (workdir / 'figures' / f'{stem}.png').stat().st_size > 1000, stem
   claims = tables.read_csv(workdir / 'tables' / 'analysis_main_claims.csv')
   names = ' '.join(c['claim'] for c in claims)
@@ -40,12 +47,13 @@ def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
     assert tag in names
   for c in claims:  # A verdict, with its reason where it is not a plain one.
     assert c['verdict'].split(' (')[0] in ('holds', 'partly', 'does not hold', 'not measured'), c
-  reft = tables.read_csv(workdir / 'tables' / 'analysis_main_reft.csv')
-  sources = {r['source'] for r in reft}
+  reft_rows = tables.read_csv(workdir / 'tables' / 'analysis_main_reft.csv')
+  assert tuple(reft_rows[0]) == reft.REVIVAL_COLUMNS  # The schema every world writes.
+  sources = {r['source'] for r in reft_rows}
   assert {'scr+ft', 'scr', 'low/ft'} <= sources
   config = analysis_config.get_config('smoke')
   # Every reFT group has every seed, and one row per (source, C_Tr, lr).
-  assert all(int(r['n_seeds']) == len(config.finetune.seeds) for r in reft)
+  assert all(int(r['n_seeds']) == len(config.finetune.seeds) for r in reft_rows)
   prune = np.load(next((workdir / 'analysis').glob('*_prune.npz')))
   n_members = len(config.finetune.lrs) * len(config.finetune.c_trs) * len(config.finetune.seeds)
   assert prune['acc_pt'].shape == (2, n_members, config.analysis.k_max + 1)
@@ -97,16 +105,17 @@ def test_variants_configure_their_figures():
     analysis_config.get_config('cpu,everything')
 
 
-def test_revival_step_is_the_first_evaluation_over_threshold():
-  steps = np.array([0, 10, 20, 50])
-  assert pcfg_analysis.revival_step(steps, [10, 95, 80, 99], 90) == 10
-  assert pcfg_analysis.revival_step(steps, [10, 20, 30, 40], 90) is None
+def test_units_to_restore_reads_its_thresholds_from_paper(monkeypatch):
+  ks = [0, 1, 2, 5]
+  curve_K = np.array([20.0, 30.0, 50.0, 80.0])  # Fine-tuning lost 60 of 80 points.
+  assert pcfg_analysis_lib.units_to_restore(curve_K, 80.0, ks) == 2  # Back to >= 50.
+  assert pcfg_analysis_lib.units_to_restore(curve_K, 25.0, ks) is None  # Only 5 points lost.
+  monkeypatch.setattr(paper, 'RESTORE_FRACTION', 0.9)
+  assert pcfg_analysis_lib.units_to_restore(curve_K, 80.0, ks) == 5
 
 
-def test_weight_change_is_relative_per_matrix():
-  pre = {'w': np.ones((2, 2), np.float32), 'b': np.full((2,), 2.0, np.float32)}
-  post = {'w': np.stack([np.ones((2, 2)), 2 * np.ones((2, 2))]).astype(np.float32),
-          'b': np.stack([np.full((2,), 2.0), np.full((2,), 2.0)]).astype(np.float32)}
-  out = pcfg_analysis.weight_change(pre, post)
-  np.testing.assert_allclose(out['w'], [0.0, 1.0], atol=1e-6)
-  np.testing.assert_allclose(out['b'], [0.0, 0.0], atol=1e-6)
+def test_prune_ks_are_one_by_one_up_to_the_few_neurons_of_fig7():
+  config = analysis_config.get_config('')
+  ks = pcfg_analysis_lib.prune_ks(config)
+  assert ks[:paper.PRUNE_FEW_NEURONS + 1] == list(range(paper.PRUNE_FEW_NEURONS + 1))
+  assert ks[-1] == config.analysis.k_max and ks[paper.PRUNE_FEW_NEURONS + 1] == 20

@@ -1,16 +1,28 @@
-"""The PCFG study: a tiny pretrain + fine-tune through the binary; bad configs fail early."""
+"""The PCFG study: a tiny run through the binary, one on a grammar of one's own; bad configs fail."""
 
 import pathlib
 import subprocess
 import sys
 
 import pytest
+import smoke_tables
 
+from configs import pcfg_analysis as analysis_config
 from configs import pcfg_study as pcfg_config
 from wrapper_study import config_check
 from wrapper_study import metrics
-from wrapper_study.report import tables
+from wrapper_study import population
+from wrapper_study.experiments import pcfg_analysis as pcfg_analysis_experiment
 from wrapper_study.experiments import pcfg_study
+from wrapper_study.pcfg import analysis as pcfg_analysis
+from wrapper_study.pcfg import claims as pcfg_claims
+from wrapper_study.pcfg import grammar as grammar_lib
+from wrapper_study.pcfg import model as pcfg_model
+from wrapper_study.pcfg import paper
+from wrapper_study.pcfg import sampler
+from wrapper_study.pcfg import tasks
+from wrapper_study.pcfg import train as pcfg_train
+from wrapper_study.report import tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,6 +38,8 @@ def test_binary_pretrains_fine_tunes_and_resumes(tmp_path):
   workdir = tmp_path / 'run'
   proc = _run(workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  # Every number recorded before the move into wrapper_study/pcfg/ is reproduced.
+  assert smoke_tables.differences('pcfg_study', workdir / 'tables') == []
   rows = tables.read_csv(workdir / 'tables' / 'finetune_counter.csv')
   config = pcfg_config.get_config('smoke')
   f = config.finetune
@@ -39,7 +53,7 @@ def test_binary_pretrains_fine_tunes_and_resumes(tmp_path):
   scalars = metrics.read_scalars(str(workdir))
   assert 'pretrain_low/C_a' in scalars
   text = (workdir / 'report.md').read_text()
-  assert 'Table 5 signatures' in text
+  assert 'Table 5 signatures' in text and 'wrapper_study/pcfg/paper.py' in text
 
   proc = _run(workdir)  # Everything finished: restored, not retrained.
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -67,3 +81,79 @@ def test_bad_config_fails_before_compute(field, value, match):
   with pytest.raises(config_check.ConfigError, match=match):
     pcfg_study.validate(config)
 
+
+
+def _row(lr, c_tr, prior='low', ft0=0.0, ft1=95.0, pt0=50.0):
+  return {'prior': prior, 'lr': lr, 'c_tr': c_tr, 'c_te0/acc_o_ft@4': ft0,
+          'c_te1/acc_o_ft@4': ft1, 'c_te0/acc_o_pt@4': pt0}
+
+
+def test_table5_signatures_take_their_thresholds_from_paper(monkeypatch):
+  config = pcfg_config.get_config('smoke')  # lrs (1e-4, 1e-6), C_Tr (0, 1), last eval step 4.
+  rows = [_row(lr, c, ft0=60.0 if c == 0 else 0.0) for lr in (1e-4, 1e-6) for c in (0.0, 1.0)]
+  found = pcfg_claims.study(config, rows)
+  assert [c['verdict'] for c in found] == ['holds', 'holds', 'not measured (cell not in the grid)']
+  assert '<= 10 at C_Te=0 and >= 90 at C_Te=1' in found[0]['claim']
+  monkeypatch.setattr(paper, 'NOT_LEARNED_FT_MAX', 50)
+  found = pcfg_claims.study(config, rows)
+  assert '(Acc O_FT at C_Te=0 <= 50)' in found[1]['claim']
+  assert found[1]['verdict'] == 'does not hold'
+
+
+def test_custom_grammar_and_families_reach_every_phase(tmp_path, monkeypatch):
+  """A grammar file of one's own (its own terminals) and a family list, through config only."""
+  path = tmp_path / 'mine.pcfg'
+  path.write_text(CUSTOM_GRAMMAR)
+  config = analysis_config.get_config('smoke')
+  config.grammar = str(path)
+  config.data.families = ('C', 'I', 'T')
+  config.finetune.update(operand_pt='x', operand_ft='y')
+  prior = (0.7, 0.2, 0.1, 0.0)  # Over the grammar's terminals x y z w.
+  config.pretrain.update(priors=(prior,), steps=2, keep_steps=(2,), eval_every=2, save_every=2,
+                         log_every=2)
+  config.finetune.update(lrs=(1e-4,), seeds=(0,), steps=2, eval_steps=(2,), save_every=2)
+  config.finetune.pt_fraction = 0.5  # App. E.1 mixing draws pretraining rows too.
+  config.analysis.scr_ft_prior = (0.2, 0.7, 0.1, 0.0)
+  pcfg_analysis_experiment.validate(config)
+  mine = grammar_lib.load_grammar(str(path))
+  seen = _spy(monkeypatch)
+  out = pcfg_study.run(config, tmp_path / 'run')  # Pretraining, fine-tuning, evaluation.
+  kept = tmp_path / 'run' / 'checkpoints' / 'pretrain_p0.7-0.2-0.1-0_C-I-T_kept' / '2'
+  assert kept.exists()
+  assert len(out['finetune']) == 2 and out['finetune'][0]['p_a'] == 0.7
+  assert [r['prior'] for r in out['pretrained']] == ['p0.7-0.2-0.1-0']
+  # The analysis phases' data (no training needed to see what they draw).
+  members = [population.Member(1e-5, None, 0, pcfg_train.SCR)]
+  batch = pcfg_train.reft_batch_fn(config, members, salt=7000)(0)  # reFT, Scr.+FT and Scr.
+  assert batch['inputs'].max() < pcfg_model.vocab(config).size
+  pcfg_analysis.probe_data(config, 8, salt=505)
+  pcfg_analysis.prune_sets(config)
+  assert seen['grammars'] and all(g == mine for g in seen['grammars'])
+  assert seen['families'] == {('C', 'I', 'T')}
+
+
+# Rules, probabilities and terminals unlike Fig. 14's.
+CUSTOM_GRAMMAR = """\
+%start s
+%terminals x y z w
+s -> p q [0.6] | q p p [0.4]
+p -> x y | y z x | w w
+q -> y x z | x x | z y y | w
+"""
+
+
+def _spy(monkeypatch) -> dict:
+  """Records the grammar of every window drawn and the families of every pretraining batch."""
+  seen = {'grammars': [], 'families': set()}
+  windows, mixture = sampler.sample_windows, tasks.sample_pretraining_batch
+
+  def sample_windows(g, *args, **kwargs):
+    seen['grammars'].append(g)
+    return windows(g, *args, **kwargs)
+
+  def sample_pretraining_batch(rng, n, prior='low', families=tasks.FAMILIES, **kwargs):
+    seen['families'].add(tuple(families))
+    return mixture(rng, n, prior, families, **kwargs)
+  monkeypatch.setattr(sampler, 'sample_windows', sample_windows)
+  monkeypatch.setattr(tasks, 'sample_pretraining_batch', sample_pretraining_batch)
+  return seen

@@ -194,7 +194,7 @@ def sample_finetune_batch(rng: np.random.Generator, n: int, c_tr: float,
   if n_pt:
     parts.append(tasks.sample_pretraining_batch(
         rng, n_pt, operand_prior, pt_families, o_primes=pt_o_primes, grammar=grammar,
-        window_length=spec.window_length, vocab=vocab))
+        window_length=spec.window_length, vocab=vocab, jailbreak_operand=spec.operand_pt))
   batch = tasks.concat_batches(parts)
   return batch.take(rng.permutation(n)) if n_pt else batch
 

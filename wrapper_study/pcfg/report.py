@@ -1,0 +1,352 @@
+"""The PCFG world's tables, figures and report pages.
+
+Study: the layout of Tables 5-8 (one row per (prior, pretraining length, lr,
+C_Tr), the paper's number beside ours). Analysis: the figures of Figs 5-9 and
+App. E, the probe / weight change / learned mask / reFT tables, and the report
+page of each variant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wrapper_study.analysis import probing
+from wrapper_study.analysis import reft as reft_lib
+from wrapper_study.pcfg import analysis as pcfg_analysis
+from wrapper_study.pcfg import claims as pcfg_claims
+from wrapper_study.pcfg import model as pcfg_model
+from wrapper_study.pcfg import paper
+from wrapper_study.pcfg import tasks
+from wrapper_study.pcfg import train as pcfg_train
+from wrapper_study.report import plots
+from wrapper_study.report import tables
+
+METRICS = ('c_te0/acc_o_pt', 'c_te1/acc_o_pt', 'c_te0/acc_o_ft', 'c_te1/acc_o_ft')
+FIGURES = {  # variant -> figure kind -> file stem (the paper's figure numbers).
+    'main': {'acc_ft': 'fig05_acc_o_ft', 'acc_pt': 'fig06_acc_o_pt', 'probes': 'fig08_90-98_probes',
+             'prune15': 'fig07_pruning_k15', 'prune100': 'fig79-89_pruning_k100',
+             'mask': 'learned_mask_vs_gradxw', 'reft': 'fig09_26_reft',
+             'weights': 'weight_change'},
+    'mixing': {'acc_ft': 'fig18_20_mixing_acc_o_ft', 'acc_pt': 'fig19_21_mixing_acc_o_pt',
+               'probes': 'fig22_23_mixing_probes', 'weights': 'weight_change_mixing'},
+    'jailbreak': {'acc_ft': 'fig24_jailbreak_acc_o_ft', 'acc_pt': 'fig24_jailbreak_acc_o_pt',
+                  'probes': 'fig25_jailbreak_probes', 'weights': 'weight_change_jailbreak'},
+    'randft': {'acc_ft': 'fig28-30_randft_acc_o_ft', 'acc_pt': 'fig28-30_randft_acc_o_pt',
+               'probes': 'fig30_randft_probes', 'reft': 'fig28_29_randft_reft',
+               'weights': 'weight_change_randft'},
+}
+
+
+def _cells(config, members):
+  """(lr, C_Tr, member indices) for every cell of the grid, in config order."""
+  for lr in config.finetune.lrs:
+    for c in config.finetune.c_trs:
+      yield lr, c, [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
+
+
+# ------------------------------------------------------------------ study ----
+
+
+def table_rows(config, prior, pt_step, members, history, pretrained) -> list[dict]:
+  """Tables 5-8 layout: one row per (lr, C_Tr), metrics at each eval step."""
+  ref_table = paper.table(config.finetune.task, paper.table_steps(pt_step))
+  p_a = float(tasks.resolve_prior(prior, pcfg_model.vocab(config).terminals)[0])
+  rows = []
+  for lr, c, idx in _cells(config, members):
+    row = dict(prior=pcfg_model.prior_name(prior), p_a=p_a, pt_steps=pt_step, lr=lr, c_tr=c,
+               n_seeds=len(idx), pretrained_o_pt=round(pretrained[0], 1),
+               pretrained_o_ft=round(pretrained[1], 1))
+    ref = ref_table.get((float(f'{lr:g}'), p_a, float(f'{c:g}')))
+    for k, metric in enumerate(METRICS):
+      steps, values = history.curve(metric)
+      for j, s in enumerate(config.finetune.eval_steps):
+        v = values[list(steps).index(s), idx]
+        row[f'{metric}@{s}'] = round(float(v.mean()), 1)
+        row[f'{metric}@{s}_sd'] = round(float(v.std(ddof=1)), 1) if len(v) > 1 else 0.0
+        row[f'paper {metric}@{j}'] = '' if ref is None else ref[2 * k + j]
+    rows.append(row)
+  return rows
+
+
+def table_markdown(config, rows) -> str:
+  """Our mean over seeds with the paper's number in parentheses, at the first two eval points."""
+  steps = tuple(config.finetune.eval_steps)
+  e1, e2 = steps[:2] if len(steps) > 1 else (steps[0],) * 2
+  out = []
+  for r in rows:
+    cell = {'lr': f'{r["lr"]:g}', 'P(a)': r['p_a'], 'C_Tr': f'{r["c_tr"]:g}'}
+    for metric in METRICS:
+      name = metric.replace('c_te', 'C_Te=').replace('/acc_o_', ' O_').replace('_pt', '_PT')
+      name = name.replace('_ft', '_FT')
+      for j, s in enumerate((e1, e2)):
+        ref = r.get(f'paper {metric}@{j}', '')  # One eval step: no second paper column.
+        cell[f'{name} @{s}'] = f'{r.get(f"{metric}@{s}", "")} ({ref})'
+    out.append(cell)
+  return tables.markdown_table(out)
+
+
+def study_sections(config, pre_rows, rows, found, timing) -> list[tuple[str, str]]:
+  sections = [
+      ('Table 5 signatures, checked', tables.markdown_table(found) +
+       '\n\nThresholds fixed in wrapper_study/pcfg/paper.py before any run.'),
+      ('Scale', f'model {config.model.n_layers}x{config.model.d_model}, window '
+       f'{config.data.window_length}, pretraining {config.pretrain.steps} iterations (batch '
+       f'{config.pretrain.batch_size}), fine-tuning {config.finetune.steps} iterations (batch '
+       f'{config.finetune.batch_size}), evaluated at {tuple(config.finetune.eval_steps)}; '
+       f'seeds {tuple(config.finetune.seeds)}. At CPU scale these are not the paper\'s numbers.'),
+      ('Pretrained accuracy (%, answer token)', tables.markdown_table(pre_rows)),
+  ]
+  for prior in config.pretrain.priors:
+    for pt_step in config.pretrain.keep_steps:
+      name = pcfg_model.prior_name(prior)
+      sel = [r for r in rows if r['prior'] == name and r['pt_steps'] == pt_step]
+      sections.append((f'Fine-tuning {config.finetune.task}, prior {name}, pretrained {pt_step} '
+                       'iterations (mean over seeds; paper in parentheses)',
+                       table_markdown(config, sel)))
+  sections.append(('Time (s)', tables.markdown_table(timing)))
+  return sections
+
+
+# --------------------------------------------------------- analysis tables ----
+
+
+def probe_rows(config, results) -> list[dict]:
+  """Best block and its held-out accuracy, per (prior, arm, target, model)."""
+  labels = probing.site_labels(pcfg_model.model_config(config),
+                               tuple(config.analysis.probe_layers) or None)
+  rows = []
+  for (prior, arm), r in results.items():
+    acc = r['probes']['acc']
+    for t, target in enumerate(('O_PT', 'O_FT')):
+      rows.append(dict(prior=prior, arm=arm.name, target=target, model='pretrained',
+                       best_block=labels[int(acc[0, :, t].argmax())],
+                       accuracy=round(float(acc[0, :, t].max()), 1)))
+      for lr, c, idx in _cells(config, r['members']):
+        per_block = acc[1 + np.array(idx), :, t].mean(0)
+        rows.append(dict(prior=prior, arm=arm.name, target=target, model=f'lr={lr:g} C_Tr={c:g}',
+                         best_block=labels[int(per_block.argmax())],
+                         accuracy=round(float(per_block.max()), 1)))
+  return rows
+
+
+def weight_rows(config, results) -> list[dict]:
+  """Mean relative change of every kernel / embedding, per (prior, arm, lr, C_Tr)."""
+  rows = []
+  for (prior, arm), r in results.items():
+    for lr, c, idx in _cells(config, r['members']):
+      row = dict(prior=prior, arm=arm.name, lr=lr, c_tr=c)
+      row.update({k: float(np.mean(v[idx])) for k, v in r['weights'].items()
+                  if k.endswith('kernel') or k.endswith('embedding')})
+      rows.append(row)
+  return rows
+
+
+def weight_summary(rows) -> list[dict]:
+  out = []
+  for r in rows:
+    mats = {k: v for k, v in r.items() if k not in ('prior', 'arm', 'lr', 'c_tr')}
+    top = sorted(mats, key=mats.get, reverse=True)[:3]
+    out.append(dict(prior=r['prior'], arm=r['arm'], lr=r['lr'], c_tr=r['c_tr'],
+                    largest=', '.join(f'{k.replace("/kernel", "")} {mats[k]:.2e}' for k in top),
+                    median=f'{np.median(list(mats.values())):.2e}'))
+  return out
+
+
+def mask_rows(config, results) -> list[dict]:
+  """Units needed to win back half the lost Acc O_PT: grad x weight vs the learned mask."""
+  ks = pcfg_analysis.prune_ks(config)
+  rows = []
+  for (prior, arm), r in results.items():
+    del arm
+    if 'prune' not in r:
+      continue
+    p = r['prune']
+    for lr, c, idx in _cells(config, r['members']):
+      row = dict(prior=prior, lr=lr, c_tr=c)
+      for s, name in enumerate(('gradxw', 'learned')):
+        found = [pcfg_analysis.units_to_restore(p['acc_pt'][s, i], r['pre_acc'][0], ks)
+                 for i in idx]
+        row[f'{name}_units_to_restore'] = ' '.join('-' if k is None else str(k) for k in found)
+      row['learned_mask_units_below_half'] = ' '.join(str(int(x))
+                                                      for x in p['mask_n_pruned'][idx])
+      rows.append(row)
+  return rows
+
+
+def reft_rows(config, members, history) -> list[dict]:
+  """The shared revival schema (`analysis.reft.REVIVAL_COLUMNS`), one row per group."""
+  steps, acc = history.curve('c_te0/acc_o_pt')
+  return reft_lib.revival_rows(config.finetune.task, members, steps, acc,
+                               config.analysis.revival_threshold, sort_key=str)
+
+
+# ---------------------------------------------------------------- figures ----
+
+
+def _tagged(results, metric_key):
+  """Members of every population tagged with (prior, arm), values joined: [X, sum P]."""
+  tagged, cols, x = [], [], None
+  for (prior, arm), r in results.items():
+    x, values = r['history'].curve(metric_key)
+    tagged += [(prior, arm, m) for m in r['members']]
+    cols.append(values)
+  return x, np.concatenate(cols, axis=1), tagged
+
+
+def accuracy_figure(config, results, which: str):
+  """Acc O_PT or O_FT during fine-tuning: rows prior x arm x C_Te (x family), cols lr."""
+  keys = [f'c_te{c}/acc_o_{which}' for c in (0, 1)]
+  if which == 'pt':
+    keys += [f'c_te0/acc_o_pt_{fam}' for fam in pcfg_model.jailbreak_families(config)]
+  xs, cols, tagged = None, [], []
+  for key in keys:
+    xs, values, t = _tagged(results, key)
+    cols.append(values)
+    tagged += [(key, *tm) for tm in t]
+  multi_arm = len(pcfg_train.arms(config)) > 1
+  return plots.grouped_curves(
+      xs, np.concatenate(cols, axis=1), tagged,
+      rows=lambda t: f'{t[1]}{" " + t[2].name if multi_arm else ""} {t[0].replace("/", " ")}',
+      panel=lambda t: pcfg_claims.lr_name(config, t[3].lr), group=lambda t: f'C_Tr={t[3].c_tr:g}',
+      ylabel=f'Acc O_{which.upper()} (%)', xlabel='fine-tuning iteration',
+      title=f'Acc O_{which.upper()} during fine-tuning')
+
+
+def probes_figure(config, results):
+  """Held-out probe accuracy per block; rows prior x arm x target; pretrained dashed."""
+  labels = probing.site_labels(pcfg_model.model_config(config),
+                               tuple(config.analysis.probe_layers) or None)
+  tagged, cols, pre = [], [], {}
+  target_names = (f'count {config.finetune.operand_pt} (O_PT)',
+                  f'count {config.finetune.operand_ft} (O_FT)')
+  multi_arm = len(pcfg_train.arms(config)) > 1
+  for (prior, arm), r in results.items():
+    acc = r['probes']['acc']  # [1 + P, S, 2]
+    for t, tname in enumerate(target_names):
+      row = f'{prior} {arm.name} {tname}' if multi_arm else f'{prior} {tname}'
+      pre[row] = acc[0, :, t]
+      tagged += [(row, m) for m in r['members']]
+      cols.append(acc[1:, :, t].T)
+  fig = plots.grouped_curves(
+      np.arange(len(labels)), np.concatenate(cols, axis=1), tagged, rows=lambda t: t[0],
+      panel=lambda t: pcfg_claims.lr_name(config, t[1].lr), group=lambda t: f'C_Tr={t[1].c_tr:g}',
+      ylabel='probe accuracy (%)', xlabel='block', title='Linear probes (C_Te = 0)')
+  row_names = sorted(pre, key=str)
+  n_cols = len(fig.axes) // len(row_names)
+  for i, ax in enumerate(fig.axes):
+    ax.plot(np.arange(len(labels)), pre[row_names[i // n_cols]], 'k--', label='pretrained')
+    ax.set_xticks(np.arange(len(labels)), labels, fontsize=7)
+    ax.legend(fontsize=6)
+  return fig
+
+
+def pruning_figure(config, results, k_show: int):
+  ks = np.array(pcfg_analysis.prune_ks(config))
+  n = int((ks <= k_show).sum())
+  tagged, cols = [], []
+  for (prior, arm), r in results.items():
+    del arm
+    for metric, name in (('acc_pt', 'Acc O_PT'), ('acc_ft', 'Acc O_FT')):
+      tagged += [(f'{prior} {name}', m) for m in r['members']]
+      cols.append(r['prune'][metric][0, :, :n].T)  # grad x weight scoring.
+  return plots.grouped_curves(
+      ks[:n], np.concatenate(cols, axis=1), tagged, rows=lambda t: t[0],
+      panel=lambda t: pcfg_claims.lr_name(config, t[1].lr), group=lambda t: f'C_Tr={t[1].c_tr:g}',
+      ylabel='accuracy (%), C_Te = 0', xlabel='neurons pruned (K)',
+      title=f'grad x weight neuron pruning, K = 0..{k_show}')
+
+
+def mask_figure(config, results):
+  tagged, cols = [], []
+  for (prior, arm), r in results.items():
+    del arm
+    for s, sname in enumerate(('grad x weight', 'learned mask')):
+      tagged += [(prior, sname, m) for m in r['members']]
+      cols.append(r['prune']['acc_pt'][s].T)
+  return plots.grouped_curves(
+      np.array(pcfg_analysis.prune_ks(config)), np.concatenate(cols, axis=1), tagged,
+      rows=lambda t: f'{t[0]} C_Tr={t[2].c_tr:g}',
+      panel=lambda t: pcfg_claims.lr_name(config, t[2].lr),
+      group=lambda t: t[1], ylabel='Acc O_PT (%), C_Te = 0', xlabel='neurons pruned (K)',
+      title='Which units restore O_PT: grad x weight vs a learned mask')
+
+
+def reft_figure(config, members, history):
+  steps, acc = history.curve('c_te0/acc_o_pt')
+  names = {pcfg_train.SCR_FT: 'Scr.+FT', pcfg_train.SCR: 'Scr.'}
+
+  def group(m):
+    return names[m.source] if m.source in names else f'reFT {m.source} C_Tr={m.c_tr:g}'
+  return plots.grouped_curves(
+      steps, acc, members, panel=lambda m: f'reFT lr={m.lr:g}', group=group,
+      ylabel='Acc O_PT (%), C_Te = 0', xlabel='reFT iteration', logx=True,
+      title=f'Reverse fine-tuning (fine-tuned at lr {max(config.finetune.lrs):g})')
+
+
+def weight_figure(rows):
+  keys = [k for k in rows[0] if k not in ('prior', 'arm', 'lr', 'c_tr')]
+  data = np.array([[r[k] for k in keys] for r in rows])
+  fig, ax = plots.plt.subplots(figsize=(0.45 * len(keys) + 3, 0.3 * len(rows) + 2))
+  im = ax.imshow(np.log10(np.maximum(data, 1e-8)), aspect='auto', cmap='viridis')
+  ax.set_xticks(range(len(keys)), [k.replace('/kernel', '').replace('blocks_', 'B') for k in keys],
+                rotation=90, fontsize=6)
+  ax.set_yticks(range(len(rows)), [f"{r['prior']} {r['arm']} lr={r['lr']:g} C_Tr={r['c_tr']:g}"
+                                   for r in rows], fontsize=6)
+  fig.colorbar(im, ax=ax, label='log10 ||dW|| / ||W_PT||')
+  ax.set_title('Relative weight change, pretrained -> fine-tuned (mean over seeds)', fontsize=9)
+  fig.tight_layout()
+  return fig
+
+
+def figures(config, results, reft_out, w_rows) -> dict:
+  """{file stem: () -> figure} of the variant's figures (config.analysis.variant)."""
+  a = config.analysis
+  makers = {
+      'acc_ft': lambda: accuracy_figure(config, results, 'ft'),
+      'acc_pt': lambda: accuracy_figure(config, results, 'pt'),
+      'probes': lambda: probes_figure(config, results),
+  }
+  if a.pruning:
+    makers['prune15'] = lambda: pruning_figure(config, results,
+                                               min(paper.PRUNE_FEW_NEURONS, a.k_max))
+    makers['prune100'] = lambda: pruning_figure(config, results, a.k_max)
+    makers['mask'] = lambda: mask_figure(config, results)
+  if reft_out:
+    makers['reft'] = lambda: reft_figure(config, *reft_out)
+  makers['weights'] = lambda: weight_figure(w_rows)
+  stems = FIGURES[a.variant]
+  return {stems[kind]: make for kind, make in makers.items() if kind in stems}
+
+
+# ----------------------------------------------------------- analysis page ----
+
+
+def analysis_sections(config, found, pre_rows, p_rows, m_rows, r_rows, w_rows,
+                      timing) -> list[tuple[str, str]]:
+  """The sections of report_<variant>.md; m_rows / r_rows None when not computed."""
+  a = config.analysis
+  sections = [
+      ('Claims, checked', tables.markdown_table(found) + '\n\nThresholds are fixed in '
+       'wrapper_study/pcfg/paper.py before any run. At CPU scale these are not '
+       "the paper's numbers; iteration counts scale with reft_steps / 10K."),
+      ('Scale', f'model {config.model.n_layers}x{config.model.d_model}, window '
+       f'{config.data.window_length}, pretraining {config.pretrain.steps} iterations, '
+       f'fine-tuning {config.finetune.steps} (lrs {tuple(config.finetune.lrs)}, C_Tr '
+       f'{tuple(config.finetune.c_trs)}, seeds {tuple(config.finetune.seeds)}), probes '
+       f'{a.probe_method} {a.probe_steps} steps on {a.probe_train_samples} samples; '
+       f'reFT {a.reft_steps} iterations.'),
+      ('Pretrained accuracy (%, answer token)', tables.markdown_table(pre_rows)),
+      ('Probes: held-out accuracy of the best block (mean over seeds)',
+       tables.markdown_table(p_rows)),
+  ]
+  if m_rows is not None:
+    sections.append(('Units needed to win back half the lost Acc O_PT: grad x weight vs learned '
+                     f'mask (per seed; - = never within k_max, or < {paper.RESTORE_MIN_LOSS} '
+                     'points lost)', tables.markdown_table(m_rows)))
+  if r_rows is not None:
+    sections.append((f'Reverse fine-tuning: iterations to Acc O_PT >= {a.revival_threshold:g}%',
+                     tables.markdown_table(r_rows)))
+  sections.append(('Where fine-tuning moved the weights (largest relative change per group)',
+                   tables.markdown_table(weight_summary(w_rows))))
+  sections.append(('Time (s), per phase and per figure', tables.markdown_table(timing)))
+  return sections
