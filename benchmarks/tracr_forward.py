@@ -30,8 +30,8 @@ import jax
 import numpy as np
 
 from wrapper_study import model
-from wrapper_study import tracr_bridge
-from wrapper_study import tracr_compile
+from wrapper_study.tracr import compile as tracr_compile
+from wrapper_study.tracr import model as tracr_model
 
 CASES = (
     # name, vocab, max_seq_len, sample tokens with replacement?
@@ -63,7 +63,7 @@ def _machine() -> str:
 
 
 def bench(name, vocab, max_seq_len, replace, batch, repeats, apply_seqs, cache_dir):
-  ours = tracr_bridge.get_compiled(name, vocab, max_seq_len, cache_dir=cache_dir)
+  ours = tracr_model.get_compiled(name, vocab, max_seq_len, cache_dir=cache_dir)
   assembled = tracr_compile.tracr_model(name, vocab, max_seq_len)
   rng = np.random.default_rng(0)
   seqs = [list(rng.choice(np.array(vocab, dtype=object), max_seq_len, replace=replace))

@@ -22,11 +22,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from configs import tracr_study as tracr_config  # pylint: disable=g-import-not-at-top
+from wrapper_study import losses  # pylint: disable=g-import-not-at-top
 from wrapper_study import optim  # pylint: disable=g-import-not-at-top
 from wrapper_study import population  # pylint: disable=g-import-not-at-top
 from wrapper_study import train  # pylint: disable=g-import-not-at-top
-from wrapper_study import tracr_finetune as ft  # pylint: disable=g-import-not-at-top
-from wrapper_study.experiments import tracr_study  # pylint: disable=g-import-not-at-top
+from wrapper_study.tracr import tasks  # pylint: disable=g-import-not-at-top
+from wrapper_study.tracr import train as ft  # pylint: disable=g-import-not-at-top
 
 _CONFIG = flags.DEFINE_enum('config', 'paper', ['paper', 'default'], 'Which scale to time.')
 _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
@@ -35,11 +36,11 @@ _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (med
 def _seconds_per_step(config, tm, data, members) -> tuple[float, float]:
   """(median s/step, first-call s incl. compile) of the population's train step."""
   f = config.finetune
-  opt_cfg = tracr_study.sgd_config(config, f.warmup_steps)
+  opt_cfg = ft.sgd_config(config, f.warmup_steps)
   tx = optim.make_optimizer(opt_cfg, f.steps)
-  params = ft.noisy_params(tm.params, members, 0, f.noise_std, ('unembed',))
+  params = ft.noisy_params(tm.params, members, 0, f.noise_std, ft.FROZEN)
   state = train.create_population(params, tx, np.array([m.lr for m in members], np.float32))
-  step = train.make_train_step(ft.answer_loss_fn(tm.config, tm.readout_position), tx, vmap=True)
+  step = train.make_train_step(losses.answer_loss_fn(tm.config, data.position), tx, vmap=True)
   batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
   t0 = time.perf_counter()
   state, m = step(state, batch_fn(0))
@@ -62,9 +63,9 @@ def main(_):
   print(f'scale: {_CONFIG.value}: {f.steps} steps, batch {f.batch_size}, {len(f.lrs)} lrs x '
         f'{len(f.c_trs)} C_Tr x {len(f.seeds)} seeds')
   total_grid = total_one = 0.0
-  for program in config.programs:
-    spec = tracr_study.task_spec(config, program)
-    tm = tracr_study.compile_model(config, program)
+  for program in config.tasks:
+    spec = tasks.from_config(config, program)
+    tm = ft.compile_model(spec, cache_dir=config.cache_dir)
     data = ft.TaskData(spec, tm)
     members = population.grid(f.lrs, f.c_trs, f.seeds)
     t_grid, c_grid = _seconds_per_step(config, tm, data, members)
@@ -77,7 +78,7 @@ def main(_):
           f'ms/step (first call {c_grid:.1f}s) | one config {t_one * 1e3:7.2f} ms/step '
           f'(first call {c_one:.1f}s) | full run: grid {grid_min:8.1f} min vs one at a time '
           f'{one_min:8.1f} min = {one_min / grid_min:5.1f}x')
-  print(f'both programs: grid {total_grid:.1f} min vs one at a time {total_one:.1f} min '
+  print(f'all tasks: grid {total_grid:.1f} min vs one at a time {total_one:.1f} min '
         f'= {total_one / total_grid:.1f}x')
 
 

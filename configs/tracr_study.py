@@ -1,17 +1,34 @@
 r"""The Tracr study (paper Sec. 4, App. B.1, C.1, D, G; Tables 3-4, Figs 10, 27, 39-58).
 
-Compiles the paper's Counter and Max-identifier (cached after the first run),
-loads them into the shared Flax transformer, fine-tunes the whole grid of
-learning rates x C_Tr x seeds as ONE vmapped jit per program, then: Table 3
-beside the paper, accuracy curves, attention and MLP maps, weight and neuron
-pruning curves, reverse fine-tuning against Scr.+FT, and report.md.
+Compiles the program of each task (the paper's Counter and Max-identifier by
+default; cached after the first run), loads it into the shared Flax
+transformer, fine-tunes the whole grid of learning rates x C_Tr x seeds as ONE
+vmapped jit per task, then: Table 3 beside the paper, accuracy curves,
+attention and MLP maps, weight and neuron pruning curves, reverse fine-tuning
+against Scr.+FT, the paper's claims, and report.md.
 
 Run (the README's main command; reduced scale, a few minutes on 2 CPU cores):
-  python launch/main.py --config=configs/tracr_study.py --workdir=runs/tracr_study
+  wrapper-study --config=tracr_study --workdir=runs/tracr_study
+  (= python -m launch.main --config=configs/tracr_study.py --workdir=runs/tracr_study)
 The paper's scale (10K iterations, batch 96, Counter over 45 tokens; for a GPU):
-  python launch/main.py --config=configs/tracr_study.py:paper --workdir=runs/tracr_paper
+  wrapper-study --config=tracr_study:paper --workdir=runs/tracr_paper
 Tiny, for tests:
-  python launch/main.py --config=configs/tracr_study.py:smoke --workdir=/tmp/tracr_smoke
+  wrapper-study --config=tracr_study:smoke --workdir=/tmp/tracr_smoke
+
+Bring your own task and program (see wrapper_study/tracr/tasks.py and
+programs.py for the two contracts):
+  wrapper-study --config=tracr_study:smoke --workdir=/tmp/mine \
+      --config.tasks='("counter", "/abs/path/my_task.py:my_task")'
+- tasks: registered task names or 'path/to/file.py:function' returning a
+  `wrapper_study.tracr.tasks.Task` (its sampler, O_PT / O_FT labels, spurious
+  correlation, default vocab/seq_len/operands/q, and its program). A task is
+  judged by the paper's claims for the task named in its `paper_claims` and by
+  the general (reFT) claims; other tasks' claims are listed as skipped.
+- <task>.program: '' (the task's own program), a registered program name, or
+  'path/to/file.py:function' returning (rasp.SOp, vocab, max_seq_len). A task
+  without a section here runs with its registered defaults.
+- cache_dir: where compiled exports live (the export key covers the program,
+  its kwargs, vocab, length, BOS/PAD and, when set, tracr's causal option).
 
 Reduced (default) vs paper scale: 500 vs 10K fine-tuning iterations (warmup
 100 vs 2K, the same 20%), batch 16 vs 96, Counter over 10 vs 45 tokens, 500 vs
@@ -47,16 +64,19 @@ import string
 
 import ml_collections
 
+from wrapper_study.tracr import paper
+
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """arg: '' (reduced CPU study), 'paper' (paper scale, GPU) or 'smoke' (tests)."""
   c = ml_collections.ConfigDict()
   c.experiment = 'tracr_study'  # Which wrapper_study.experiments module runs.
   c.seed = 0  # Every random choice derives from this.
-  c.programs = ('counter', 'max_identifier')  # Subset of the two tasks below.
+  c.tasks = ('counter', 'max_identifier')  # Registered tasks or 'file.py:function' (docstring).
   c.cache_dir = ''  # tracr exports; '' = $WRAPPER_STUDY_CACHE or ~/.cache/wrapper_study/tracr.
 
   c.counter = ml_collections.ConfigDict(dict(
+      program='',  # '' = the task's ('counter'); a registered program or 'file.py:function'.
       vocab='abcdefghi',  # Paper: "first nine letters", with replacement.
       seq_len=10,  # Tokens after BOS (paper silent; see docstring).
       operand_pt='a',  # Counted by the compiled model.
@@ -64,6 +84,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       q=1,  # Spurious offset count(b) - count(a) in correlated samples.
   ))
   c.max_identifier = ml_collections.ConfigDict(dict(
+      program='',  # '' = the task's ('max_identifier').
       vocab=string.ascii_lowercase,  # Paper: a-z without replacement.
       seq_len=10,  # Fig. 13 shows 10 letters.
       operand_pt=5,  # Compiled to output the 5th smallest letter.
@@ -93,6 +114,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       granularities=('weight', 'neuron'),
       c_trs=(0.0, 0.5, 0.8, 1.0),  # Fine-tuned models pruned (Figs 55-56's C_Tr).
       num_grad_samples=512,  # O_PT inputs for the grad x weight scores.
+      chunk_size=128,  # (member, K) jobs per vmapped batch on a device; 0: all at once.
   ))
   c.reft = ml_collections.ConfigDict(dict(
       source_lrs=(1e-1, 1e-2),  # Fine-tuned models that are reverse fine-tuned.
@@ -101,7 +123,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       scratch_lrs=(1e-2, 1e-3, 1e-4),  # Scr.+FT learning rates.
       steps=500,  # Paper: 10K.
       warmup_steps=100,
-      revival_threshold=90.0,  # Acc O_PT (%) that counts as revived.
+      revival_threshold=paper.REVIVAL_THRESHOLD,  # Acc O_PT (%) that counts as revived (90).
   ))
   c.figures = ml_collections.ConfigDict(dict(
       num_inputs=3,  # Inputs drawn in the attention-map figures.

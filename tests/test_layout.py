@@ -99,7 +99,7 @@ def test_a_non_editable_install_runs_a_study_from_another_directory(tmp_path, tr
   env = {'PATH': f'{env_dir / "bin"}:/usr/bin:/bin', 'WRAPPER_STUDY_CACHE': tracr_cache,
          'HOME': str(tmp_path)}
   proc = subprocess.run([str(env_dir / 'bin' / 'wrapper-study'), '--config=tracr_study:smoke',
-                         '--config.programs=("counter",)', f'--workdir={tmp_path / "run"}'],
+                         '--config.tasks=("counter",)', f'--workdir={tmp_path / "run"}'],
                         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert (tmp_path / 'run' / 'report.md').is_file()

@@ -1,4 +1,4 @@
-"""Tracr export -> Flax transformer: parity with tracr, answers, errors, cache."""
+"""Tracr export -> Flax (tracr/model.py): parity with tracr, errors, cache, causal, own programs."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from wrapper_study import model
-from wrapper_study import tracr_bridge
-from wrapper_study import tracr_compile
-from wrapper_study import tracr_programs
+from wrapper_study.tracr import compile as tracr_compile
+from wrapper_study.tracr import export
+from wrapper_study.tracr import model as tracr_model
+from wrapper_study.tracr import programs as tracr_programs
 
 COUNTER_VOCAB = tuple('abcdefghi')
 MAXID_VOCAB = tuple(string.ascii_lowercase)
@@ -58,7 +59,7 @@ def _hook_names(n_layers):
 @pytest.mark.parametrize('name,kwargs,vocab,max_seq_len', ALL_CASES,
                          ids=[c[0] for c in ALL_CASES])
 def test_parity_with_tracr(name, kwargs, vocab, max_seq_len, cache_dir):
-  m = tracr_bridge.get_compiled(name, vocab, max_seq_len, kwargs, cache_dir=cache_dir)
+  m = tracr_model.get_compiled(name, vocab, max_seq_len, kwargs, cache_dir=cache_dir)
   # The export fills exactly the tree the shared model would initialise.
   want = jax.eval_shape(lambda: model.init_params(m.config, jax.random.PRNGKey(0)))
   assert model.param_shapes(m.params) == model.param_shapes(want)
@@ -101,20 +102,20 @@ def test_parity_with_tracr(name, kwargs, vocab, max_seq_len, cache_dir):
 
 
 def test_paper_programs_known_answers(cache_dir):
-  counter = tracr_bridge.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)
+  counter = tracr_model.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)
   logits, _ = counter.apply(counter.encode([list('abacadaeaa')]))
   assert counter.readout_position == 2
   assert counter.decode(logits)[0][2] == 6
   assert counter.output_values[counter.answers(logits)[0]] == 6
 
-  maxid = tracr_bridge.get_compiled('max_identifier', MAXID_VOCAB, 10, cache_dir=cache_dir)
+  maxid = tracr_model.get_compiled('max_identifier', MAXID_VOCAB, 10, cache_dir=cache_dir)
   logits, _ = maxid.apply(maxid.encode([list('bdafhmxpqn')]))
   assert maxid.output_values[maxid.answers(logits)[0]] == 'h'
   assert maxid.decode(logits)[0][2] == 'h'
 
 
 def test_unembedding_reads_output_directions(cache_dir):
-  m = tracr_bridge.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)
+  m = tracr_model.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)
   w_DxO = m.params['unembed']['kernel']
   assert m.output_label == 'counter_1'
   for o, value in enumerate(m.output_values):
@@ -147,7 +148,7 @@ def test_compile_rejects_bad_arguments(kwargs, match, tmp_path, monkeypatch):
 
 
 def test_encode_rejects_bad_tokens(cache_dir):
-  m = tracr_bridge.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)
+  m = tracr_model.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)
   with pytest.raises(ValueError, match=r"token 'z' at position 3 of sequence 1 .*vocabulary"):
     m.encode(['abc', 'abcz'])
   with pytest.raises(ValueError, match='sequence 0 has length 11 > max_seq_len=10'):
@@ -189,8 +190,8 @@ def test_labels_do_not_depend_on_build_history():
 @pytest.mark.parametrize('rng', [np.random.default_rng(0), jax.random.PRNGKey(0)],
                          ids=['numpy', 'jax'])
 def test_add_weight_noise(rng, cache_dir):
-  m = tracr_bridge.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)
-  noisy = tracr_bridge.add_weight_noise(m.params, rng, 0.01, skip=('unembed',))
+  m = tracr_model.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)
+  noisy = tracr_model.add_weight_noise(m.params, rng, 0.01, skip=('unembed',))
   assert model.param_shapes(noisy) == model.param_shapes(m.params)
   kernel = m.params['blocks_0']['mlp']['fc_in']['kernel']
   delta = np.asarray(noisy['blocks_0']['mlp']['fc_in']['kernel']) - kernel
@@ -199,12 +200,53 @@ def test_add_weight_noise(rng, cache_dir):
 
 
 def test_bridge_does_not_import_tracr(cache_dir):
-  tracr_bridge.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)  # Warm.
+  tracr_model.get_compiled('counter', COUNTER_VOCAB, 10, cache_dir=cache_dir)  # Warm.
   code = textwrap.dedent(f"""
       import sys
-      from wrapper_study import tracr_bridge
+      from wrapper_study.tracr import model as tracr_model
       assert 'tracr' not in sys.modules and 'haiku' not in sys.modules
-      m = tracr_bridge.get_compiled('counter', {COUNTER_VOCAB!r}, 10, cache_dir={str(cache_dir)!r})
+      m = tracr_model.get_compiled('counter', {COUNTER_VOCAB!r}, 10, cache_dir={str(cache_dir)!r})
       assert 'tracr' not in sys.modules and 'haiku' not in sys.modules, 'warm cache imported tracr'
       """)
   subprocess.run([sys.executable, '-c', code], check=True, timeout=120)
+
+
+def test_unknown_program_names_the_registry_and_the_file_form(cache_dir):
+  with pytest.raises(ValueError, match=r"program='my_program' is unknown; valid: \[.*'counter'.*"
+                                       r"'path/to/file.py:function'"):
+    tracr_model.get_compiled('my_program', list('abc'), 5, cache_dir=cache_dir)
+
+
+def test_causal_compile_matches_tracr_and_has_its_own_export(cache_dir):
+  args = ('frac_prevs', tuple('abc'), 5, {'token': 'a'})
+  causal = tracr_model.get_compiled(*args, cache_dir=cache_dir, causal=True)
+  plain = tracr_model.get_compiled(*args, cache_dir=cache_dir)
+  assert causal.config.causal and not plain.config.causal
+  dirs = [export.export_dir(*args, cache_dir=cache_dir, causal=c) for c in (True, False)]
+  assert dirs[0] != dirs[1] and all(export.is_complete_export(d) for d in dirs)
+  seqs = [list('abca'), list('bbac')]
+  logits, _ = causal.apply(causal.encode(seqs))
+  ref = tracr_compile.reference_forward(*args, seqs, causal=True)
+  np.testing.assert_allclose(np.asarray(logits)[..., 0][:, 1:],
+                             np.asarray([r[1:] for r in ref['decoded']]), atol=1e-5)
+  # Causal: position t's running fraction of 'a' ignores later tokens.
+  np.testing.assert_allclose(np.asarray(logits)[0, 1:, 0], [1, 1 / 2, 1 / 3, 1 / 2], atol=1e-5)
+
+
+def test_program_from_a_user_file(tmp_path, cache_dir):
+  path = tmp_path / 'prog.py'
+  path.write_text(textwrap.dedent("""
+      from tracr.rasp import rasp
+      def first_is(token='a'):
+        same = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.EQ)
+        hit = rasp.Map(lambda t: t == token, rasp.tokens)
+        return rasp.categorical(rasp.Aggregate(same, hit)), ('a', 'b'), 3
+      """))
+  m = tracr_model.get_compiled(f'{path}:first_is', cache_dir=cache_dir)
+  assert m.vocab and set(m.vocab) == {'a', 'b'} and m.max_seq_len == 3
+  logits, _ = m.apply(m.encode([list('aba')]))
+  assert m.decode(logits)[0][1:] == [True, False, True]
+  with pytest.raises(ValueError, match=r'max_seq_len=4 differs from the max_seq_len=3'):
+    tracr_model.get_compiled(f'{path}:first_is', ('a', 'b'), 4, cache_dir=cache_dir)
+  with pytest.raises(ValueError, match=r"defines no 'nope'"):
+    tracr_model.get_compiled(f'{path}:nope', cache_dir=cache_dir)

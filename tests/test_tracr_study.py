@@ -13,8 +13,11 @@ from wrapper_study import config_check
 from wrapper_study import metrics
 from wrapper_study import population
 from wrapper_study.report import tables
-from wrapper_study import tracr_finetune as ft
+from wrapper_study.tracr import paper
+from wrapper_study.tracr import train as ft
 from wrapper_study.experiments import tracr_study
+
+import smoke_tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -28,16 +31,16 @@ def _smoke_config(tracr_cache):
 def test_batched_grid_equals_one_configuration_alone(tracr_cache, tmp_path):
   config = _smoke_config(tracr_cache)
   spec = tracr_study.task_spec(config, 'counter')
-  tm = tracr_study.compile_model(config, 'counter')
+  tm = ft.compile_model(spec, cache_dir=config.cache_dir)
   data = ft.TaskData(spec, tm)
   members = population.grid([1e-2, 1e-3], [0.0, 1.0], [0, 1])
-  opt_cfg = tracr_study.sgd_config(config, warmup_steps=2)
+  opt_cfg = ft.sgd_config(config, warmup_steps=2)
   tests = ft.make_test_sets(data, 32, 0)
 
   def run(ms, name):
     params = ft.noisy_params(tm.params, ms, 0, 1e-3, ('unembed',))
     out, _ = ft.run_population(
-        name=name, tm=tm, members=ms, params_P=params, opt_cfg=opt_cfg, total_steps=5,
+        name=name, tm=tm, position=data.position, members=ms, params_P=params, opt_cfg=opt_cfg, total_steps=5,
         batch_fn=ft.make_batch_fn(data, ms, 8, 0, 'b'), test_sets=tests, eval_steps=[0, 5],
         workdir=tmp_path, writer=None, save_every=100, log_every=100)
     return out
@@ -51,8 +54,8 @@ def test_batched_grid_equals_one_configuration_alone(tracr_cache, tmp_path):
 
 def test_members_differing_only_in_lr_see_the_same_batches(tracr_cache):
   config = _smoke_config(tracr_cache)
-  tm = tracr_study.compile_model(config, 'counter')
-  data = ft.TaskData(tracr_study.task_spec(config, 'counter'), tm)
+  spec = tracr_study.task_spec(config, 'counter')
+  data = ft.TaskData(spec, ft.compile_model(spec, cache_dir=config.cache_dir))
   members = population.grid([1e-1, 1e-2], [0.5], [3])
   batch = ft.make_batch_fn(data, members, 16, 0, 'b')(7)
   np.testing.assert_array_equal(batch['tokens'][0], batch['tokens'][1])
@@ -65,7 +68,7 @@ def test_members_differing_only_in_lr_see_the_same_batches(tracr_cache):
     (('counter', 'q', 40), r'config.counter.q=40 is impossible for seq_len=6'),
     (('counter', 'operand_ft', 'a'), r'config.counter.operand_ft equals counter.operand_pt'),
     (('finetune', 'lrs', ()), r'config.finetune.lrs=\(\) is invalid: must not be empty'),
-    (('finetune', 'lrs', (0.1, -1.0)), r'config.finetune.lrs=.*must be > 0'),
+    (('finetune', 'lrs', (0.1, -1.0)), r'config.finetune.lrs=.*> 0'),
     (('reft', 'lrs', (1.0,)), r'config.reft.lrs=.*below the fine-tuning lr'),
     (('max_identifier', 'operand_ft', 5), r'max_identifier.operand_ft equals'),
 ])
@@ -79,19 +82,19 @@ def test_bad_config_fails_before_compute(tracr_cache, override, match):
 
 def test_k_above_prunable_units_fails_before_fine_tuning(tracr_cache, tmp_path):
   config = _smoke_config(tracr_cache)
-  config.programs = ('counter',)
+  config.tasks = ('counter',)
   config.pruning.k_max = 10_000_000
   with pytest.raises(ValueError, match=r'pruning.k_max=10000000 exceeds the \d+ prunable weights'):
     tracr_study.run(config, tmp_path)
   assert not (tmp_path / 'checkpoints' / 'counter_finetune').exists()
 
 
-def _run_binary(workdir, tracr_cache, *overrides):
+def _run_binary(workdir, tracr_cache, *overrides, cwd=REPO):
   env = {'WRAPPER_STUDY_CACHE': tracr_cache, 'PATH': '/usr/bin:/bin', 'HOME': str(workdir),
          'JAX_PLATFORMS': 'cpu'}
   return subprocess.run(
-      [sys.executable, 'launch/main.py', '--config=configs/tracr_study.py:smoke',
-       f'--workdir={workdir}', *overrides], cwd=REPO, env=env, capture_output=True, text=True,
+      [sys.executable, '-m', 'launch.main', '--config=tracr_study:smoke',
+       f'--workdir={workdir}', *overrides], cwd=cwd, env=env, capture_output=True, text=True,
       timeout=900)
 
 
@@ -114,6 +117,8 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
   assert any(k.startswith('train/loss/') for k in scalars)
   assert metrics.read_images(str(workdir))  # Attention maps went to TensorBoard too.
   table = tables.read_csv(workdir / 'tables' / 'table3_counter.csv')
+  # Every number recorded before the move into wrapper_study/tracr/ is reproduced.
+  assert smoke_tables.differences('tracr_study', workdir / 'tables') == []
 
   # A second launch finds every population finished and reproduces the tables.
   proc = _run_binary(workdir, tracr_cache)
@@ -125,7 +130,7 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
 @pytest.mark.parametrize('flag, message', [
     ('--config.finetune.lr=1e-2', 'Did you mean "lrs"'),
     ('--config.finetune.steps=abc', 'config.finetune.steps'),
-    ('--config.programs=("counter","adder")', "config.programs=('counter', 'adder') is invalid"),
+    ('--config.tasks=("counter","adder")', "config.tasks=('counter', 'adder') is invalid"),
     ('--config.finetune.lrs=(0.1,0.0)', 'config.finetune.lrs=(0.1, 0.0) is invalid'),
 ])
 def test_binary_rejects_bad_flags_with_one_clear_line(tracr_cache, tmp_path, flag, message):
@@ -134,3 +139,55 @@ def test_binary_rejects_bad_flags_with_one_clear_line(tracr_cache, tmp_path, fla
   assert message in proc.stderr, proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
   assert not (tmp_path / 'bad' / 'checkpoints').exists()
+
+
+USER_FILE = '''
+"""A user's own RASP program and fine-tuning task, outside the package."""
+from tracr.rasp import rasp
+
+from wrapper_study.tracr import tasks
+
+VOCAB, MAX_SEQ_LEN = tuple('abcdef'), 5
+
+
+def make_count_less(threshold='c'):
+  """How many tokens sort before `threshold`, read at RASP index 1 (as the paper's Counter)."""
+  small = rasp.Map(lambda t: t < threshold, rasp.tokens)
+  width = rasp.SelectorWidth(rasp.Select(small, rasp.indices, rasp.Comparison.EQ))
+  same = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.EQ)
+  return rasp.categorical(rasp.Aggregate(same, width)), VOCAB, MAX_SEQ_LEN
+
+
+def count_less_task():
+  return tasks.Task(
+      name='count_less', program=f'{__file__}:make_count_less', operand_kwarg='threshold',
+      sample_plain=tasks.sample_with_replacement,
+      result=lambda spec, toks, op: (toks < list(spec.vocab).index(op)).sum(1),
+      label_values=lambda spec: list(range(spec.seq_len + 1)),
+      defaults=dict(vocab=''.join(VOCAB), seq_len=MAX_SEQ_LEN, operand_pt='c', operand_ft='d',
+                    q=1),
+      description='how many tokens sort before the operand')
+'''
+
+
+def test_own_program_and_task_from_a_file_outside_the_package(tracr_cache, tmp_path):
+  user = tmp_path / 'elsewhere' / 'my_task.py'
+  user.parent.mkdir()
+  user.write_text(USER_FILE)
+  workdir = tmp_path / 'run'
+  proc = _run_binary(workdir, tracr_cache, f'--config.tasks=("{user}:count_less_task",)',
+                     '--config.pruning.granularities=("weight",)', '--config.figures.num_inputs=0',
+                     cwd=tmp_path)  # Not the checkout: the packaged config is found by name.
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  text = (workdir / 'report.md').read_text()
+  assert 'count_less' in text and 'how many tokens sort before the operand' in text
+  compiled = tables.read_csv(workdir / 'tables' / 'compiled_accuracy.csv')
+  assert [(r['program'], float(r['c_te0/acc_o_pt'])) for r in compiled] == [('count_less', 100.0)]
+  for name in ('table3_count_less.csv', 'pruning_count_less.csv', 'reft_count_less.csv'):
+    assert (workdir / 'tables' / name).exists(), name
+  # Only the claims that hold for every task are judged; the one-task claims are skipped.
+  judged = tables.read_csv(workdir / 'tables' / 'claims.csv')
+  assert judged and {r['claim'] for r in judged} <= set(paper.GENERAL_CLAIMS)
+  for claim in paper.CLAIM_TEXT['counter'] + paper.CLAIM_TEXT['max_identifier']:
+    assert f'| count_less | {claim} |' in text
+  assert 'Skipped (a claim about one task is not judged on another)' in text

@@ -5,7 +5,7 @@ import string
 import numpy as np
 import pytest
 
-from wrapper_study import tracr_tasks as tt
+from wrapper_study.tracr import tasks as tt
 
 COUNTER = tt.TaskSpec('counter', 'abcdefghi', 20, 'a', 'b', 1)
 MAXID = tt.TaskSpec('max_identifier', string.ascii_lowercase, 10, 5, 6, 1)
@@ -25,7 +25,7 @@ def test_c_tr_is_exact(spec, c_tr):
   n = 97  # Odd on purpose: round(c_tr * n) must still be met exactly.
   toks = tt.sample(spec, np.random.default_rng(3), n, c_tr)
   strings = [''.join(r) for r in tt.to_strings(spec, toks)]
-  if spec.program == 'counter':
+  if spec.task == 'counter':
     obeys = [_count_in_string(s, 'b') - _count_in_string(s, 'a') == 1 for s in strings]
   else:
     obeys = [ord(_kth_smallest_letter(s, 6)) - ord(_kth_smallest_letter(s, 5)) == 1
@@ -50,7 +50,7 @@ def test_correlated_counter_rows_keep_the_binomial_count_of_a():
   # Binomial(L, 1/9) (rows with too many a's to fit count(a)+1 b's are
   # redrawn, which at L=20 is negligible). Bound: 4 standard errors.
   # (At C_Tr = 0 the accidental correlates are redrawn instead, which shifts the
-  # mean of count(a) a little: measured 2.36 vs 2.22, documented in tracr_tasks.)
+  # mean of count(a) a little: measured 2.36 vs 2.22, documented in tracr/tasks.py.)
   n, L, p = 4000, COUNTER.seq_len, 1 / 9
   a1 = tt.result(COUNTER, tt.sample(COUNTER, np.random.default_rng(1), n, 1.0), 'a')
   stderr = np.sqrt(L * p * (1 - p) / n)
@@ -90,3 +90,26 @@ def test_bad_max_identifier_specs(change, match):
 def test_c_tr_outside_unit_interval():
   with pytest.raises(ValueError, match=r'C_Tr=1.5 must lie in \[0, 1\]'):
     tt.sample(COUNTER, np.random.default_rng(0), 10, 1.5)
+
+
+def test_unknown_task_lists_the_registry_and_the_file_form():
+  with pytest.raises(ValueError, match=r"task 'adder' is unknown; registered: \[.*'counter'.*"
+                                       r"path/to/file.py:function"):
+    tt.get('adder')
+
+
+def test_a_registered_task_gets_exact_c_tr_by_rejection():
+  # A task with no impose of its own: the default rejection sampler imposes the correlation.
+  task = tt.register(tt.Task(
+      name='test_parity_count', program='counter', operand_kwarg='count_token',
+      sample_plain=tt.sample_with_replacement,
+      result=lambda spec, toks, op: (toks == list(spec.vocab).index(op)).sum(1) % 2,
+      label_values=lambda spec: [0, 1],
+      defaults=dict(vocab='abc', seq_len=4, operand_pt='a', operand_ft='b', q=1)),
+      replace=True)
+  spec = task.spec()
+  spec.validate()
+  toks = tt.sample(spec, np.random.default_rng(0), 41, 0.5)
+  assert tt.obeys_correlation(spec, toks).sum() == round(0.5 * 41)
+  with pytest.raises(ValueError, match='already registered'):
+    tt.register(tt.Task(**{**task.__dict__}))

@@ -39,7 +39,7 @@ def get_sweep(arg: str = '') -> ml_collections.ConfigDict:
   if arg == 'smoke':
     s.base = 'configs/tracr_study.py:smoke'
     s.grid = {'finetune.steps': (6, 8), 'seed': (0, 1)}
-    s.fixed = {'programs': ('counter',)}
+    s.fixed = {'tasks': ('counter',)}
     s.slurm = dict(timeout_min=20, cpus_per_task=2)
   elif arg:
     raise ValueError(f"configs/sweeps/tracr_lr_seeds.py: unknown argument {arg!r}; "

@@ -1,8 +1,8 @@
-"""Tracr-compiled programs as weights of the shared Flax transformer.
+"""Tracr-compiled programs as weights of the shared Flax transformer; weight noise.
 
-Reads an export written by `tracr_compile` (params.npz + meta.json) and never
-imports tracr or haiku, so training and analysis code stay free of them; only
-a missing export triggers a (lazy) compile.
+Reads an export written by `tracr.compile` (params.npz + meta.json, format in
+`tracr.export`) and never imports tracr or haiku, so training and analysis code
+stay free of them; only a missing export triggers a (lazy) compile.
 
 Tracr facts this relies on (see shared/reference/tracr_notes.md):
   * position 0 is BOS and has no index embedding; RASP index i is at model
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import pathlib
@@ -30,95 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from wrapper_study import model
-
-# Bump when the export layout or meaning changes; part of the cache key.
-FORMAT_VERSION = 1
-DEFAULT_BOS = '$'
-DEFAULT_PAD = '#'
-PARAMS_FILE = 'params.npz'
-META_FILE = 'meta.json'
-
-_TUPLE_TAG = '__tuple__'
-
-
-# --- JSON values: tracr tokens may be str/int/float/bool (or tuples). ---
-
-
-def to_json_value(v: Any) -> Any:
-  """A JSON-able form that `from_json_value` turns back into the same type."""
-  if isinstance(v, tuple):
-    # JSON has no tuples; tag them so they do not come back as lists.
-    return {_TUPLE_TAG: [to_json_value(x) for x in v]}
-  if isinstance(v, np.generic):
-    return v.item()
-  return v
-
-
-def from_json_value(v: Any) -> Any:
-  if isinstance(v, dict) and _TUPLE_TAG in v:
-    return tuple(from_json_value(x) for x in v[_TUPLE_TAG])
-  return v
-
-
-def pairs_to_map(pairs: Iterable[Sequence[Any]]) -> dict[Any, int]:
-  return {from_json_value(v): int(i) for v, i in pairs}
-
-
-def map_to_pairs(mapping: Mapping[Any, int]) -> list[list[Any]]:
-  return [[to_json_value(v), int(i)] for v, i in sorted(mapping.items(), key=lambda kv: kv[1])]
-
-
-# --- Cache location. ---
-
-
-def default_cache_dir() -> pathlib.Path:
-  env = os.environ.get('WRAPPER_STUDY_CACHE')
-  if env:
-    return pathlib.Path(env).expanduser()
-  return pathlib.Path('~/.cache/wrapper_study/tracr').expanduser()
-
-
-def normalize_vocab(vocab: Iterable[Any]) -> list[Any]:
-  """The vocab as a list; a str is split into its characters."""
-  if vocab is None:
-    raise ValueError('vocab must be a non-empty collection of tokens, got None.')
-  return list(vocab)
-
-
-def _canonical_json(obj: Any) -> str:
-  # default=repr: odd values still hash here; compiling then rejects them.
-  return json.dumps(obj, sort_keys=True, separators=(',', ':'), default=repr)
-
-
-def export_key(program: str, vocab: Iterable[Any], max_seq_len: int,
-               program_kwargs: Optional[Mapping[str, Any]] = None,
-               bos: str = DEFAULT_BOS, pad: str = DEFAULT_PAD) -> str:
-  """Hash naming an export; the vocab is sorted so its order does not matter.
-
-  Kwargs count as given: {} and the explicit defaults are separate (identical)
-  exports, because resolving defaults needs the tracr-importing registry.
-  """
-  vocab_json = sorted((to_json_value(v) for v in normalize_vocab(vocab)), key=_canonical_json)
-  kwargs_json = {k: to_json_value(v) for k, v in (program_kwargs or {}).items()}
-  blob = _canonical_json({
-      'program': program, 'kwargs': kwargs_json, 'vocab': vocab_json,
-      'max_seq_len': max_seq_len, 'bos': bos, 'pad': pad, 'format': FORMAT_VERSION})
-  return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def export_dir(program: str, vocab: Iterable[Any], max_seq_len: int,
-               program_kwargs: Optional[Mapping[str, Any]] = None,
-               cache_dir: Union[None, str, os.PathLike] = None,
-               bos: str = DEFAULT_BOS, pad: str = DEFAULT_PAD) -> pathlib.Path:
-  root = pathlib.Path(cache_dir) if cache_dir is not None else default_cache_dir()
-  safe = ''.join(c if c.isalnum() or c in '-_' else '_' for c in str(program))
-  return root / f'{safe}-{export_key(program, vocab, max_seq_len, program_kwargs, bos, pad)}'
-
-
-def is_complete_export(path: Union[str, os.PathLike]) -> bool:
-  path = pathlib.Path(path)
-  return (path / META_FILE).is_file() and (path / PARAMS_FILE).is_file()
-
+from wrapper_study.tracr import export
+from wrapper_study.tracr.export import DEFAULT_BOS, DEFAULT_PAD, is_complete_export
 
 # --- The model. ---
 
@@ -250,24 +162,25 @@ def _flax_params(hk_params: Mapping[str, np.ndarray], n_layers: int,
 
 
 def load(path: Union[str, os.PathLike]) -> TracrModel:
-  """Reads an export directory written by `tracr_compile.compile_and_export`."""
+  """Reads an export directory written by `compile.compile_and_export`."""
   path = pathlib.Path(path)
   if not is_complete_export(path):
-    raise ValueError(f'{path} is not a tracr export (needs {META_FILE} and {PARAMS_FILE}).')
-  meta = json.loads((path / META_FILE).read_text())
-  if meta.get('format_version') != FORMAT_VERSION:
+    raise ValueError(f'{path} is not a tracr export (needs {export.META_FILE} and '
+                     f'{export.PARAMS_FILE}).')
+  meta = json.loads((path / export.META_FILE).read_text())
+  if meta.get('format_version') != export.FORMAT_VERSION:
     raise ValueError(f'{path}: format_version={meta.get("format_version")} but this code reads '
-                     f'{FORMAT_VERSION}; delete the export to recompile.')
+                     f'{export.FORMAT_VERSION}; delete the export to recompile.')
   mc = meta['model_config']
   if mc['layer_norm']:
     raise ValueError(f'{path}: layer_norm=True exports are not supported (tracr never emits them).')
-  with np.load(path / PARAMS_FILE) as npz:
+  with np.load(path / export.PARAMS_FILE) as npz:
     hk_params = {k: npz[k] for k in npz.files}
-  input_encoding = pairs_to_map(meta['input_encoding'])
+  input_encoding = export.pairs_to_map(meta['input_encoding'])
   out = meta['output']
   output_values = None
   if out['encoding'] == 'categorical':
-    by_id = sorted(pairs_to_map(out['values']).items(), key=lambda kv: kv[1])
+    by_id = sorted(export.pairs_to_map(out['values']).items(), key=lambda kv: kv[1])
     output_values = tuple(v for v, _ in by_id)
   labels = tuple(meta['residual_labels'])
   w_DxO = _unembedding(labels, out['label'], output_values)
@@ -282,27 +195,38 @@ def load(path: Union[str, os.PathLike]) -> TracrModel:
       layer_norm=False, causal=mc['causal'], use_bias=True)
   config.validate()
   return TracrModel(
-      name=meta['program'], program_kwargs={k: from_json_value(v)
+      name=meta['program'], program_kwargs={k: export.from_json_value(v)
                                             for k, v in meta['program_kwargs'].items()},
       config=config, params=params,
-      vocab=tuple(from_json_value(v) for v, _ in meta['vocab']),
+      vocab=tuple(export.from_json_value(v) for v, _ in meta['vocab']),
       input_encoding=input_encoding, output_values=output_values, residual_labels=labels,
       readout_position=meta['readout_position'], bos=meta['bos'], pad=meta['pad'],
       max_seq_len=meta['max_seq_len'], output_label=out['label'])
 
 
-def get_compiled(program: str, vocab: Iterable[Any], max_seq_len: int,
+def get_compiled(program: str, vocab: Optional[Iterable[Any]] = None,
+                 max_seq_len: Optional[int] = None,
                  program_kwargs: Optional[Mapping[str, Any]] = None,
                  cache_dir: Union[None, str, os.PathLike] = None,
-                 bos: str = DEFAULT_BOS, pad: str = DEFAULT_PAD) -> TracrModel:
-  """The compiled program, from the export cache or compiled on a miss."""
-  path = export_dir(program, vocab, max_seq_len, program_kwargs, cache_dir, bos, pad)
-  if not is_complete_export(path):
+                 bos: str = DEFAULT_BOS, pad: str = DEFAULT_PAD,
+                 causal: bool = False) -> TracrModel:
+  """The compiled program, from the export cache or compiled on a miss.
+
+  program: a registered name (`programs.PROGRAMS`; vocab and max_seq_len
+  required) or 'path/to/file.py:function' (see `programs` for the contract; it
+  may return its own vocab and max_seq_len). causal=True compiles with tracr's
+  causal mask, a separate export.
+  """
+  path = None
+  if vocab is not None and max_seq_len is not None:
+    path = export.export_dir(program, vocab, max_seq_len, program_kwargs, cache_dir, bos, pad,
+                             causal)
+  if path is None or not is_complete_export(path):
     # Deferred so that a warm cache never imports tracr or haiku.
-    from wrapper_study import tracr_compile  # pylint: disable=g-import-not-at-top
-    path = tracr_compile.compile_and_export(program, vocab, max_seq_len, program_kwargs,
-                                            cache_dir=cache_dir, compiler_bos=bos,
-                                            compiler_pad=pad)
+    from wrapper_study.tracr import compile as compile_lib  # pylint: disable=g-import-not-at-top
+    path = compile_lib.compile_and_export(program, vocab, max_seq_len, program_kwargs,
+                                          cache_dir=cache_dir, compiler_bos=bos,
+                                          compiler_pad=pad, causal=causal)
   return load(path)
 
 

@@ -1,7 +1,17 @@
-"""RASP programs that Tracr compiles for the study (paper Alg. 1 and 2, lib).
+"""RASP programs that Tracr compiles: the paper's (Alg. 1 and 2), tracr's lib, and yours.
 
-Imported only by `tracr_compile`; everything else reads compiled exports via
-`tracr_bridge`, which never imports tracr.
+Imported only by `tracr.compile`; everything else reads compiled exports via
+`tracr.model`, which never imports tracr.
+
+A program is named either by a key of `PROGRAMS` or by a reference
+'path/to/file.py:function' to your own builder. The contract of a builder
+`function(**program_kwargs)`: it returns `(sop, vocab, max_seq_len)` or
+`(sop, vocab, max_seq_len, readout_position)`, where sop is a `rasp.SOp`,
+vocab the input tokens and max_seq_len the tokens after BOS (either may be
+None, then the compile's arguments give them; when both are given they must
+agree), and readout_position the model position of the answer (position 0 is
+BOS; None: every position). Its keyword arguments, with their defaults, are the
+program_kwargs it accepts; they become part of the export's cache key.
 
 Each registry entry is a `ProgramEntry`: a builder taking JSON-able keyword
 arguments, the model position where its answer is read (None: every position),
@@ -19,9 +29,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from tracr.compiler import lib
 from tracr.rasp import rasp
 
-# Model position of the paper programs' answer: position 0 is BOS and RASP
-# index i sits at model position i + 1; the answer is at RASP index 1.
-PAPER_READOUT_POSITION = 2
+from wrapper_study.tracr import export
+from wrapper_study.tracr import paper
+
+PAPER_READOUT_POSITION = paper.PAPER_READOUT_POSITION
 
 
 def make_counter(count_token: Any = 'a') -> rasp.SOp:
@@ -293,21 +304,77 @@ LIB_CASES: tuple[tuple[str, dict, tuple, int], ...] = (
 )
 
 
+FILE_FORM = "'path/to/file.py:function' returning (rasp.SOp, vocab, max_seq_len)"
+
+
+def unknown_program_message(name: str) -> str:
+  return (f'program={name!r} is unknown; valid: {sorted(PROGRAMS)}, or a reference '
+          f'{FILE_FORM}.')
+
+
+@dataclasses.dataclass(frozen=True)
+class UserProgram:
+  """What a 'path/to/file.py:function' builder returned, checked."""
+  sop: rasp.SOp
+  vocab: Optional[tuple]
+  max_seq_len: Optional[int]
+  readout_position: Optional[int]
+
+
+def _user_builder(ref: str) -> Callable[..., Any]:
+  fn = export.load_ref(ref, 'program')
+  if not callable(fn):
+    raise ValueError(f'program {ref!r} is not a function; give one returning '
+                     '(rasp.SOp, vocab, max_seq_len).')
+  return fn
+
+
+def user_program(ref: str, kwargs: Mapping[str, Any]) -> UserProgram:
+  """Calls the builder of a file reference and checks what it returned."""
+  out = _user_builder(ref)(**dict(kwargs))
+  if isinstance(out, rasp.SOp):
+    out = (out, None, None)
+  if not isinstance(out, tuple) or len(out) not in (3, 4) or not isinstance(out[0], rasp.SOp):
+    raise ValueError(f'program {ref!r} returned {type(out).__name__}; the contract is a tuple '
+                     '(rasp.SOp, vocab, max_seq_len[, readout_position]).')
+  sop, vocab, max_seq_len, readout = (tuple(out) + (None,))[:4]
+  return UserProgram(sop, None if vocab is None else tuple(vocab), max_seq_len, readout)
+
+
 def resolve_kwargs(name: str, kwargs: Optional[Mapping[str, Any]]) -> dict[str, Any]:
   """Defaults filled in; unknown names raise ValueError listing the valid ones."""
-  if name not in PROGRAMS:
-    raise ValueError(f'program={name!r} is unknown; valid: {sorted(PROGRAMS)}.')
-  defaults = PROGRAMS[name].defaults
   kwargs = dict(kwargs or {})
-  unknown = sorted(set(kwargs) - set(defaults))
+  if export.is_file_ref(name):
+    params = inspect.signature(_user_builder(name)).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+      return kwargs
+    valid = list(params)
+    defaults = {k: p.default for k, p in params.items() if p.default is not p.empty}
+    missing = [k for k in valid if k not in defaults and k not in kwargs]
+    if missing:
+      raise ValueError(f'program {name!r} needs program_kwargs {missing}.')
+  elif name not in PROGRAMS:
+    raise ValueError(unknown_program_message(name))
+  else:
+    defaults = PROGRAMS[name].defaults
+    valid = list(defaults)
+  unknown = sorted(set(kwargs) - set(valid))
   if unknown:
     raise ValueError(f'program_kwargs {unknown} are unknown for program {name!r}; '
-                     f'valid: {sorted(defaults) or "none"}.')
+                     f'valid: {sorted(valid) or "none"}.')
   return {**defaults, **kwargs}
+
+
+def readout_position(name: str, kwargs: Mapping[str, Any]) -> Optional[int]:
+  if export.is_file_ref(name):
+    return user_program(name, kwargs).readout_position
+  return PROGRAMS[name].readout_position
 
 
 def check(name: str, kwargs: Mapping[str, Any], vocab: Sequence[Any], max_seq_len: int) -> None:
   """Program-specific argument checks (kwargs already resolved)."""
+  if export.is_file_ref(name):
+    return
   PROGRAMS[name].check(dict(kwargs), list(vocab), max_seq_len)
 
 
@@ -336,13 +403,16 @@ def _canonicalize_ids(program: rasp.RASPExpr) -> None:
 
 def build(name: str, kwargs: Mapping[str, Any], max_seq_len: int) -> rasp.SOp:
   """The program named `name`, its output named after it, with stable labels."""
-  entry = PROGRAMS[name]
-  kwargs = dict(kwargs)
-  if entry.takes_max_seq_len:
-    kwargs['max_seq_len'] = max_seq_len
-  program = entry(**kwargs)
-  # Naming the output after the registry key makes the output label
-  # f'{name}_1' whatever the builder called it.
-  program = program.named(name)
+  if export.is_file_ref(name):
+    program, label = user_program(name, kwargs).sop, export.split_ref(name)[1]
+  else:
+    entry = PROGRAMS[name]
+    kwargs = dict(kwargs)
+    if entry.takes_max_seq_len:
+      kwargs['max_seq_len'] = max_seq_len
+    program, label = entry(**kwargs), name
+  # Naming the output after the registry key (or the function) makes the
+  # output label f'{label}_1' whatever the builder called it.
+  program = program.named(label)
   _canonicalize_ids(program)
   return program

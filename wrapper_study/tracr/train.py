@@ -1,4 +1,4 @@
-"""Fine-tuning compiled Tracr models as one population in one jit.
+"""Fine-tuning and reverse fine-tuning compiled Tracr models, each population in one jit.
 
 A population is a list of `Member`s (learning rate x C_Tr x seed, and for
 reverse fine-tuning also the model it starts from). Their parameters are
@@ -15,32 +15,57 @@ Shapes: P members, B batch, N test samples, T = seq_len + 1 (BOS).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable, Mapping, Sequence
 
+from absl import logging
 import jax
 import numpy as np
 
 from wrapper_study import losses
 from wrapper_study import model as model_lib
 from wrapper_study import population
-from wrapper_study import tracr_bridge
-from wrapper_study import tracr_tasks
 from wrapper_study import train
+from wrapper_study.analysis import readout
+from wrapper_study.tracr import model as tracr_model
+from wrapper_study.tracr import tasks
+
+# Not a parameter of the compiled model: tracr's read-out, rebuilt from labels.
+FROZEN = ('unembed',)
+# Evaluation steps of reverse fine-tuning (log-spaced; those <= reft.steps, and the last).
+REFT_LOG_STEPS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 3000, 5000, 10000)
+
+
+def compile_model(spec: tasks.TaskSpec, operand=None, cache_dir=None) -> tracr_model.TracrModel:
+  """The task's program compiled for `operand` (default O_PT); cached after the first call."""
+  operand = spec.operand_pt if operand is None else operand
+  return tracr_model.get_compiled(
+      spec.program_name, vocab=list(spec.vocab), max_seq_len=spec.seq_len,
+      program_kwargs={spec.impl.operand_kwarg: operand}, cache_dir=cache_dir or None)
+
+
+def compile_pair(spec: tasks.TaskSpec, cache_dir=None):
+  """(compiled for O_PT, compiled for O_FT): Scr.+FT starts from the latter, so shapes must match."""
+  tm = compile_model(spec, cache_dir=cache_dir)
+  ft_tm = compile_model(spec, spec.operand_ft, cache_dir)
+  if model_lib.param_shapes(ft_tm.params) != model_lib.param_shapes(tm.params):
+    raise ValueError(f'{spec.task} compiled for O_FT={spec.operand_ft!r} has another shape '
+                     'than for O_PT; Scr.+FT needs both in one population.')
+  return tm, ft_tm
 
 
 class TaskData:
   """Vectorized encoding of token-id rows for one compiled model."""
 
-  def __init__(self, spec: tracr_tasks.TaskSpec, tm: tracr_bridge.TracrModel):
+  def __init__(self, spec: tasks.TaskSpec, tm: tracr_model.TracrModel):
     self.spec, self.tm = spec, tm
+    self.position = spec.impl.readout_position
     self._input_lut = np.array([tm.input_encoding[c] for c in spec.vocab], np.int32)
     self._bos = np.int32(tm.input_encoding[tm.bos])
+    if tm.output_values is None:
+      raise ValueError(f'task {spec.task!r}: program {tm.name!r} has a numerical output; '
+                       'fine-tuning needs a categorical one.')
     index = {v: i for i, v in enumerate(tm.output_values)}
-    if spec.program == 'counter':
-      domain = list(range(spec.seq_len + 1))  # Counts.
-    else:
-      domain = list(spec.vocab)  # Token id -> its letter.
+    domain = spec.impl.label_values(spec)  # Label index -> output value.
     self._label_lut = np.array([index.get(v, -1) for v in domain], np.int32)
 
   def inputs(self, tokens_NxL: np.ndarray) -> np.ndarray:
@@ -49,7 +74,7 @@ class TaskData:
 
   def labels(self, tokens_NxL: np.ndarray, operand) -> np.ndarray:
     """Class ids of r(x, operand); -1 where the model has no such class."""
-    return self._label_lut[tracr_tasks.result(self.spec, tokens_NxL, operand)]
+    return self._label_lut[tasks.result(self.spec, tokens_NxL, operand)]
 
 
 def make_batch_fn(data: TaskData, members: Sequence[population.Member], batch_size: int, seed: int,
@@ -59,47 +84,10 @@ def make_batch_fn(data: TaskData, members: Sequence[population.Member], batch_si
   Members sharing (seed, C_Tr) share a stream, so they see the same batches.
   `salt` separates phases (fine-tuning 0, reFT 1) that would otherwise collide.
   """
-  keys = [(m.seed, m.c_tr) for m in members]
-  unique = sorted(set(keys), key=lambda k: (k[0], -1 if k[1] is None else k[1]))
-  which = np.array([unique.index(k) for k in keys])
-
-  def batch_fn(step: int) -> dict:
-    toks = []
-    for s, c in unique:
-      rng = population.stream_rng(seed, s, c, step, salt)
-      toks.append(tracr_tasks.sample(data.spec, rng, batch_size, c))
-    toks = np.stack(toks)[which]  # [P, B, L]
-    flat = toks.reshape(-1, toks.shape[-1])
-    return {'tokens': data.inputs(flat).reshape(len(members), batch_size, -1),
-            'labels': data.labels(flat, operand).reshape(len(members), batch_size)}
-  return batch_fn
-
-
-def answer_loss_fn(config: model_lib.TransformerConfig, readout: int):
-  """Cross-entropy of the answer at the read-out position (the only supervised token)."""
-  def loss_fn(params, batch):
-    logits_BxTxO, _ = model_lib.Transformer(config).apply({'params': params}, batch['tokens'])
-    logits_Bx1xO = logits_BxTxO[:, readout:readout + 1]
-    loss, metrics = losses.weighted_cross_entropy(logits_Bx1xO, batch['labels'][:, None])
-    return loss, {'accuracy': metrics['accuracy']}
-  return loss_fn
-
-
-@functools.lru_cache(maxsize=None)
-def _population_predict_fn(config: model_lib.TransformerConfig, readout: int):
-  def predict(params_P, tokens_NxT):
-    def one(params):
-      logits_NxTxO, _ = model_lib.Transformer(config).apply({'params': params}, tokens_NxT)
-      return logits_NxTxO[:, readout].argmax(-1)
-    return jax.vmap(one)(params_P)
-  return jax.jit(predict)
-
-
-def population_predict(config, readout: int, params_P, tokens_NxT, chunk: int = 512) -> np.ndarray:
-  """[P, N] predicted class ids, in chunks of the test set to bound memory."""
-  fn = _population_predict_fn(config, readout)
-  return np.concatenate([np.asarray(fn(params_P, tokens_NxT[i:i + chunk]))
-                         for i in range(0, len(tokens_NxT), chunk)], axis=1)
+  def sample(rng, c_tr):
+    toks_BxL = tasks.sample(data.spec, rng, batch_size, c_tr)
+    return {'tokens': data.inputs(toks_BxL), 'labels': data.labels(toks_BxL, operand)}
+  return population.stream_batch_fn(members, seed, salt, sample)
 
 
 @dataclasses.dataclass
@@ -114,19 +102,20 @@ def make_test_sets(data: TaskData, n: int, seed: int, c_tes=(0.0, 1.0)) -> dict[
   out = {}
   for c_te in c_tes:
     rng = np.random.default_rng([seed, 7, int(c_te * 1000)])
-    toks = tracr_tasks.sample(data.spec, rng, n, c_te)
+    toks = tasks.sample(data.spec, rng, n, c_te)
     out[f'c_te{c_te:g}'] = TestSet(data.inputs(toks), data.labels(toks, data.spec.operand_pt),
                                    data.labels(toks, data.spec.operand_ft), toks)
   return out
 
 
-def accuracies(config, readout, params_P, test_sets: Mapping[str, TestSet]) -> dict[str, np.ndarray]:
+def accuracies(config, position: int, params_P, test_sets: Mapping[str, TestSet]
+               ) -> dict[str, np.ndarray]:
   """'{c_te}/acc_o_pt' and '/acc_o_ft' in percent, each [P]."""
   out = {}
   for name, ts in test_sets.items():
-    pred = population_predict(config, readout, params_P, ts.inputs)
-    out[f'{name}/acc_o_pt'] = (pred == ts.label_pt).mean(1) * 100
-    out[f'{name}/acc_o_ft'] = (pred == ts.label_ft).mean(1) * 100
+    pred_PxN = readout.predict(config, params_P, ts.inputs, position, population=True)
+    out[f'{name}/acc_o_pt'] = (pred_PxN == ts.label_pt).mean(1) * 100
+    out[f'{name}/acc_o_ft'] = (pred_PxN == ts.label_ft).mean(1) * 100
   return out
 
 
@@ -140,18 +129,75 @@ def noisy_params(params, members: Sequence[population.Member], seed: int, std: f
   copies = []
   for m in members:
     key = jax.random.fold_in(jax.random.PRNGKey(seed), m.seed)
-    copies.append(tracr_bridge.add_weight_noise(params, key, std, skip=tuple(frozen)))
+    copies.append(tracr_model.add_weight_noise(params, key, std, skip=tuple(frozen)))
   return train.stack(copies)
 
 
-def run_population(*, name: str, tm: tracr_bridge.TracrModel, members, params_P, opt_cfg,
-                   total_steps: int, batch_fn, test_sets, eval_steps, workdir, writer,
+def run_population(*, name: str, tm: tracr_model.TracrModel, position: int, members, params_P,
+                   opt_cfg, total_steps: int, batch_fn, test_sets, eval_steps, workdir, writer,
                    save_every: int, log_every: int):
-  """population.run_population with the Tracr answer loss and test-set accuracies."""
+  """population.run_population with the answer loss and test-set accuracies at `position`."""
   return population.run_population(
       name=name, model_config=tm.config, members=members, params_P=params_P, opt_cfg=opt_cfg,
       total_steps=total_steps, batch_fn=batch_fn,
-      loss_fn=answer_loss_fn(tm.config, tm.readout_position),
-      evaluate=lambda p: accuracies(tm.config, tm.readout_position, p, test_sets),
+      loss_fn=losses.answer_loss_fn(tm.config, position),
+      evaluate=lambda p: accuracies(tm.config, position, p, test_sets),
       eval_steps=eval_steps, workdir=workdir, writer=writer, save_every=save_every,
       log_every=log_every)
+
+
+def sgd_config(config, warmup_steps: int) -> dict:
+  """SGD + momentum, warmup then cosine to lr/100; the peak lr is per member."""
+  return dict(name='sgd', lr=1.0, momentum=config.finetune.momentum, schedule='warmup_cosine',
+              warmup_steps=warmup_steps, min_lr_ratio=0.01, frozen=FROZEN,
+              grad_clip_norm=config.finetune.grad_clip_norm)
+
+
+def finetune_grid(config, data: TaskData, test_sets, workdir, writer):
+  """The Table 3 grid (lrs x C_Tr x seeds) as one population: (members, params, history)."""
+  f, name, tm = config.finetune, data.spec.task, data.tm
+  members = population.grid(f.lrs, f.c_trs, f.seeds)
+  params_P = noisy_params(tm.params, members, config.seed, f.noise_std, FROZEN)
+  eval_steps = sorted({int(s) for s in np.linspace(0, f.steps, f.num_evals + 1)})
+  logging.info('%s: fine-tuning %d members (%d lrs x %d C_Tr x %d seeds) for %d steps in one jit',
+               name, len(members), len(f.lrs), len(f.c_trs), len(f.seeds), f.steps)
+  params_P, history = run_population(
+      name=f'{name}_finetune', tm=tm, position=data.position, members=members,
+      params_P=params_P, opt_cfg=sgd_config(config, f.warmup_steps), total_steps=f.steps,
+      batch_fn=make_batch_fn(data, members, f.batch_size, config.seed, data.spec.operand_ft),
+      test_sets=test_sets, eval_steps=eval_steps, workdir=workdir, writer=writer,
+      save_every=f.save_every, log_every=f.log_every)
+  return members, params_P, history
+
+
+def reft_population(config, data: TaskData, ft_tm: tracr_model.TracrModel, members, params_P,
+                    test_sets, workdir, writer):
+  """reFT of chosen fine-tuned models and the Scr.+FT baseline, as one population.
+
+  Scr.+FT: the program compiled for O_FT, noised, trained on O_PT. Returns
+  (reFT members, history).
+  """
+  r, name, tm = config.reft, data.spec.task, data.tm
+  reft_members, sources = [], []
+  for i, m in enumerate(members):
+    if m.lr in r.source_lrs and m.c_tr in r.source_c_trs:
+      for lr in r.lrs:
+        reft_members.append(population.Member(lr, None, m.seed, f'FT lr={m.lr:g} C_Tr={m.c_tr:g}'))
+        sources.append(population.member_params(params_P, i))
+  scratch = [population.Member(lr, None, s, 'Scr.+FT') for lr in r.scratch_lrs
+             for s in config.finetune.seeds]
+  scratch_P = noisy_params(ft_tm.params, scratch, config.seed + 1, config.finetune.noise_std,
+                           FROZEN)
+  params = population.concat(train.stack(sources) if sources else None, scratch_P)
+  reft_members += scratch
+  eval_steps = sorted({s for s in REFT_LOG_STEPS if s <= r.steps} | {r.steps})
+  logging.info('%s: reverse fine-tuning %d members (incl. %d Scr.+FT) for %d steps',
+               name, len(reft_members), len(scratch), r.steps)
+  _, history = run_population(
+      name=f'{name}_reft', tm=tm, position=data.position, members=reft_members,
+      params_P=params, opt_cfg=sgd_config(config, r.warmup_steps), total_steps=r.steps,
+      batch_fn=make_batch_fn(data, reft_members, config.finetune.batch_size, config.seed,
+                             data.spec.operand_pt, salt=1),
+      test_sets={'c_te0': test_sets['c_te0']}, eval_steps=eval_steps, workdir=workdir,
+      writer=writer, save_every=config.finetune.save_every, log_every=config.finetune.log_every)
+  return reft_members, history
