@@ -158,6 +158,9 @@ def main(argv):
     _fail('config error', e)
   except checkpoint.CorruptCheckpointError as e:  # An explicitly requested step is damaged.
     _fail('checkpoint error', e)
+  except FloatingPointError as e:  # A single run diverged (a population goes on without it).
+    _fail('training diverged', f'{e} Lower the learning rate, or rerun to resume from the '
+          'last good checkpoint.')
   report = (result or {}).get('report', workdir / 'report.md')
   logging.info('Done. Report: %s', report)
 
