@@ -95,3 +95,8 @@ def test_a_workdir_of_another_architecture_is_one_line_and_left_intact(tmp_path)
   _assert_one_line(proc, 'different architecture', after_start=True)
   assert 'model.d_model' in proc.stderr
   assert _tree_bytes(workdir / 'checkpoints') == before
+
+
+def test_a_diverged_single_run_ends_in_one_line(tmp_path):
+  proc = _run(['--config=tinystories_study:smoke', '--config.pretrain.lr=1e30'], tmp_path / 'run')
+  _assert_one_line(proc, 'FATAL training diverged: Non-finite', after_start=True)
