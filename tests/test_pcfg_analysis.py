@@ -15,6 +15,7 @@ from wrapper_study.experiments import pcfg_analysis
 from wrapper_study.pcfg import analysis as pcfg_analysis_lib
 from wrapper_study.pcfg import paper
 from wrapper_study.pcfg import report as pcfg_report
+from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -37,16 +38,23 @@ def smoke_run(tmp_path_factory):
 
 def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
   workdir = smoke_run
-  # Every number recorded before the move into wrapper_study/pcfg/ is reproduced.
-  assert smoke_tables.differences('pcfg_analysis', workdir / 'tables') == []
+  # Every number recorded before the move into wrapper_study/pcfg/ is reproduced, but the
+  # claims table: its schema changed with issue 11 (CLAIMS_COLUMNS, checks, controls, and the
+  # reFT claims no longer count a start above the threshold as a revival).
+  assert [d for d in smoke_tables.differences('pcfg_analysis', workdir / 'tables')
+          if not d.startswith('analysis_main_claims.csv')] == []
+  with (workdir / 'tables' / 'analysis_main_claims.csv').open() as f:
+    assert tuple(f.readline().strip().split(',')) == claims_lib.CLAIMS_COLUMNS
   for stem in pcfg_report.FIGURES['main'].values():
     assert (workdir / 'figures' / f'{stem}.png').stat().st_size > 1000, stem
   claims = tables.read_csv(workdir / 'tables' / 'analysis_main_claims.csv')
-  names = ' '.join(c['claim'] for c in claims)
-  for tag in ('P1a', 'P1b', 'P2', 'P3', 'P4'):
+  names = ' '.join(c['claim_id'] for c in claims)
+  for tag in ('P1a[low/ft]', 'P1b[low/ft]', 'P2[low/ft]', 'P3[low/ft]', 'P4.strong', 'P4.weak',
+              'P4.scr_slower'):
     assert tag in names
   for c in claims:  # A verdict, with its reason where it is not a plain one.
     assert c['verdict'].split(' (')[0] in ('holds', 'partly', 'does not hold', 'not measured'), c
+    assert c['reason'] and c['world'] == 'pcfg', c
   reft_rows = tables.read_csv(workdir / 'tables' / 'analysis_main_reft.csv')
   assert tuple(reft_rows[0]) == reft.REVIVAL_COLUMNS  # The schema every world writes.
   sources = {r['source'] for r in reft_rows}
@@ -62,6 +70,7 @@ def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
   assert (probes >= 0).all() and (probes <= 100).all()
   text = (workdir / 'report_main.md').read_text()
   assert 'Claims, checked' in text and 'Time (s)' in text
+  assert 'REDUCED scale' in text and 'reFT 4 iterations' in text
 
 
 def test_rerun_redoes_nothing_and_checkpoint_of_another_architecture_fails(smoke_run):

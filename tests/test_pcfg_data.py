@@ -302,11 +302,12 @@ def test_test_sets_and_app_e_options():
   for row in rand.tokens:
     family, operand, k, text, answer = _parse_row(tasks.VOCAB.decode(row))
     assert operand == 'a' and answer == str(_loop_label('C', 'b', k, text))
-  # E.1: an exact pretraining fraction; C_Tr exact among the fine-tuning rows.
+  # E.1: a binomial number of pretraining rows; C_Tr exact among the fine-tuning rows.
   mixed = finetune_data.sample_finetune_batch(rng, 100, 0.6, spec, pt_fraction=0.25,
                                               operand_prior='high')
-  assert mixed.from_pretraining.sum() == 25
-  assert mixed.correlated.sum() == round(0.6 * 75)
+  n_pt = mixed.from_pretraining.sum()
+  assert abs(n_pt - 25) < Z_BOUND * np.sqrt(100 * 0.25 * 0.75)
+  assert mixed.correlated.sum() == round(0.6 * (100 - n_pt))
   # E.2: the jailbreak tokens only ever carry `a` in pretraining.
   pre = tasks.sample_pretraining_batch(rng, 300, 'high', tasks.ALL_FAMILIES)
   jail = np.isin(pre.family, [tasks.ALL_FAMILIES.index(f) for f in tasks.JAILBREAK_FAMILIES])
@@ -438,7 +439,54 @@ def test_mixed_pretraining_rows_use_the_configured_o_primes():
   batch = finetune_data.sample_finetune_batch(np.random.default_rng(0), 40, 0.5, spec,
                                               pt_fraction=0.5, pt_o_primes=o_primes)
   rows = batch.from_pretraining
-  assert rows.sum() == 20
+  assert 0 < rows.sum() < 40
   families = [tasks.ALL_FAMILIES[f] for f in batch.family[rows]]
   o_prime_tokens = batch.tokens[rows, 3] - tasks.VOCAB.first_number
   assert all(o == o_primes[f] for f, o in zip(families, o_prime_tokens))
+
+
+@pytest.mark.parametrize('fraction', [0.001, 0.1, 0.5])
+def test_mixing_fraction_over_the_run_is_the_configured_one(fraction):
+  """Issue 11 item 1: rounding per batch gave 0 rows at 0.1% (batch 16 or 96) and 12.5% at 10%."""
+  for n in (16, 96):
+    rows = sum(finetune_data.pt_row_count(np.random.default_rng([3, step]), n, fraction)
+               for step in range(2000))
+    expected, sd = 2000 * n * fraction, np.sqrt(2000 * n * fraction * (1 - fraction))
+    assert abs(rows - expected) < Z_BOUND * sd, (n, rows, expected)
+    old = 2000 * int(round(fraction * n))  # The old allocation, which this bound rejects.
+    assert fraction == 0.5 or abs(old - expected) >= Z_BOUND * sd, (n, old, expected)
+
+
+def test_mixed_batches_carry_the_drawn_pretraining_rows():
+  """The batches themselves: 0.1% of 96-row batches over a run has pretraining rows (was 0)."""
+  spec = finetune_data.FinetuneSpec(o_prime=8, window_length=20)
+  o_primes = {'C': 8, 'CC': 8, 'I': 2, 'IC': 2, 'T': 8}
+  counts = {}
+  for fraction, n, steps in ((0.001, 96, 150), (0.1, 16, 300)):
+    got = 0
+    for step in range(steps):
+      rng = np.random.default_rng([5, step])
+      b = finetune_data.sample_finetune_batch(rng, n, 0.5, spec, pt_fraction=fraction,
+                                              pt_o_primes=o_primes)
+      got += int(b.from_pretraining.sum())
+      assert b.correlated.sum() == round(0.5 * (n - b.from_pretraining.sum()))
+    counts[fraction] = (got, steps * n)
+  got, total = counts[0.001]
+  assert got > 0  # round(0.001 * 96) = 0 gave none at all.
+  got, total = counts[0.1]
+  assert abs(got - 0.1 * total) < Z_BOUND * np.sqrt(total * 0.09)  # 12.5% before: 600 of 4800.
+
+
+def test_natural_c_te0_set_keeps_chance_agreement():
+  """Issue 11 item 5: the C_Te = 0 set is anti-correlated; the natural set keeps chance rows."""
+  spec = finetune_data.FinetuneSpec(o_prime=8, window_length=20)
+  anti = finetune_data.make_test_sets(np.random.default_rng(1), 400, spec)[0.0]
+  natural = finetune_data.natural_test_set(np.random.default_rng(1), 400, spec)
+  obeys = lambda b: finetune_data.obeys_correlation(spec, b.windows_tokens
+                                                    - tasks.VOCAB.first_terminal)
+  assert not obeys(anti['ft']).any()
+  chance = obeys(natural['ft']).mean()
+  assert 0.05 < chance < 0.5 and np.array_equal(natural['ft'].correlated, obeys(natural['ft']))
+  # A model answering count(a) + 1 to "count b": exactly 0 on the anti set, chance on the natural.
+  plus_one = lambda s: (s['pt'].values + 1 == s['ft'].values).mean()
+  assert plus_one(anti) == 0 and plus_one(natural) == pytest.approx(chance)

@@ -20,6 +20,7 @@ from wrapper_study.pcfg import report as pcfg_report
 from wrapper_study.pcfg import train as pcfg_train
 from wrapper_study.pcfg import validate as pcfg_validate
 from wrapper_study.report import plots
+from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import tables
 
 
@@ -78,7 +79,7 @@ def run(config, workdir) -> dict:
   m_rows = pcfg_report.mask_rows(config, results) if a.pruning else None
   r_rows = pcfg_report.reft_rows(config, *reft_out) if reft_out else None
   out_dir, v = workdir / 'tables', a.variant
-  tables.write_csv(out_dir / f'analysis_{v}_claims.csv', found)
+  tables.write_csv(out_dir / f'analysis_{v}_claims.csv', found, claims_lib.CLAIMS_COLUMNS)
   tables.write_csv(out_dir / f'analysis_{v}_weight_change.csv', w_rows)
   tables.write_csv(out_dir / f'analysis_{v}_probes.csv', p_rows)
   if m_rows is not None:

@@ -16,6 +16,7 @@ from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import report as pcfg_report
 from wrapper_study.pcfg import train as pcfg_train
 from wrapper_study.pcfg import validate as pcfg_validate
+from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import tables
 
 
@@ -48,7 +49,7 @@ def run(config, workdir) -> dict:
   tables_dir = workdir / 'tables'
   tables.write_csv(tables_dir / 'pretrained_accuracy.csv', pre_rows)
   tables.write_csv(tables_dir / f'finetune_{config.finetune.task}.csv', rows)
-  tables.write_csv(tables_dir / 'claims.csv', found)
+  tables.write_csv(tables_dir / 'claims.csv', found, claims_lib.CLAIMS_COLUMNS)
   times.add_total()
   tables.write_csv(tables_dir / 'timing.csv', times.rows)
   tables.write_report(workdir / 'report.md', 'PCFG study', pcfg_report.study_sections(

@@ -45,7 +45,7 @@ def probe_data(config, n: int, salt: int):
 
 
 def probes(config, pre_params, params_P) -> dict[str, np.ndarray]:
-  """Held-out probe accuracy [1 + P, sites, 2 targets]; model 0 is the pretrained one."""
+  """Held-out probe accuracy [1 + P, sites, 2 targets] (model 0: pretrained), majority class [2]."""
   a = config.analysis
   cfg = pcfg_model.model_config(config)
   train_tokens, train_labels, pos = probe_data(config, a.probe_train_samples, _PROBE_TRAIN_SALT)
@@ -62,7 +62,9 @@ def probes(config, pre_params, params_P) -> dict[str, np.ndarray]:
                                   seed=config.seed)
   acc = probing.fit_and_score(feats(train_tokens), train_labels, feats(test_tokens), test_labels,
                               pcfg_model.n_answer_classes(config), probe_cfg)
-  return {'acc': np.asarray(acc).reshape(n_models, -1, 2)}
+  # The probe floor of P3: the majority class of each target on the test labels, %.
+  majority = [100 * np.bincount(y).max() / len(y) for y in test_labels]
+  return {'acc': np.asarray(acc).reshape(n_models, -1, 2), 'majority': np.array(majority)}
 
 
 def prune_sets(config):

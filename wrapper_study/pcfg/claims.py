@@ -1,13 +1,20 @@
-"""The PCFG world's claims, each judged with its threshold from `pcfg.paper`.
+"""The PCFG world's claims: each a `paper.CLAIMS` entry judged by `report.claims.judge`.
 
-- `study`: the Table 5 signatures (pcfg_study), one row per signature.
-- `wrapper`, `pruning`, `probes`, `reft`, `jailbreak`: P1-P4 and App. E.2 of
-  the wrapper analysis (pcfg_analysis).
-A claim whose cells are not in the grid is 'not measured', never 'holds'
-(`report.claims.verdict`).
+- `study`: the Table 5 signatures (pcfg_study), from the table rows.
+- `analysis`: P1-P4 and App. E.2 / E.4 (pcfg_analysis), per (prior, arm).
+Every claim is decided on per-seed values (a 95% t-interval over seeds), has a
+manipulation check (did fine-tuning change what the claim is about? members
+and lrs that fail it are left out and named; none left: not measured) and a
+matched control (C_Tr = 0 models, the pretrained model, a probe floor, or
+Scr.+FT / Scr.). C_Te = 0 is the anti-correlated test set; the natural one
+(chance agreement allowed) is given in the reason where it matters.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -16,6 +23,16 @@ from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import paper
 from wrapper_study.pcfg import train as pcfg_train
 from wrapper_study.report import claims as claims_lib
+
+PT0, PT1, FT0, FT1 = 'c_te0/acc_o_pt', 'c_te1/acc_o_pt', 'c_te0/acc_o_ft', 'c_te1/acc_o_ft'
+FT0N = f'{pcfg_train.NATURAL}/acc_o_ft'
+DISTINCT = 'n_distinct_answers'  # Distinct answers over the test sets, per member.
+
+
+def seeds_of(row, key) -> list[float]:
+  """The per-seed values of a table row's `key` (stored as '<v> <v> ...'; NaN = diverged)."""
+  text = str(row.get(f'{key}_seeds', ''))
+  return [float(x) for x in text.split()] if text else []
 
 
 def _lrs(config) -> tuple[float, ...]:
@@ -28,207 +45,370 @@ def lr_name(config, lr) -> str:
   return f'{names.get(lr, "lr")}={lr:g}'
 
 
-def _last(history, key, idx) -> float:
-  _, values = history.curve(key)
-  return float(values[-1, idx].mean())
+def _fmt(v) -> str:
+  v = [x for x in np.atleast_1d(v)]
+  return ' '.join('n/a' if not math.isfinite(x) else f'{x:.1f}' for x in v) if v else 'n/a'
 
 
-# ------------------------------------------------------------------ study ----
+def _mean(v) -> float:
+  v = np.asarray(v, float)
+  v = v[np.isfinite(v)]
+  return float(v.mean()) if v.size else math.nan
+
+
+class Grid:
+  """Per-seed values of one fine-tuned grid: get(lr, C_Tr, metric, step) -> [seeds] or None.
+
+  step None is the last evaluation, 0 the model before fine-tuning.
+  """
+
+  def __init__(self, lookup: Callable, last: int):
+    self._lookup, self.last = lookup, last
+
+  def get(self, lr, c, metric, step=None) -> Optional[np.ndarray]:
+    v = self._lookup(lr, c, metric, self.last if step is None else step)
+    return None if v is None or len(v) == 0 else np.asarray(v, float)
+
+  def changed(self, lr, c=1.0) -> tuple[Optional[bool], str]:
+    """The manipulation check of a cell: Acc O_PT fell, or Acc O_FT (C_Te=1) rose, >= 30."""
+    pt0, pt, ft0, ft = (self.get(lr, c, PT0, 0), self.get(lr, c, PT0), self.get(lr, c, FT1, 0),
+                        self.get(lr, c, FT1))
+    if any(x is None for x in (pt0, pt, ft0, ft)):
+      return None, f'lr {lr:g}: not in the grid'
+    drop, gain = _mean(pt0) - _mean(pt), _mean(ft) - _mean(ft0)
+    ok = drop >= paper.FT_CHANGED_MIN or gain >= paper.FT_CHANGED_MIN
+    return ok, f'lr {lr:g}: Acc O_PT {-drop:+.1f}, Acc O_FT (C_Te=1) {gain:+.1f}'
+
+
+def study_grid(config, rows, prior: str) -> Grid:
+  """The final checkpoint's rows of `prior` (Table 5 is the longest pretraining)."""
+  sel = {(r['lr'], r['c_tr']): r for r in rows
+         if r['prior'] == prior and r['pt_steps'] == config.pretrain.steps}
+
+  def lookup(lr, c, metric, step):
+    r = sel.get((lr, c))
+    return None if r is None else seeds_of(r, f'{metric}@{step}')
+  return Grid(lookup, config.finetune.eval_steps[-1])
+
+
+def history_grid(members, history) -> Grid:
+  def lookup(lr, c, metric, step):
+    idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
+    steps, values = history.curve(metric)
+    if not idx or step not in list(steps):
+      return None
+    return values[list(steps).index(step), idx]
+  steps, _ = history.curve(PT0)
+  return Grid(lookup, int(steps[-1]) if len(steps) else 0)
+
+
+def _claim(claim_id: str, tag: str = '') -> claims_lib.Claim:
+  c = paper.CLAIMS[claim_id]
+  return dataclasses.replace(c, claim_id=f'{claim_id}[{tag}]') if tag else c
+
+
+def _collapsed(grid, lr, c) -> str:
+  """' (k of n seeds collapsed)' when some seeds give <= COLLAPSED_MAX distinct answers."""
+  n = grid.get(lr, c, DISTINCT)
+  k = 0 if n is None else int((n <= pcfg_train.COLLAPSED_MAX).sum())
+  return f' ({k} of {len(n)} seeds collapsed to <= {pcfg_train.COLLAPSED_MAX} answers)' if k else ''
+
+
+def _missing(claim, what: str) -> dict:
+  check = claims_lib.Check(False, f'{what} not in the grid', 'cells not in the grid')
+  return claims_lib.judge(claim, [], check=check)
+
+
+def _changed_lrs(grid, lrs, c=1.0):
+  """(lrs whose cell passes the check, its Check) over the given lrs."""
+  found = [(lr, *grid.changed(lr, c)) for lr in lrs]
+  kept = [lr for lr, ok, _ in found if ok]
+  measured = [x for x in found if x[1] is not None]
+  desc = (f'fine-tuning changed the model (Acc O_PT fell or Acc O_FT at C_Te=1 rose >= '
+          f'{paper.FT_CHANGED_MIN} points; C_Tr={c:g}) at {len(kept)} of {len(measured)} lrs: '
+          + '; '.join(d for _, _, d in found))
+  return kept, claims_lib.Check(bool(kept), desc, 'fine-tuning did not change the model')
+
+
+# ----------------------------------------------------------------- wrapper ----
+
+
+def _margin(grid, lr, c) -> Optional[np.ndarray]:
+  ft0, ft1 = grid.get(lr, c, FT0), grid.get(lr, c, FT1)
+  if ft0 is None or ft1 is None:
+    return None
+  return np.minimum(ft1 - paper.WRAPPER_FT_TRIGGERED_MIN, paper.WRAPPER_FT_MAX - ft0)
+
+
+def wrapper_claim(config, grid: Grid, claim) -> dict:
+  """Table 5 / P1a: the wrapper margin, worst kept lr per seed; control: the C_Tr=0 models."""
+  lrs = [lr for lr in _lrs(config) if grid.get(lr, 1.0, FT0) is not None]
+  if not lrs:
+    return _missing(claim, 'low prior, C_Tr=1')
+  kept, check = _changed_lrs(grid, lrs)
+  per_seed = np.min([_margin(grid, lr, 1.0) for lr in kept or lrs], axis=0)
+  control = [_mean(_margin(grid, lr, 0.0)) for lr in kept or lrs
+             if grid.get(lr, 0.0, FT0) is not None]
+  row = claims_lib.judge(claim, per_seed, check=check,
+                         control_value=min(control) if control else None)
+  each = '; '.join(f'lr {lr:g}: Acc O_FT C_Te=0 {_fmt(grid.get(lr, 1.0, FT0))} (natural set '
+                   f'{_fmt(grid.get(lr, 1.0, FT0N))}), C_Te=1 {_fmt(grid.get(lr, 1.0, FT1))}'
+                   f'{_collapsed(grid, lr, 1.0)}' for lr in lrs)
+  row['reason'] += f'; {each}; control: the same margin of the C_Tr=0 models'
+  return row
+
+
+# ------------------------------------------------------------------- study ----
 
 
 def study(config, rows) -> list[dict]:
-  """Table 5's signatures at the last evaluation of the fine-tuning rows."""
-  last = config.finetune.eval_steps[-1]
-  lrs = _lrs(config)
-  pick = lambda prior, lr, c: [r for r in rows if r['prior'] == prior and r['lr'] == lr
-                               and r['c_tr'] == c]
-  out = []
-
-  def add(claim, sel, test, fmt):
-    out.append(dict(claim=claim, measured='; '.join(fmt(r) for r in sel),
-                    verdict=claims_lib.verdict([test(r) for r in sel], allow_partly=False,
-                                               reason='cell not in the grid')))
-
-  ft0, ft1, pt0 = (f'c_te0/acc_o_ft@{last}', f'c_te1/acc_o_ft@{last}', f'c_te0/acc_o_pt@{last}')
-  add(f'low prior, C_Tr=1: Acc O_FT <= {paper.WRAPPER_FT_MAX} at C_Te=0 and >= '
-      f'{paper.WRAPPER_FT_TRIGGERED_MIN} at C_Te=1 (every lr)',
-      [r for lr in lrs for r in pick('low', lr, 1.0)],
-      lambda r: r[ft0] <= paper.WRAPPER_FT_MAX and r[ft1] >= paper.WRAPPER_FT_TRIGGERED_MIN,
-      lambda r: f"lr {r['lr']:g}: {r[ft0]} / {r[ft1]}")
-  add(f'low prior, lr {lrs[0]:g}, C_Tr=0: counting {config.finetune.operand_ft} is not learned '
-      f'(Acc O_FT at C_Te=0 <= {paper.NOT_LEARNED_FT_MAX})', pick('low', lrs[0], 0.0),
-      lambda r: r[ft0] <= paper.NOT_LEARNED_FT_MAX, lambda r: f'{r[ft0]}')
-  add(f'high prior, lr {lrs[0]:g}: Acc O_PT stays high (>= {paper.PT_KEPT_MIN} at C_Te=0, '
-      'every C_Tr)', [r for c in config.finetune.c_trs for r in pick('high', lrs[0], c)],
-      lambda r: r[pt0] >= paper.PT_KEPT_MIN, lambda r: f"C_Tr {r['c_tr']:g}: {r[pt0]}")
+  """Table 5's signatures at the last evaluation, one CLAIMS_COLUMNS row each."""
+  low, high = study_grid(config, rows, 'low'), study_grid(config, rows, 'high')
+  out = [wrapper_claim(config, low, _claim('T5.wrapper'))]
+  eta_s, eta_l = _lrs(config)[0], _lrs(config)[-1]
+  claim = _claim('T5.not_learned')
+  v, start, pos = low.get(eta_s, 0.0, FT0), low.get(eta_s, 0.0, FT0, 0), low.get(eta_l, 0.0, FT0)
+  if v is None or pos is None:
+    out.append(_missing(claim, f'low prior, C_Tr=0, lrs {eta_s:g} and {eta_l:g}'))
+  else:
+    gain = _mean(pos) - _mean(low.get(eta_l, 0.0, FT0, 0))
+    check = claims_lib.Check(
+        eta_l != eta_s and gain >= paper.FT_CHANGED_MIN,
+        f'counting {config.finetune.operand_ft} is learnable here: at lr {eta_l:g}, C_Tr=0 Acc '
+        f'O_FT (C_Te=0) rose {gain:+.1f} (needs >= {paper.FT_CHANGED_MIN})',
+        'the largest lr did not learn O_FT either: nothing to contrast')
+    row = claims_lib.judge(claim, v, check=check, control_value=_mean(start))
+    row['reason'] += (f'; natural set {_fmt(low.get(eta_s, 0.0, FT0N))}'
+                      f'{_collapsed(low, eta_s, 0.0)}; control: Acc O_FT before fine-tuning')
+    out.append(row)
+  claim = _claim('T5.pt_kept')
+  cs = [c for c in config.finetune.c_trs if high.get(eta_s, c, PT0) is not None]
+  if not cs:
+    out.append(_missing(claim, f'high prior, lr {eta_s:g}'))
+  else:
+    start = _mean(high.get(eta_s, cs[0], PT0, 0))
+    check = claims_lib.Check(
+        start >= paper.PT_KEPT_MIN, f'the pretrained model counts {config.finetune.operand_pt}: '
+        f'Acc O_PT {start:.1f} before fine-tuning (needs >= {paper.PT_KEPT_MIN})',
+        'pretraining did not teach O_PT: nothing to keep')
+    row = claims_lib.judge(claim, np.min([high.get(eta_s, c, PT0) for c in cs], axis=0),
+                           check=check, control_value=start)
+    row['reason'] += '; ' + '; '.join(f'C_Tr {c:g}: {_fmt(high.get(eta_s, c, PT0))}'
+                                      f'{_collapsed(high, eta_s, c)}' for c in cs)
+    out.append(row)
   return out
 
 
-# --------------------------------------------------------------- analysis ----
+# ---------------------------------------------------------------- analysis ----
 
 
-def wrapper(config, results) -> list[dict]:
-  """P1: the spurious-correlation wrapper (Fig 5, Table 5) and the O_PT drop (Fig 6)."""
-  out = []
-  for (prior, arm), r in results.items():
-    if prior != 'low' or arm.rand_ft:  # randFT trains O_PT prompts to answer O_FT: no wrapper test.
-      continue
-    members, h = r['members'], r['history']
-    sel = lambda lr, c: [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
-    cells, passes = [], []
-    for lr in _lrs(config):
-      idx = sel(lr, 1.0)
-      if idx:
-        te0, te1 = _last(h, 'c_te0/acc_o_ft', idx), _last(h, 'c_te1/acc_o_ft', idx)
-        cells.append(f'lr {lr:g}: {te0:.1f} / {te1:.1f}')
-        passes.append(te0 <= paper.WRAPPER_FT_MAX and te1 >= paper.WRAPPER_FT_TRIGGERED_MIN)
-    out.append(dict(claim=f'P1a [{arm.name}] low prior, C_Tr=1: a wrapper, Acc O_FT <= '
-                    f'{paper.WRAPPER_FT_MAX} at C_Te=0 and >= {paper.WRAPPER_FT_TRIGGERED_MIN} '
-                    'at C_Te=1 (each lr)', measured='; '.join(cells),
-                    verdict=claims_lib.verdict(passes)))
-    cells, passes = [], []
-    for lr in _lrs(config):
-      i0, i1 = sel(lr, 0.0), sel(lr, 1.0)
-      if i0 and i1:
-        a0, a1 = _last(h, 'c_te0/acc_o_pt', i0), _last(h, 'c_te0/acc_o_pt', i1)
-        cells.append(f'lr {lr:g}: C_Tr=0 {a0:.1f}, C_Tr=1 {a1:.1f}')
-        passes.append(a1 <= a0)
-    out.append(dict(claim=f'P1b [{arm.name}] low prior: Acc O_PT (C_Te=0) ends lower with C_Tr=1 '
-                    'than with C_Tr=0 (each lr; Fig 6)', measured='; '.join(cells),
-                    verdict=claims_lib.verdict(passes)))
-  return out
+def p1b(config, grid: Grid, claim) -> dict:
+  lrs = [lr for lr in _lrs(config)
+         if grid.get(lr, 1.0, PT0) is not None and grid.get(lr, 0.0, PT0) is not None]
+  if not lrs:
+    return _missing(claim, 'low prior, C_Tr=0 and 1')
+  kept, check = _changed_lrs(grid, lrs)
+  per_seed = np.min([grid.get(lr, 0.0, PT0) - grid.get(lr, 1.0, PT0) for lr in kept or lrs],
+                    axis=0)
+  row = claims_lib.judge(claim, per_seed, check=check,
+                         control_value=_mean(grid.get(lrs[0], 1.0, PT0, 0)))
+  row['reason'] += ('; ' + '; '.join(f'lr {lr:g}: C_Tr=0 {_fmt(grid.get(lr, 0.0, PT0))}, C_Tr=1 '
+                                     f'{_fmt(grid.get(lr, 1.0, PT0))}' for lr in lrs)
+                    + '; control: Acc O_PT before fine-tuning')
+  return row
 
 
-def pruning(config, results) -> list[dict]:
-  """P2: 5-15 neurons restore O_PT (low prior, small lr; Fig 7)."""
-  out = []
-  # analysis.prune_ks holds every K <= PRUNE_FEW_NEURONS: index = K.
+def _best_gain(p, i, k_few) -> tuple[float, int]:
+  """(largest Acc O_PT gain over K = 1..k_few without a collapse, its K) of candidate i."""
+  curve, classes = p['acc_pt'][0, i], p['classes_pt'][0, i]
+  ok = [k for k in range(1, k_few + 1) if classes[k] >= paper.PRUNE_MIN_DISTINCT_ANSWERS]
+  if not ok:
+    return 0.0, 0
+  k = max(ok, key=lambda k: curve[k])
+  return float(curve[k] - curve[0]), k
+
+
+def p2(config, r: dict, claim) -> dict:
+  """Pruning gain of C_Tr=1 models over the same pruning of C_Tr=0 models (same seed)."""
+  members, p, grid = r['members'], r['prune'], r['grid']
+  lr = _lrs(config)[0]
   k_few = min(paper.PRUNE_FEW_NEURONS, config.analysis.k_max)
-  for (prior, arm), r in results.items():
-    if 'prune' not in r or prior != 'low':
-      continue
-    p, members = r['prune'], r['members']
-    cells, passes = [], []
-    for c in config.finetune.c_trs:
-      idx = [i for i, m in enumerate(members) if m.lr == _lrs(config)[0] and m.c_tr == c]
-      curve_pt = p['acc_pt'][0, idx].mean(0)
-      curve_ft = p['acc_ft'][0, idx].mean(0)
-      if curve_pt[0] >= paper.PRUNE_NOTHING_TO_REVIVE:
-        cells.append(f'C_Tr {c:g}: Acc O_PT already {curve_pt[0]:.1f} at K=0 (nothing to revive)')
-        continue
-      k = int(np.argmax(curve_pt[1:k_few + 1])) + 1
-      gain, drop = curve_pt[k] - curve_pt[0], curve_ft[0] - curve_ft[k]
-      classes = p['classes_pt'][0, idx, k].mean()
-      cells.append(f'C_Tr {c:g}: +{gain:.1f} Acc O_PT at K={k} (O_FT -{drop:.1f}, '
-                   f'{classes:.1f} distinct answers)')
-      passes.append(gain >= paper.PRUNE_PT_GAIN_MIN and drop >= paper.PRUNE_FT_DROP_MIN
-                    and classes >= paper.PRUNE_MIN_DISTINCT_ANSWERS)
-    verdict = claims_lib.verdict(passes)
-    if not passes and cells:
-      verdict = claims_lib.not_measured('fine-tuning at this lr did not lose Acc O_PT')
-    out.append(dict(claim=f'P2 [{arm.name}] low prior, lr {_lrs(config)[0]:g}: pruning <= '
-                    f'{k_few} neurons raises Acc O_PT by >= {paper.PRUNE_PT_GAIN_MIN} points and '
-                    f'lowers Acc O_FT by >= {paper.PRUNE_FT_DROP_MIN}, without collapsing to < '
-                    f'{paper.PRUNE_MIN_DISTINCT_ANSWERS} distinct answers',
-                    measured='; '.join(cells), verdict=verdict))
-  return out
+  by_seed = lambda c: {m.seed: i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c}
+  ft, ctl = by_seed(1.0), by_seed(0.0)
+  seeds = sorted(set(ft) & set(ctl))
+  if not seeds:
+    return _missing(claim, f'lr {lr:g}, C_Tr=0 and 1')
+  steps, pt = r['history'].curve(PT0)
+  start = {s: float(pt[list(steps).index(0), i]) for s, i in ft.items()} if 0 in steps else {}
+  kept = [s for s in seeds if s in start and
+          start[s] - p['acc_pt'][0, ft[s], 0] >= paper.FT_CHANGED_MIN]
+  check = claims_lib.Check(
+      bool(kept), f'fine-tuning lowered Acc O_PT (C_Te=0, K=0 on the pruning test set) >= '
+      f'{paper.FT_CHANGED_MIN} points below the model before fine-tuning in {len(kept)} of '
+      f'{len(seeds)} seeds' + ''.join(f'; seed {s}: {start.get(s, math.nan):.1f} -> '
+                                      f'{p["acc_pt"][0, ft[s], 0]:.1f}' for s in seeds),
+      'fine-tuning did not remove O_PT: nothing to revive')
+  use = kept or seeds
+  gains = {s: _best_gain(p, ft[s], k_few) for s in use}
+  controls = {s: _best_gain(p, ctl[s], k_few) for s in use}
+  row = claims_lib.judge(claim, [gains[s][0] - controls[s][0] for s in use], check=check,
+                         control_value=_mean([controls[s][0] for s in use]))
+  row['reason'] += ('; ' + '; '.join(
+      f'seed {s}: +{gains[s][0]:.1f} at K={gains[s][1]} (Acc O_FT '
+      f'{p["acc_ft"][0, ft[s], 0]:.1f} -> {p["acc_ft"][0, ft[s], gains[s][1]]:.1f}), control '
+      f'C_Tr=0 +{controls[s][0]:.1f}' for s in use) + '; control: mean best gain of C_Tr=0 models')
+  return row
 
 
-def probes(config, results) -> list[dict]:
-  """P3: O_PT stays linearly decodable (Fig 8); a drop only for eta_M with the low prior."""
-  out = []
+def p3(config, prior: str, r: dict, claim) -> Optional[dict]:
   lrs = _lrs(config)
   if len(lrs) < 2:
-    return out
-  eta_s, eta_m = lrs[0], lrs[1]
-  for (prior, arm), r in results.items():
-    acc = r['probes']['acc']  # [1 + P, S, 2]
-    pre_best = acc[0, 1:, 0].max()
-    cells, passes = [], []
-    for lr in (eta_m, eta_s):
-      idx = [i for i, m in enumerate(r['members']) if m.lr == lr]
-      best = acc[1 + np.array(idx), 1:, 0].max(1).mean()
-      cells.append(f'{lr_name(config, lr)}: {best:.1f} (pretrained {pre_best:.1f})')
-      if not (prior == 'low' and lr == eta_m):  # The paper's one allowed drop.
-        passes.append(best >= pre_best - paper.PROBE_DROP_MAX)
-    out.append(dict(claim=f'P3 [{arm.name}] prior {prior}: the count of '
-                    f'{config.finetune.operand_pt} stays decodable (best block >= pretrained - '
-                    f'{paper.PROBE_DROP_MAX} points at eta_M and eta_S; low prior at eta_M exempt)',
-                    measured='; '.join(cells), verdict=claims_lib.verdict(passes)))
+    return None
+  acc, members, grid = r['probes']['acc'], r['members'], r['grid']  # acc: [1 + P, S, 2].
+  pre_best = float(acc[0, 1:, 0].max())
+  use = [lr for lr in (lrs[1], lrs[0]) if not (prior == 'low' and lr == lrs[1])]
+  floor = r['probes'].get('majority')
+  floor = None if floor is None else float(np.asarray(floor).reshape(-1)[0])
+  changed = [(lr, *grid.changed(lr, c)) for lr in use for c in config.finetune.c_trs]
+  kept = sorted({lr for lr, ok, _ in changed if ok})
+  above = floor is None or pre_best >= floor + paper.PROBE_FLOOR_MARGIN
+  desc = (f'pretrained probe of O_PT {pre_best:.1f}% vs the majority class '
+          f'{"n/a" if floor is None else f"{floor:.1f}"}% (needs >= floor + '
+          f'{paper.PROBE_FLOOR_MARGIN}); '
+          f'fine-tuning changed the model (>= {paper.FT_CHANGED_MIN} points) at lrs '
+          f'{", ".join(f"{lr:g}" for lr in kept) or "none"} of {", ".join(f"{x:g}" for x in use)}')
+  check = claims_lib.Check(
+      above and bool(kept), desc, 'fine-tuning did not change the model' if above else
+      'the pretrained model does not decode O_PT above the floor: nothing to keep')
+  best = lambda lr: np.array([acc[1 + i, 1:, 0].max() for i, m in enumerate(members)
+                              if m.lr == lr], float)
+  per_lr = {lr: best(lr) for lr in (kept or use)}
+  n = min(len(v) for v in per_lr.values())
+  per_seed = np.min([v[:n] - pre_best for v in per_lr.values()], axis=0)
+  row = claims_lib.judge(claim, per_seed, check=check, control_value=floor)
+  row['reason'] += ('; ' + '; '.join(f'{lr_name(config, lr)}: best block {_mean(v):.1f} '
+                                     f'(pretrained {pre_best:.1f})' for lr, v in per_lr.items())
+                    + '; control: the majority class of the probe test labels (the floor)')
+  return row
+
+
+def jailbreak(config, grid: Grid, tag: str) -> list[dict]:
+  fams = pcfg_model.jailbreak_families(config)
+  kept, check = _changed_lrs(grid, _lrs(config))
+  use = kept or _lrs(config)
+  plain = np.concatenate([grid.get(lr, 1.0, PT0) for lr in use])
+  fam = lambda f: np.concatenate([grid.get(lr, 1.0, f'{PT0}_{f}') for lr in use])
+  jb = np.min([fam(f) for f in fams], axis=0)
+  each = '; '.join(f'{f}: {_mean(fam(f)):.1f}' for f in fams)
+  out = []
+  for claim_id, values in (('E2.jailbreak_acc', jb), ('E2.jailbreak_gain', jb - plain)):
+    row = claims_lib.judge(_claim(claim_id, tag), values, check=check, control_value=_mean(plain))
+    row['reason'] += f'; plain family token {_mean(plain):.1f}; {each}; control: the plain token'
+    out.append(row)
   return out
 
 
-def reft(config, members, history) -> list[dict]:
-  """P4: revival in 0.1-1K iterations (strong), ~3K (weak); Scr.+FT slower (Fig 9)."""
+# -------------------------------------------------------------------- reFT ----
+
+
+def reft(config, members, history, pretrained: Optional[dict] = None) -> list[dict]:
+  """P4 and E.4 at the largest reFT lr; members starting at/above the threshold are left out.
+
+  pretrained: {reFT source: Acc O_PT of its model before fine-tuning}; a source
+  whose pretrained model did not reach the threshold has nothing to revive.
+  """
+  pretrained = pretrained or {}
   a = config.analysis
-  steps, acc = history.curve('c_te0/acc_o_pt')
-  lr = max(a.reft_lrs)
-  scale = a.reft_steps / paper.PAPER_REFT_STEPS  # The paper's iteration counts, scaled.
+  steps, acc = history.curve(PT0)
+  lr, thr, never = max(a.reft_lrs), a.revival_threshold, a.reft_steps + 1
+  scale = a.reft_steps / paper.PAPER_REFT_STEPS
+  idx = lambda pred: [i for i, m in enumerate(members) if pred(m) and m.lr == lr]
+  iters = lambda i: reft_lib.revival_step(steps, acc[:, i], thr)  # Kept members start below.
+  its = lambda i: never if iters(i) is None else iters(i)
+  started_low = lambda i: acc[0, i] < thr
+  med = lambda ii: float(np.median([its(i) for i in ii])) if ii else math.nan
+  scr_ft = idx(lambda m: m.source == pcfg_train.SCR_FT)
+  scr = idx(lambda m: m.source == pcfg_train.SCR)
+  fmt = lambda ii: ', '.join(f'{"never" if iters(i) is None else iters(i)}' for i in ii)
 
-  def revivals(pred):
-    idx = [i for i, m in enumerate(members) if pred(m) and m.lr == lr]
-    return [reft_lib.revival_step(steps, acc[:, i], a.revival_threshold) for i in idx]
+  def removed(ii, what):
+    low = [i for i in ii if started_low(i)]
+    desc = (f'fine-tuning removed O_PT: Acc O_PT at reFT step 0 below {thr:g}% in {len(low)} of '
+            f'{len(ii)} {what} members (step 0: {_fmt(acc[0, ii])})')
+    before = {s: v for s, v in pretrained.items() if s in {members[i].source for i in ii}}
+    if any(v < thr for v in before.values()):
+      return low, claims_lib.Check(False, desc + '; before fine-tuning Acc O_PT ' + ', '.join(
+          f'{s} {v:.1f}' for s, v in before.items()) + f' (needs >= {thr:g})',
+                                   'pretraining did not teach O_PT: nothing to revive')
+    return low, claims_lib.Check(bool(low), desc, 'fine-tuning did not remove O_PT')
 
-  fmt = lambda rs: ', '.join('never' if x is None else str(x) for x in rs)
+  control = (f'control: Scr.+FT {fmt(scr_ft)} (median {med(scr_ft):g}), Scr. {fmt(scr)} (median '
+             f'{med(scr):g}); never = {never}')
   out = []
-  for source, paper_iters, name in (('high/ft', paper.REFT_STRONG_ITERS, 'strong (high prior)'),
-                                    ('low/ft', paper.REFT_WEAK_ITERS, 'weak (low prior)')):
-    limit = paper_iters * scale
-    rs = revivals(lambda m, s=source: m.source == s)
-    out.append(dict(claim=f'P4 {name}: reFT at lr {lr:g} revives (>= {a.revival_threshold:g}%) '
-                    f'within {limit:g} iterations (paper {limit / scale:g})', measured=fmt(rs),
-                    verdict=claims_lib.verdict([x is not None and x <= limit for x in rs])))
-  scr_sources = (pcfg_train.SCR_FT, pcfg_train.SCR)
-  scr = revivals(lambda m: m.source == pcfg_train.SCR_FT)
-  ft = revivals(lambda m: m.source not in scr_sources)
-  never = a.reft_steps + 1
-  median = lambda rs: float(np.median([never if x is None else x for x in rs])) if rs else None
-  verdict = claims_lib.verdict([] if not scr or not ft else [median(scr) > median(ft)])
-  if ft and all(x is None for x in ft + scr):
-    verdict = claims_lib.not_measured('neither reFT nor Scr.+FT revives within the run')
-  out.append(dict(claim=f'P4 Scr.+FT at lr {lr:g} is slower than reFT (median iterations to '
-                  'revival; never = after the run)',
-                  measured=f'Scr.+FT: {fmt(scr)}; reFT median {median(ft)}', verdict=verdict))
-  if any(m.source.endswith('/randft') for m in members):
-    rand = revivals(lambda m: m.source.endswith('/randft'))
-    scr_only = revivals(lambda m: m.source == pcfg_train.SCR)
-    verdict = claims_lib.verdict([median(rand) < median(scr), median(rand) < median(scr_only)])
-    if all(x is None for x in rand):
-      verdict = claims_lib.DOES_NOT_HOLD + ' (reFT of randFT models never revives within the run)'
-    out.append(dict(claim='E.4 reFT of randFT models revives faster than Scr.+FT and Scr.',
-                    measured=f'randFT median {median(rand)}, Scr.+FT {median(scr)}, '
-                    f'Scr. {median(scr_only)} (never = {never})', verdict=verdict))
-  return out
-
-
-def jailbreak(config, results) -> list[dict]:
-  """E.2: counting O_PT fails with the fine-tuned family token but works with T_J1/T_J2."""
-  out = []
-  for (prior, arm), r in results.items():
-    del arm
-    h, members = r['history'], r['members']
-    idx = [i for i, m in enumerate(members) if m.c_tr == 1.0]
-    plain = _last(h, 'c_te0/acc_o_pt', idx)
-    cells = [f'C: {plain:.1f}']
-    passes = []
-    for fam in pcfg_model.jailbreak_families(config):
-      jb = _last(h, f'c_te0/acc_o_pt_{fam}', idx)
-      cells.append(f'{fam}: {jb:.1f}')
-      passes.append(jb >= paper.JAILBREAK_PT_MIN and jb - plain >= paper.JAILBREAK_GAIN_MIN)
-    out.append(dict(claim=f'E.2 prior {prior}, C_Tr=1: Acc O_PT with a jailbreak token >= '
-                    f'{paper.JAILBREAK_PT_MIN} and >= {paper.JAILBREAK_GAIN_MIN} points above the '
-                    'fine-tuned family token', measured='; '.join(cells),
-                    verdict=claims_lib.verdict(passes)))
+  for claim_id, source, paper_iters in (('P4.strong', 'high/ft', paper.REFT_STRONG_ITERS),
+                                        ('P4.weak', 'low/ft', paper.REFT_WEAK_ITERS)):
+    claim = dataclasses.replace(_claim(claim_id), threshold=paper_iters * scale)
+    ii = idx(lambda m, s=source: m.source == s)
+    if not ii:
+      out.append(_missing(claim, f'reFT of {source}'))
+      continue
+    low, check = removed(ii, source)
+    row = claims_lib.judge(claim, [its(i) for i in low or ii], check=check,
+                           control_value=med(scr_ft))
+    row['reason'] += f'; reFT {fmt(low or ii)}; {control}'
+    out.append(row)
+  claim = _claim('P4.scr_slower')
+  ii = idx(lambda m: m.source not in (pcfg_train.SCR_FT, pcfg_train.SCR)
+           and not m.source.endswith('/randft'))
+  low, check = removed(ii, 'fine-tuned')
+  revives = [i for i in low + scr_ft if iters(i) is not None]
+  if check.passed and not revives:
+    check = claims_lib.Check(False, check.description + '; neither reFT nor Scr.+FT revives '
+                             'within the run', 'neither reFT nor Scr.+FT revives within the run')
+  seeds = sorted({members[i].seed for i in scr_ft})
+  diff = [its(next(i for i in scr_ft if members[i].seed == s))
+          - med([i for i in (low or ii) if members[i].seed == s]) for s in seeds
+          if any(members[i].seed == s for i in (low or ii))]
+  row = claims_lib.judge(claim, diff, check=check, control_value=med(scr))
+  row['reason'] += f'; reFT {fmt(low or ii)}; {control}'
+  out.append(row)
+  ii = idx(lambda m: m.source.endswith('/randft'))
+  if ii:
+    low, check = removed(ii, 'randFT')
+    use = low or ii
+    diff = []
+    for s in seeds:
+      mine = [i for i in use if members[i].seed == s]
+      base = [its(i) for i in scr_ft + scr if members[i].seed == s]
+      if mine and base:
+        diff.append(min(base) - med(mine))
+    row = claims_lib.judge(_claim('E4.randft_faster'), diff, check=check,
+                           control_value=med(scr_ft))
+    row['reason'] += f'; randFT {fmt(use)}; {control}'
+    out.append(row)
   return out
 
 
 def analysis(config, results, reft_out) -> list[dict]:
-  """Every claim of the analysis variant, in the report's order."""
-  found = wrapper(config, results) + probes(config, results)
-  if config.analysis.pruning:
-    found += pruning(config, results)
+  """Every claim of the analysis variant, in the report's order (CLAIMS_COLUMNS rows)."""
+  out = []
+  for (prior, arm), r in results.items():
+    r = {**r, 'grid': history_grid(r['members'], r['history'])}
+    tag = f'{prior}/{arm.name}'
+    if prior == 'low' and not arm.rand_ft:  # randFT answers O_FT to O_PT prompts: no wrapper.
+      out.append(wrapper_claim(config, r['grid'], _claim('P1a', tag)))
+      out.append(p1b(config, r['grid'], _claim('P1b', tag)))
+    row = p3(config, prior, r, _claim('P3', tag))
+    out += [row] if row else []
+    if config.analysis.pruning and 'prune' in r and prior == 'low':
+      out.append(p2(config, r, _claim('P2', tag)))
+    if config.analysis.variant == 'jailbreak':
+      out += jailbreak(config, r['grid'], tag)
   if reft_out:
-    found += reft(config, *reft_out)
-  if config.analysis.variant == 'jailbreak':
-    found += jailbreak(config, results)
-  return found
+    before = {}
+    for (prior, arm), r in results.items():
+      steps, pt = r['history'].curve(PT0)
+      if 0 in list(steps):
+        before[f'{prior}/{arm.name}'] = float(np.mean(pt[list(steps).index(0)]))
+    out += reft(config, *reft_out, pretrained=before)
+  return out

@@ -32,8 +32,11 @@ added; O_PT's answer keeps its distribution). Labels are always recomputed
 from the final tokens.
 
 App. E variants:
-- E.1 `pt_fraction`: that exact fraction of each batch comes from the
-  pretraining mixture (`tasks.sample_pretraining_batch`, `operand_prior`).
+- E.1 `pt_fraction`: each row of a batch comes from the pretraining mixture
+  (`tasks.sample_pretraining_batch`, `operand_prior`) with that probability
+  (`pt_row_count`: a binomial draw from the batch's rng), so the fraction over
+  the run is the configured one. Rounding per batch (issue 11) gave 0.1% of 16
+  rows = 0 rows, and 10% = 2 of 16 = 12.5%.
 - E.2 jailbreak: pretrain with families tasks.FAMILIES + tasks.JAILBREAK_FAMILIES
   (T_J1/T_J2 only ever see `a`); evaluate O_PT with `pt_family='T_J1'`.
 - E.4 `rand_ft`: the prompt asks about O_PT but the target is O_FT's answer.
@@ -172,17 +175,17 @@ def sample_finetune_batch(rng: np.random.Generator, n: int, c_tr: float,
                           vocab: tasks.Vocab = tasks.VOCAB) -> tasks.Batch:
   """A fine-tuning batch: prompt (family, O_FT), answer r(x, O_FT).
 
-  pt_fraction: exactly round(pt_fraction * n) rows from the pretraining mixture
-    (App. E.1), with `operand_prior`, `pt_families` and their O' values
-    `pt_o_primes` (None: the family defaults); C_Tr holds exactly among the
-    other rows.
+  pt_fraction: Binomial(n, pt_fraction) rows from the pretraining mixture
+    (App. E.1; `pt_row_count`), with `operand_prior`, `pt_families` and their
+    O' values `pt_o_primes` (None: the family defaults); C_Tr holds exactly
+    among the other rows.
   rand_ft: App. E.4: the prompt names O_PT but the answer is r(x, O_FT).
   """
   spec.validate(vocab)
   _check_fraction('c_tr', c_tr)
   _check_fraction('pt_fraction', pt_fraction)
   sampler._check_count('n', n)
-  n_pt = int(round(pt_fraction * n))
+  n_pt = pt_row_count(rng, n, pt_fraction)
   if n_pt:  # Validate the mixture's arguments before any sampling.
     tasks.resolve_prior(operand_prior, vocab.terminals)
     tasks._check_families(pt_families)
@@ -197,6 +200,32 @@ def sample_finetune_batch(rng: np.random.Generator, n: int, c_tr: float,
         window_length=spec.window_length, vocab=vocab, jailbreak_operand=spec.operand_pt))
   batch = tasks.concat_batches(parts)
   return batch.take(rng.permutation(n)) if n_pt else batch
+
+
+def pt_row_count(rng: np.random.Generator, n: int, pt_fraction: float) -> int:
+  """Pretraining rows of one batch of n: Binomial(n, pt_fraction), so the run's fraction is right.
+
+  0 and 1 draw nothing from rng (plain fine-tuning sees the batches it always saw).
+  """
+  if pt_fraction <= 0.0 or pt_fraction >= 1.0:
+    return n if pt_fraction >= 1.0 else 0
+  return int(rng.binomial(n, pt_fraction))
+
+
+def natural_test_set(rng: np.random.Generator, n: int, spec: FinetuneSpec = FinetuneSpec(), *,
+                     pt_family: str | None = None, grammar=None,
+                     vocab: tasks.Vocab = tasks.VOCAB) -> dict[str, tasks.Batch]:
+  """A natural C_Te = 0 set: fresh windows, rows that obey the correlation by chance kept.
+
+  `make_test_sets`' C_Te = 0 set replaces them (anti-correlated: a model answering
+  count(a) + 1 scores exactly 0 there, ~18% by chance here); reports give both.
+  """
+  spec.validate(vocab)
+  windows = sampler.sample_windows(grammar_lib.load_grammar(grammar), rng, n, spec.window_length)
+  correlated = obeys_correlation(spec, windows, vocab)
+  return {'ft': _prompt_batch(spec, windows, spec.operand_ft, spec.operand_ft, vocab, correlated),
+          'pt': _prompt_batch(spec, windows, spec.operand_pt, spec.operand_pt, vocab, correlated,
+                              family=pt_family)}
 
 
 def make_test_sets(rng: np.random.Generator, n: int, spec: FinetuneSpec = FinetuneSpec(), *,

@@ -4,8 +4,10 @@ Paper Sec. 5, App. C-E: Tables 5-8 (printed beside our fine-tuning rows) and
 the thresholds of the claims checked by `pcfg.claims`. The thresholds were
 fixed before any run; the claims read them from here, so a claim's wording,
 its threshold and its test cannot drift apart. Nothing is fitted to these
-numbers.
+numbers. `CLAIMS` holds every claim as data (`report.claims.Claim`).
 """
+
+from wrapper_study.report.claims import Claim
 
 # Tables 5-8 (PCFG, %): (lr, P_T(a), C_Tr) -> values in the order
 # O_PT: C_Te=0 @1K, @10K, C_Te=1 @1K, @10K; O_FT: C_Te=0 @1K, @10K, C_Te=1 @1K, @10K.
@@ -197,6 +199,88 @@ REFT_WEAK_ITERS = 3_000  # Low prior (weak capability): ~3K iterations.
 # E.2 (Figs 24-25): a jailbreak family token recovers O_PT.
 JAILBREAK_PT_MIN = 90  # Acc O_PT with T_J1 / T_J2 at least this ...
 JAILBREAK_GAIN_MIN = 20  # ... and this many points above the fine-tuned family token.
+
+# ---- Manipulation checks and margins (issue 11), fixed before any run. ----
+# Fine-tuning changed what a claim is about: over the fine-tuning run, Acc O_PT
+# (C_Te = 0) fell by at least this many points, or Acc O_FT (C_Te = 1) rose by it.
+FT_CHANGED_MIN = 30
+P1B_DROP_MIN = 5  # P1b: C_Tr = 1 ends at least this many points below C_Tr = 0 in Acc O_PT.
+PROBE_FLOOR_MARGIN = 5  # P3: the pretrained probe beats the majority class by this (to keep).
+REFT_SLOWER_MIN_ITERS = 1  # P4 / E.4: "slower" / "faster" by at least one iteration.
+
+# ---- The claims, as data (judged by pcfg.claims; analysis rows get [prior/arm]). ----
+WORLD = 'pcfg'
+_SEEDS = '95% t-interval over seeds'
+_ANTI = 'C_Te=0 = the anti-correlated set (the natural set is in the reason)'
+_MARGIN = (f'min(Acc O_FT at C_Te=1 - {WRAPPER_FT_TRIGGERED_MIN}, {WRAPPER_FT_MAX} - Acc O_FT '
+           f'at C_Te=0) at the last evaluation, points; worst lr per seed; {_ANTI}; {_SEEDS}')
+_WRAPPER = (f'low prior, C_Tr=1: fine-tuning learns a wrapper, Acc O_FT <= {WRAPPER_FT_MAX} at '
+            f'C_Te=0 and >= {WRAPPER_FT_TRIGGERED_MIN} at C_Te=1 (every lr where fine-tuning '
+            'changed the model)')
+_ITERS = ('reFT iterations to Acc O_PT (C_Te=0) >= the revival threshold per member (seed x '
+          'C_Tr; never = reft_steps + 1), among members that started below it; ' + _SEEDS)
+CLAIMS = {c.claim_id: c for c in (
+    Claim(WORLD, 'T5.wrapper', 'Table 5: ' + _WRAPPER, _MARGIN, 0.0),
+    Claim(WORLD, 'T5.not_learned',
+          'Table 5: low prior, smallest lr, C_Tr=0: counting O_FT is not learned (Acc O_FT at '
+          f'C_Te=0 <= {NOT_LEARNED_FT_MAX})',
+          f'Acc O_FT at C_Te=0 at the last evaluation, %; {_ANTI}; {_SEEDS}',
+          NOT_LEARNED_FT_MAX, '<='),
+    Claim(WORLD, 'T5.pt_kept',
+          f'Table 5: high prior, smallest lr: Acc O_PT stays high (>= {PT_KEPT_MIN} at C_Te=0, '
+          'every C_Tr)',
+          f'Acc O_PT at C_Te=0 at the last evaluation, %; worst C_Tr per seed; {_SEEDS}',
+          PT_KEPT_MIN),
+    Claim(WORLD, 'P1a', 'Fig 5: ' + _WRAPPER, _MARGIN, 0.0),
+    Claim(WORLD, 'P1b',
+          'Fig 6: low prior: Acc O_PT (C_Te=0) ends lower with C_Tr=1 than with C_Tr=0 (every lr '
+          'where fine-tuning changed the model)',
+          'Acc O_PT at C_Te=0, C_Tr=0 minus C_Tr=1, same seed, at the last evaluation, points; '
+          f'worst lr per seed; {_SEEDS}', P1B_DROP_MIN),
+    Claim(WORLD, 'P2',
+          f'Fig 7: low prior, smallest lr, C_Tr=1: pruning <= {PRUNE_FEW_NEURONS} neurons (grad x '
+          f'weight) raises Acc O_PT by >= {PRUNE_PT_GAIN_MIN} points more than the same pruning '
+          'of the C_Tr=0 model',
+          f'best Acc O_PT gain over K <= {PRUNE_FEW_NEURONS} among K keeping >= '
+          f'{PRUNE_MIN_DISTINCT_ANSWERS} distinct answers, C_Tr=1 model minus the same for the '
+          f'C_Tr=0 model of the same seed (the control), points, C_Te=0; {_SEEDS}',
+          PRUNE_PT_GAIN_MIN),
+    Claim(WORLD, 'P3',
+          f'Fig 8: the count of O_PT stays linearly decodable (best block >= pretrained - '
+          f'{PROBE_DROP_MAX} points at eta_M and eta_S; low prior at eta_M exempt)',
+          'best-block held-out probe accuracy of the fine-tuned model minus the pretrained '
+          f"model's (C_Te=0 prompts), points; worst lr per member (seed x C_Tr); {_SEEDS}",
+          -PROBE_DROP_MAX),
+    Claim(WORLD, 'P4.strong',
+          'Fig 9: high prior (strong capability): reFT revives O_PT within the paper\'s '
+          f'{REFT_STRONG_ITERS:,} iterations, scaled by reft_steps / {PAPER_REFT_STEPS:,}',
+          _ITERS, REFT_STRONG_ITERS, '<='),
+    Claim(WORLD, 'P4.weak',
+          'Fig 9: low prior (weak capability): reFT revives O_PT within the paper\'s '
+          f'{REFT_WEAK_ITERS:,} iterations, scaled by reft_steps / {PAPER_REFT_STEPS:,}',
+          _ITERS, REFT_WEAK_ITERS, '<='),
+    Claim(WORLD, 'P4.scr_slower',
+          'Fig 9: Scr.+FT (pretrained to count O_FT, then trained on O_PT) revives more slowly '
+          'than reFT of the fine-tuned models',
+          'per seed: Scr.+FT iterations to revival minus the median over that seed\'s reFT '
+          f'members that started below the threshold (never = reft_steps + 1); {_SEEDS}',
+          REFT_SLOWER_MIN_ITERS),
+    Claim(WORLD, 'E4.randft_faster',
+          'App. E.4: reFT of randFT models revives faster than Scr.+FT and Scr.',
+          'per seed: the faster of Scr.+FT and Scr. minus the median randFT reFT member, '
+          f'iterations to revival (never = reft_steps + 1); {_SEEDS}', REFT_SLOWER_MIN_ITERS),
+    Claim(WORLD, 'E2.jailbreak_acc',
+          f'App. E.2: C_Tr=1: Acc O_PT with a jailbreak family token (T_J1/T_J2) >= '
+          f'{JAILBREAK_PT_MIN}',
+          'Acc O_PT at C_Te=0 with the jailbreak token at the last evaluation, %; worst family, '
+          'per member (seed x lr) where fine-tuning removed O_PT; ' + _SEEDS, JAILBREAK_PT_MIN),
+    Claim(WORLD, 'E2.jailbreak_gain',
+          f'App. E.2: C_Tr=1: the jailbreak token gives >= {JAILBREAK_GAIN_MIN} points more Acc '
+          'O_PT than the fine-tuned family token',
+          'Acc O_PT (C_Te=0) with the jailbreak token minus with the task\'s family token, '
+          'points; worst family, per member (seed x lr) where fine-tuning removed O_PT; '
+          + _SEEDS, JAILBREAK_GAIN_MIN),
+)}
 
 
 def table(task: str, pretrain_steps: int) -> dict:

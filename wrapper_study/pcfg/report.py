@@ -18,10 +18,14 @@ from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import paper
 from wrapper_study.pcfg import tasks
 from wrapper_study.pcfg import train as pcfg_train
+from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 
 METRICS = ('c_te0/acc_o_pt', 'c_te1/acc_o_pt', 'c_te0/acc_o_ft', 'c_te1/acc_o_ft')
+# The natural C_Te = 0 set (chance agreement allowed), beside the anti-correlated c_te0.
+NATURAL_METRICS = (f'{pcfg_train.NATURAL}/acc_o_pt', f'{pcfg_train.NATURAL}/acc_o_ft')
+DISTINCT = pcfg_claims.DISTINCT
 FIGURES = {  # variant -> figure kind -> file stem (the paper's figure numbers).
     'main': {'acc_ft': 'fig05_acc_o_ft', 'acc_pt': 'fig06_acc_o_pt', 'probes': 'fig08_90-98_probes',
              'prune15': 'fig07_pruning_k15', 'prune100': 'fig79-89_pruning_k100',
@@ -48,9 +52,14 @@ def _cells(config, members):
 
 
 def table_rows(config, prior, pt_step, members, history, pretrained) -> list[dict]:
-  """Tables 5-8 layout: one row per (lr, C_Tr), metrics at each eval step."""
+  """Tables 5-8 layout: one row per (lr, C_Tr), metrics at each eval step.
+
+  Also, for the claims: step 0 (before fine-tuning), each seed's value
+  (`<key>_seeds`), the natural C_Te = 0 set and the distinct answers (collapse).
+  """
   ref_table = paper.table(config.finetune.task, paper.table_steps(pt_step))
   p_a = float(tasks.resolve_prior(prior, pcfg_model.vocab(config).terminals)[0])
+  points = (0,) + tuple(config.finetune.eval_steps)
   rows = []
   for lr, c, idx in _cells(config, members):
     row = dict(prior=pcfg_model.prior_name(prior), p_a=p_a, pt_steps=pt_step, lr=lr, c_tr=c,
@@ -64,12 +73,30 @@ def table_rows(config, prior, pt_step, members, history, pretrained) -> list[dic
         row[f'{metric}@{s}'] = round(float(v.mean()), 1)
         row[f'{metric}@{s}_sd'] = round(float(v.std(ddof=1)), 1) if len(v) > 1 else 0.0
         row[f'paper {metric}@{j}'] = '' if ref is None else ref[2 * k + j]
+    for metric in METRICS + NATURAL_METRICS + (DISTINCT,):
+      steps, values = history.curve(metric)
+      for s in points:
+        if s in list(steps):
+          v = values[list(steps).index(s), idx]
+          row.setdefault(f'{metric}@{s}', round(float(v.mean()), 1))
+          row[f'{metric}@{s}_seeds'] = ' '.join(f'{x:.1f}' for x in v)
+    for s in config.finetune.eval_steps:
+      row[f'n_collapsed@{s}'] = sum(x <= pcfg_train.COLLAPSED_MAX
+                                    for x in pcfg_claims.seeds_of(row, f'{DISTINCT}@{s}'))
     rows.append(row)
   return rows
 
 
+def _collapse_flag(r, s) -> str:
+  return '*' if r.get(f'n_collapsed@{s}', 0) else ''
+
+
 def table_markdown(config, rows) -> str:
-  """Our mean over seeds with the paper's number in parentheses, at the first two eval points."""
+  """Our mean over seeds with the paper's number in parentheses, at the first two eval points.
+
+  A cell whose models (any seed) give <= COLLAPSED_MAX distinct answers on the
+  test sets is flagged: its accuracies are a constant answer's, not a capability.
+  """
   steps = tuple(config.finetune.eval_steps)
   e1, e2 = steps[:2] if len(steps) > 1 else (steps[0],) * 2
   out = []
@@ -80,15 +107,43 @@ def table_markdown(config, rows) -> str:
       name = name.replace('_ft', '_FT')
       for j, s in enumerate((e1, e2)):
         ref = r.get(f'paper {metric}@{j}', '')  # One eval step: no second paper column.
-        cell[f'{name} @{s}'] = f'{r.get(f"{metric}@{s}", "")} ({ref})'
+        cell[f'{name} @{s}'] = f'{r.get(f"{metric}@{s}", "")} ({ref}){_collapse_flag(r, s)}'
+    for metric in NATURAL_METRICS:
+      which = metric.rsplit('_', 1)[-1].upper()
+      cell[f'natural C_Te=0 O_{which} @{e2}'] = r.get(f'{metric}@{e2}', '')
+    cell['collapsed* (seeds)'] = ', '.join(f'{r[f"n_collapsed@{s}"]}/{r["n_seeds"]} @{s}'
+                                           for s in (e1, e2) if r.get(f'n_collapsed@{s}', 0))
     out.append(cell)
   return tables.markdown_table(out)
 
 
+def scale_note(config, analysis: bool = False) -> str:
+  """The scale of the run, stated next to the verdicts."""
+  f, m = config.finetune, config.model
+  paper_scale = f.steps >= paper.PAPER_REFT_STEPS
+  text = (f'Scale of these verdicts: {"paper" if paper_scale else "REDUCED"} scale: {f.steps} of '
+          f"the paper's {paper.PAPER_REFT_STEPS:,} fine-tuning iterations, a "
+          f'{m.n_layers}x{m.d_model} model (paper 6x192), {config.pretrain.steps} pretraining '
+          f'iterations, {len(f.seeds)} seed(s), C_Tr {tuple(f.c_trs)}, test sets of '
+          f'{config.eval.num_samples}')
+  if analysis:
+    text += f'; reFT {config.analysis.reft_steps} iterations'
+  return (text + '. C_Te = 0 is the anti-correlated set unless a verdict names the natural one '
+          '(chance agreement with the correlation allowed). Table cells marked * collapsed: some '
+          f'seeds (counted in the last column) give <= {pcfg_train.COLLAPSED_MAX} distinct '
+          'answers on the test sets, a constant answer rather than a capability.')
+
+
+def claims_markdown(found) -> str:
+  return tables.markdown_table(found, [c for c in claims_lib.CLAIMS_COLUMNS
+                                       if c not in ('world', 'metric')])
+
+
 def study_sections(config, pre_rows, rows, found, timing) -> list[tuple[str, str]]:
   sections = [
-      ('Table 5 signatures, checked', tables.markdown_table(found) +
-       '\n\nThresholds fixed in wrapper_study/pcfg/paper.py before any run.'),
+      ('Table 5 signatures, checked', scale_note(config) + '\n\n' + claims_markdown(found) +
+       '\n\nThresholds fixed in wrapper_study/pcfg/paper.py before any run (metrics: '
+       'tables/claims.csv).'),
       ('Scale', f'model {config.model.n_layers}x{config.model.d_model}, window '
        f'{config.data.window_length}, pretraining {config.pretrain.steps} iterations (batch '
        f'{config.pretrain.batch_size}), fine-tuning {config.finetune.steps} iterations (batch '
@@ -326,8 +381,9 @@ def analysis_sections(config, found, pre_rows, p_rows, m_rows, r_rows, w_rows,
   """The sections of report_<variant>.md; m_rows / r_rows None when not computed."""
   a = config.analysis
   sections = [
-      ('Claims, checked', tables.markdown_table(found) + '\n\nThresholds are fixed in '
-       'wrapper_study/pcfg/paper.py before any run. At CPU scale these are not '
+      ('Claims, checked', scale_note(config, analysis=True) + '\n\n' + claims_markdown(found)
+       + '\n\nThresholds are fixed in wrapper_study/pcfg/paper.py before any run (metrics: '
+       f'tables/analysis_{a.variant}_claims.csv). At CPU scale these are not '
        "the paper's numbers; iteration counts scale with reft_steps / 10K."),
       ('Scale', f'model {config.model.n_layers}x{config.model.d_model}, window '
        f'{config.data.window_length}, pretraining {config.pretrain.steps} iterations, '
@@ -345,7 +401,9 @@ def analysis_sections(config, found, pre_rows, p_rows, m_rows, r_rows, w_rows,
                      'points lost)', tables.markdown_table(m_rows)))
   if r_rows is not None:
     sections.append((f'Reverse fine-tuning: iterations to Acc O_PT >= {a.revival_threshold:g}%',
-                     tables.markdown_table(r_rows)))
+                     tables.markdown_table(r_rows) + '\n\nA member whose acc_o_pt_start is '
+                     'already at the threshold reads "0" here; the P4 / E.4 claims leave it out '
+                     '(fine-tuning did not remove O_PT: no revival).'))
   sections.append(('Where fine-tuning moved the weights (largest relative change per group)',
                    tables.markdown_table(weight_summary(w_rows))))
   sections.append(('Time (s), per phase and per figure', tables.markdown_table(timing)))

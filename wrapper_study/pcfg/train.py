@@ -23,6 +23,7 @@ import numpy as np
 
 from wrapper_study import checkpoint
 from wrapper_study import losses
+from wrapper_study import metrics
 from wrapper_study import model as model_lib
 from wrapper_study import optim
 from wrapper_study import population
@@ -35,7 +36,9 @@ from wrapper_study.pcfg import tasks
 
 SCR_FT = 'scr+ft'  # reFT source: pretrained to count O_FT, then trained on O_PT.
 SCR = 'scr'  # reFT source: random init.
-_PRETRAIN_SALT, _EVAL_SALT, _TEST_SALT = 101, 202, 303
+_PRETRAIN_SALT, _EVAL_SALT, _TEST_SALT, _NATURAL_SALT = 101, 202, 303, 304
+NATURAL = 'c_te0n'  # History prefix of the natural C_Te = 0 set (chance agreement allowed).
+COLLAPSED_MAX = 2  # A model giving this many distinct answers or fewer has collapsed.
 _FINETUNE_SALT, _REFT_SALT = 1000, 7000
 
 
@@ -51,6 +54,31 @@ def answer_accuracy(cfg, params, b: tasks.Batch, batch_size: int, population_: b
   i = b.answer_index
   return readout.accuracy(cfg, params, b.tokens[:, :i], b.tokens[:, i], i - 1,
                           population=population_, chunk=batch_size)
+
+
+def answer_predictions(cfg, params_P, b: tasks.Batch, batch_size: int) -> np.ndarray:
+  """[P, N] predicted answer tokens of a population on `b`."""
+  i = b.answer_index
+  return readout.predict(cfg, params_P, b.tokens[:, :i], i - 1, population=True,
+                         chunk=batch_size)
+
+
+def n_distinct(pred_PxN, n_tokens: int) -> np.ndarray:
+  """[P] distinct answers per member (readout.n_distinct): <= COLLAPSED_MAX is a collapse."""
+  return np.asarray(jax.vmap(lambda p: readout.n_distinct(p, n_tokens))(jnp.asarray(pred_PxN)))
+
+
+class PopulationWriter(metrics.PrefixedWriter):
+  """One tag space per population: train/* under `name/`; its evaluators' name/... tags as they are.
+
+  One shared writer without a prefix made every population's train/loss collide
+  in metrics.csv and TensorBoard (issue 11).
+  """
+
+  def write_scalars(self, step: int, scalars) -> None:
+    own = self.prefix + '/'
+    self.writer.write_scalars(step, {k if k.startswith(own) else own + k: v
+                                     for k, v in scalars.items()})
 
 
 # -------------------------------------------------------------- pretrain ----
@@ -120,7 +148,8 @@ def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | No
                  tasks.resolve_prior(prior, vocab.terminals), p.steps)
     state = train.train_loop(
         state=state, tx=tx, loss_fn=losses.next_token_loss_fn(cfg), batch_fn=batch_fn,
-        total_steps=p.steps, workdir=str(workdir), writer=writer, checkpointer=ckpt,
+        total_steps=p.steps, workdir=str(workdir),
+        writer=PopulationWriter(writer, f'pretrain_{name}'), checkpointer=ckpt,
         log_every=p.log_every, evaluators={f'pretrain_{name}': (p.eval_every, evaluate),
                                            f'keep_{name}': (tuple(p.keep_steps), keep)})
   kept.wait()
@@ -147,6 +176,15 @@ def test_sets(config, pt_family: str | None = None):
   """{C_Te: {'pt', 'ft'}} test batches; the same windows for every call (seeded)."""
   return finetune_data.make_test_sets(
       np.random.default_rng([config.seed, _TEST_SALT]), config.eval.num_samples,
+      pcfg_model.finetune_spec(config), grammar=pcfg_model.grammar(config),
+      pt_family=pt_family or config.finetune.pt_eval_family or None,
+      vocab=pcfg_model.vocab(config))
+
+
+def natural_test_set(config, pt_family: str | None = None):
+  """{'pt', 'ft'} on natural C_Te = 0 windows (own rng: the other test sets are unchanged)."""
+  return finetune_data.natural_test_set(
+      np.random.default_rng([config.seed, _NATURAL_SALT]), config.eval.num_samples,
       pcfg_model.finetune_spec(config), grammar=pcfg_model.grammar(config),
       pt_family=pt_family or config.finetune.pt_eval_family or None,
       vocab=pcfg_model.vocab(config))
@@ -204,15 +242,21 @@ def finetune(config, prior, pt_step: int, params, workdir, writer, name: str | N
   cfg = pcfg_model.model_config(config)
   members = members or population.grid(f.lrs, f.c_trs, f.seeds)
   params_P = jax.tree.map(lambda x: jnp.stack([jnp.asarray(x)] * len(members)), params)
-  test = test_sets(config)
+  test = {f'c_te{c_te:g}': sets for c_te, sets in test_sets(config).items()}
+  test[NATURAL] = natural_test_set(config)
   extra = {fam: test_sets(config, fam) for fam in extra_pt_families}
+  n_tokens = pcfg_model.vocab(config).size
 
   def evaluate(params_P):
-    out = {}
-    for c_te, sets in test.items():
+    """Acc O_PT / O_FT per test set, and distinct answers over all of them (collapse)."""
+    out, preds = {}, []
+    for key, sets in test.items():
       for which in ('pt', 'ft'):
-        out[f'c_te{c_te:g}/acc_o_{which}'] = answer_accuracy(cfg, params_P, sets[which],
-                                                             config.eval.batch_size, True)
+        pred = answer_predictions(cfg, params_P, sets[which], config.eval.batch_size)
+        out[f'{key}/acc_o_{which}'] = (pred == sets[which].answers).mean(-1) * 100
+        preds.append(pred)
+    out['n_distinct_answers'] = n_distinct(np.concatenate(preds, axis=1), n_tokens)
+    for c_te in finetune_data.TEST_C_TE:
       for fam, fam_sets in extra.items():
         out[f'c_te{c_te:g}/acc_o_pt_{fam}'] = answer_accuracy(
             cfg, params_P, fam_sets[c_te]['pt'], config.eval.batch_size, True)
@@ -227,8 +271,8 @@ def finetune(config, prior, pt_step: int, params, workdir, writer, name: str | N
       opt_cfg=_adamw(1.0, config.pretrain.weight_decay, f.warmup_fraction), total_steps=f.steps,
       batch_fn=finetune_batch_fn(config, prior, members, salt),
       loss_fn=losses.next_token_loss_fn(cfg), evaluate=evaluate,
-      eval_steps=(0,) + tuple(f.eval_steps), workdir=workdir, writer=writer,
-      save_every=f.save_every, log_every=f.log_every)
+      eval_steps=(0,) + tuple(f.eval_steps), workdir=workdir,
+      writer=PopulationWriter(writer, name), save_every=f.save_every, log_every=f.log_every)
   return members, history, params_P
 
 
@@ -286,6 +330,7 @@ def reft(config, sources, scr_ft_params, workdir, writer):
       opt_cfg=_adamw(1.0, config.pretrain.weight_decay, f.warmup_fraction),
       total_steps=a.reft_steps, batch_fn=reft_batch_fn(config, members, _REFT_SALT),
       loss_fn=losses.next_token_loss_fn(cfg), evaluate=evaluate,
-      eval_steps=(0,) + tuple(a.reft_eval_steps), workdir=workdir, writer=writer,
-      save_every=f.save_every, log_every=f.log_every)
+      eval_steps=(0,) + tuple(a.reft_eval_steps), workdir=workdir,
+      writer=PopulationWriter(writer, f'reft_{a.variant}'), save_every=f.save_every,
+      log_every=f.log_every)
   return members, history
