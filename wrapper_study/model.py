@@ -22,7 +22,6 @@ O output vocab, L layers, S cache slots.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Callable, Iterable, Mapping, Optional, Union
 
 import flax.linen as nn
@@ -498,11 +497,3 @@ def param_shapes(params) -> dict[str, tuple[int, ...]]:
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(v.shape) for path, v in flat}
 
-
-_BLOCK_RE = re.compile(r'blocks\.(\d+)\.')
-
-
-def layer_of(name: str) -> Optional[int]:
-  """The block index in a hook name, or None for embed/final hooks."""
-  m = _BLOCK_RE.match(name)
-  return int(m.group(1)) if m else None
