@@ -79,6 +79,16 @@ def finite_members(params_P) -> np.ndarray:
   return np.asarray(jnp.stack(ok).all(0))
 
 
+def diverged_as_nan(values: Mapping[str, np.ndarray], params_P) -> dict[str, np.ndarray]:
+  """{metric: [P]} with NaN for every member whose params are not finite.
+
+  A diverged member's argmax answers would read as a (meaningless) accuracy;
+  NaN makes every table and figure show it as diverged and leave it out.
+  """
+  finite_P = finite_members(params_P)
+  return {k: np.where(finite_P, np.asarray(v, float), np.nan) for k, v in values.items()}
+
+
 def concat(*params_Ps):
   """Joins stacked populations along the member axis (empty ones allowed)."""
   parts = [p for p in params_Ps if p is not None]
@@ -133,14 +143,15 @@ def run_population(*, name: str, model_config, members: Sequence[Member], params
                               save_every=save_every, max_to_keep=2) as ckpt:
     history = History(workdir / 'history' / f'{name}.jsonl', keep_until=ckpt.latest_step() or 0)
     if 0 in eval_steps and not any(r['step'] == 0 for r in history.rows):
-      history.add(0, evaluate(state.params))
+      history.add(0, diverged_as_nan(evaluate(state.params), state.params))
 
     def evaluator(params_P, step):
       if step not in eval_steps:
         return {}
-      values = evaluate(params_P)
+      values = diverged_as_nan(evaluate(params_P), params_P)
       history.add(step, values)
-      return {k: np.mean(v) for k, v in values.items()}  # Members' mean; per member in history.
+      return {k: np.nanmean(v) if np.isfinite(v).any() else np.nan  # Members' mean.
+              for k, v in values.items()}
 
     state = train.train_loop(
         state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=total_steps,

@@ -22,6 +22,7 @@ from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 
+DIVERGED = tables.DIVERGED
 METRICS = ('c_te0/acc_o_pt', 'c_te1/acc_o_pt', 'c_te0/acc_o_ft', 'c_te1/acc_o_ft')
 # The natural C_Te = 0 set (chance agreement allowed), beside the anti-correlated c_te0.
 NATURAL_METRICS = (f'{pcfg_train.NATURAL}/acc_o_pt', f'{pcfg_train.NATURAL}/acc_o_ft')
@@ -70,15 +71,15 @@ def table_rows(config, prior, pt_step, members, history, pretrained) -> list[dic
       steps, values = history.curve(metric)
       for j, s in enumerate(config.finetune.eval_steps):
         v = values[list(steps).index(s), idx]
-        row[f'{metric}@{s}'] = round(float(v.mean()), 1)
-        row[f'{metric}@{s}_sd'] = round(float(v.std(ddof=1)), 1) if len(v) > 1 else 0.0
+        row[f'{metric}@{s}'], row[f'{metric}@{s}_sd'] = _mean_sd(v)
         row[f'paper {metric}@{j}'] = '' if ref is None else ref[2 * k + j]
+        row[f'n_diverged@{s}'] = int(np.isnan(v).sum())
     for metric in METRICS + NATURAL_METRICS + (DISTINCT,):
       steps, values = history.curve(metric)
       for s in points:
         if s in list(steps):
           v = values[list(steps).index(s), idx]
-          row.setdefault(f'{metric}@{s}', round(float(v.mean()), 1))
+          row.setdefault(f'{metric}@{s}', _mean_sd(v)[0])
           row[f'{metric}@{s}_seeds'] = ' '.join(f'{x:.1f}' for x in v)
     for s in config.finetune.eval_steps:
       row[f'n_collapsed@{s}'] = sum(x <= pcfg_train.COLLAPSED_MAX
@@ -87,8 +88,18 @@ def table_rows(config, prior, pt_step, members, history, pretrained) -> list[dic
   return rows
 
 
+def _mean_sd(v) -> tuple:
+  """Mean and sd over the seeds that did not diverge (NaN); 'diverged' when none is left."""
+  ok = v[np.isfinite(v)]
+  if not ok.size:
+    return DIVERGED, ''
+  return round(float(ok.mean()), 1), round(float(ok.std(ddof=1)), 1) if ok.size > 1 else 0.0
+
+
 def _collapse_flag(r, s) -> str:
-  return '*' if r.get(f'n_collapsed@{s}', 0) else ''
+  diverged = r.get(f'n_diverged@{s}', 0)
+  return ('*' if r.get(f'n_collapsed@{s}', 0) else '') + (
+      f' [{diverged}/{r["n_seeds"]} diverged]' if diverged else '')
 
 
 def table_markdown(config, rows) -> str:

@@ -6,6 +6,7 @@ Headless (Agg). Every function returns a matplotlib Figure; `save` writes PNG.
 from __future__ import annotations
 
 import pathlib
+import warnings
 from typing import Optional, Sequence
 
 import matplotlib
@@ -98,11 +99,16 @@ def curves(x, series: dict, xlabel: str, ylabel: str, title: str = '', logx: boo
 
 def seed_band(values_SxX):
   """(mean [X], (low [X], high [X])): a 95% t confidence interval over seeds (axis 0)."""
-  v = np.asarray(values_SxX, float)
-  mean = v.mean(0)
-  if len(v) < 2:
-    return mean, (mean, mean)
-  half = t_quantile_975(len(v) - 1) * v.std(0, ddof=1) / np.sqrt(len(v))
+  v = np.asarray(values_SxX, float)  # NaN: a diverged seed, left out (not drawn as 0%).
+  with np.errstate(invalid='ignore'), warnings.catch_warnings():
+    warnings.simplefilter('ignore', RuntimeWarning)  # An all-NaN column stays NaN: no line.
+    n = np.isfinite(v).sum(0)
+    mean = np.nanmean(v, 0)
+    if len(v) < 2:
+      return mean, (mean, mean)
+    sd = np.where(n > 1, np.nanstd(v, 0, ddof=1), 0.0)
+    half = np.array([t_quantile_975(int(k) - 1) for k in np.ravel(n)]).reshape(n.shape) * sd
+    half = half / np.sqrt(np.maximum(n, 1))
   return mean, (mean - half, mean + half)
 
 

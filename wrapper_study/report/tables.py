@@ -53,3 +53,5 @@ def write_report(path, title: str, sections: Iterable[tuple[str, str]]) -> pathl
     parts += [f'## {heading}', '', body.rstrip(), '']
   path.write_text('\n'.join(parts))
   return path
+
+DIVERGED = 'diverged'  # A table cell whose every member diverged (NaN/inf), never shown as 0%.
