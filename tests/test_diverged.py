@@ -30,3 +30,18 @@ def test_a_pcfg_grid_with_a_diverging_lr_marks_it_and_finishes(tmp_path):
   assert bad and all(r[last] == tables.DIVERGED and r['n_diverged@4'] == r['n_seeds'] for r in bad)
   assert good and all(r['n_diverged@4'] == '0' and float(r[last]) >= 0 for r in good)
   assert '[2/2 diverged]' in (tmp_path / 'report.md').read_text()
+
+
+def test_the_pcfg_analysis_marks_diverged_members_in_every_table(tmp_path):
+  proc = subprocess.run([sys.executable, '-m', 'launch.main', '--config=pcfg_analysis:smoke',
+                         '--config.finetune.lrs=(1e-5,1e30)', f'--workdir={tmp_path}'],
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for path in (tmp_path / 'tables').glob('analysis_*.csv'):
+    if 'claims' not in path.name:  # Claims give their reasons in words.
+      assert 'nan' not in path.read_text().lower(), path.name
+  probes = tables.read_csv(tmp_path / 'tables' / 'analysis_main_probes.csv')
+  assert any(r['accuracy'] == tables.DIVERGED for r in probes)
+  assert any(r['accuracy'] not in ('', tables.DIVERGED) for r in probes)
+  reft = tables.read_csv(tmp_path / 'tables' / 'analysis_main_reft.csv')
+  assert any('diverged' in r['revived'] for r in reft)  # reFT starts from the eta_L models.

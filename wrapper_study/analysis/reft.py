@@ -11,6 +11,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+DIVERGED = 'diverged'  # A member whose params went NaN/inf; also report.tables.DIVERGED.
+
 REVIVAL_COLUMNS = ('task', 'source', 'c_tr', 'reft_lr', 'n_seeds', 'acc_o_pt_start',
                    'acc_o_pt_end', 'revived', 'iters_to_revival_median', 'iters_to_revival_each')
 
@@ -37,12 +39,16 @@ def revival_rows(task: str, members: Sequence, steps, acc_SxP, threshold: float,
   rows = []
   for source, c_tr, lr in groups:
     idx = [i for i, m in enumerate(members) if (m.source, _c_tr(m), m.lr) == (source, c_tr, lr)]
-    revived = [revival_step(steps, acc_SxP[:, i], threshold) for i in idx]
-    done = [r for r in revived if r is not None]
+    # A diverged member (NaN curve) is marked, and left out of the means.
+    ok = [i for i in idx if np.isfinite(acc_SxP[:, i]).any()]
+    revived = [revival_step(steps, acc_SxP[:, i], threshold) if i in ok else DIVERGED
+               for i in idx]
+    done = [r for r in revived if r not in (None, DIVERGED)]
+    mean = lambda row: round(float(np.nanmean(acc_SxP[row, ok])), 1) if ok else DIVERGED
+    diverged = f' ({len(idx) - len(ok)} diverged)' if len(ok) < len(idx) else ''
     rows.append(dict(task=task, source=source, c_tr=c_tr, reft_lr=lr, n_seeds=len(idx),
-                     acc_o_pt_start=round(float(acc_SxP[0, idx].mean()), 1),
-                     acc_o_pt_end=round(float(acc_SxP[-1, idx].mean()), 1),
-                     revived=f'{len(done)}/{len(idx)}',
+                     acc_o_pt_start=mean(0), acc_o_pt_end=mean(-1),
+                     revived=f'{len(done)}/{len(idx)}{diverged}',
                      iters_to_revival_median=float(np.median(done)) if done else '',
                      iters_to_revival_each=' '.join('-' if r is None else str(r)
                                                     for r in revived)))

@@ -159,15 +159,46 @@ def analyse(config, pop: str, pre_params, params_P, workdir: pathlib.Path,
   computed it. `label` names the phases in the timing table.
   """
   cache = pathlib.Path(workdir) / 'analysis'
+  # A diverged member (NaN/inf params) is analysed as the pretrained model so the
+  # population keeps its shape, and its results are then set to NaN: every
+  # table and figure shows it as diverged, never as a measurement.
+  ok_P = population.finite_members(params_P)
+  if not ok_P.all():
+    logging.warning('%s: %d diverged member(s) are left out of the analysis (NaN results).',
+                    pop, int((~ok_P).sum()))
+    params_P = jax.tree.map(
+        lambda x, p0: jnp.where(ok_P.reshape((-1,) + (1,) * (x.ndim - 1)), x, p0[None]),
+        params_P, pre_params)
+  bad = ~ok_P
   out = {}
   with times.timed(f'weight change {label}'):
     out['weights'] = metrics.cached_arrays(
-        cache / f'{pop}_weights.npz', lambda: weights.weight_change(pre_params, params_P))
+        cache / f'{pop}_weights.npz',
+        lambda: {k: _nan_at(v, bad, 0) for k, v in weights.weight_change(pre_params,
+                                                                           params_P).items()})
   with times.timed(f'probes {label}'):
     out['probes'] = metrics.cached_arrays(
-        cache / f'{pop}_probes.npz', lambda: probes(config, pre_params, params_P))
+        cache / f'{pop}_probes.npz',
+        lambda: _nan_probes(probes(config, pre_params, params_P), bad))
   if config.analysis.pruning:
     with times.timed(f'pruning + learned mask {label}'):
       out['prune'] = metrics.cached_arrays(cache / f'{pop}_prune.npz',
-                                           lambda: prune(config, params_P))
+                                           lambda: _nan_prune(prune(config, params_P), bad))
   return out
+
+
+def _nan_at(x, bad_P, axis: int):
+  """x (float) with NaN at the diverged members along `axis`."""
+  x = np.array(x, float)
+  if bad_P.any():
+    x[(slice(None),) * axis + (bad_P,)] = np.nan
+  return x
+
+
+def _nan_probes(out, bad_P):
+  return {**out, 'acc': _nan_at(out['acc'], np.concatenate([[False], bad_P]), 0)}
+
+
+def _nan_prune(out, bad_P):
+  return {k: _nan_at(v, bad_P, 1) if k in ('acc_pt', 'acc_ft', 'classes_pt') else
+          (_nan_at(v, bad_P, 0) if k == 'mask_n_pruned' else v) for k, v in out.items()}

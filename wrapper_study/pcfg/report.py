@@ -188,8 +188,16 @@ def probe_rows(config, results) -> list[dict]:
                        best_block=labels[int(acc[0, :, t].argmax())],
                        accuracy=round(float(acc[0, :, t].max()), 1)))
       for lr, c, idx in _cells(config, r['members']):
-        per_block = acc[1 + np.array(idx), :, t].mean(0)
-        rows.append(dict(prior=prior, arm=arm.name, target=target, model=f'lr={lr:g} C_Tr={c:g}',
+        member_acc = acc[1 + np.array(idx), :, t]
+        ok = np.isfinite(member_acc).all(1)  # Diverged members are NaN: left out, counted.
+        name = f'lr={lr:g} C_Tr={c:g}' + (f' ({(~ok).sum()}/{len(ok)} diverged)'
+                                          if not ok.all() else '')
+        if not ok.any():
+          rows.append(dict(prior=prior, arm=arm.name, target=target, model=name,
+                           best_block=DIVERGED, accuracy=DIVERGED))
+          continue
+        per_block = member_acc[ok].mean(0)
+        rows.append(dict(prior=prior, arm=arm.name, target=target, model=name,
                          best_block=labels[int(per_block.argmax())],
                          accuracy=round(float(per_block.max()), 1)))
   return rows
@@ -201,16 +209,24 @@ def weight_rows(config, results) -> list[dict]:
   for (prior, arm), r in results.items():
     for lr, c, idx in _cells(config, r['members']):
       row = dict(prior=prior, arm=arm.name, lr=lr, c_tr=c)
-      row.update({k: float(np.mean(v[idx])) for k, v in r['weights'].items()
+      ok = [i for i in idx if np.isfinite(next(iter(r['weights'].values()))[i])]
+      if not ok:  # Every seed diverged.
+        rows.append({**row, 'diverged': len(idx)})
+        continue
+      row.update({k: float(np.mean(v[ok])) for k, v in r['weights'].items()
                   if k.endswith('kernel') or k.endswith('embedding')})
-      rows.append(row)
+      rows.append({**row, 'diverged': len(idx) - len(ok)})
   return rows
 
 
 def weight_summary(rows) -> list[dict]:
   out = []
   for r in rows:
-    mats = {k: v for k, v in r.items() if k not in ('prior', 'arm', 'lr', 'c_tr')}
+    mats = {k: v for k, v in r.items() if k not in ('prior', 'arm', 'lr', 'c_tr', 'diverged')}
+    if not mats:
+      out.append(dict(prior=r['prior'], arm=r['arm'], lr=r['lr'], c_tr=r['c_tr'],
+                      largest=DIVERGED, median=DIVERGED))
+      continue
     top = sorted(mats, key=mats.get, reverse=True)[:3]
     out.append(dict(prior=r['prior'], arm=r['arm'], lr=r['lr'], c_tr=r['c_tr'],
                     largest=', '.join(f'{k.replace("/kernel", "")} {mats[k]:.2e}' for k in top),
@@ -230,11 +246,12 @@ def mask_rows(config, results) -> list[dict]:
     for lr, c, idx in _cells(config, r['members']):
       row = dict(prior=prior, lr=lr, c_tr=c)
       for s, name in enumerate(('gradxw', 'learned')):
-        found = [pcfg_analysis.units_to_restore(p['acc_pt'][s, i], r['pre_acc'][0], ks)
+        found = [DIVERGED if np.isnan(p['acc_pt'][s, i, 0]) else
+                 pcfg_analysis.units_to_restore(p['acc_pt'][s, i], r['pre_acc'][0], ks)
                  for i in idx]
         row[f'{name}_units_to_restore'] = ' '.join('-' if k is None else str(k) for k in found)
-      row['learned_mask_units_below_half'] = ' '.join(str(int(x))
-                                                      for x in p['mask_n_pruned'][idx])
+      row['learned_mask_units_below_half'] = ' '.join(
+          DIVERGED if np.isnan(x) else str(int(x)) for x in p['mask_n_pruned'][idx])
       rows.append(row)
   return rows
 
@@ -350,13 +367,14 @@ def reft_figure(config, members, history):
 
 
 def weight_figure(rows):
-  keys = [k for k in rows[0] if k not in ('prior', 'arm', 'lr', 'c_tr')]
-  data = np.array([[r[k] for k in keys] for r in rows])
+  keys = [k for k in max(rows, key=len) if k not in ('prior', 'arm', 'lr', 'c_tr', 'diverged')]
+  data = np.array([[r.get(k, np.nan) for k in keys] for r in rows])  # NaN (blank): diverged.
   fig, ax = plots.plt.subplots(figsize=(0.45 * len(keys) + 3, 0.3 * len(rows) + 2))
   im = ax.imshow(np.log10(np.maximum(data, 1e-8)), aspect='auto', cmap='viridis')
   ax.set_xticks(range(len(keys)), [k.replace('/kernel', '').replace('blocks_', 'B') for k in keys],
                 rotation=90, fontsize=6)
   ax.set_yticks(range(len(rows)), [f"{r['prior']} {r['arm']} lr={r['lr']:g} C_Tr={r['c_tr']:g}"
+                                   + (f" ({r['diverged']} diverged)" if r.get('diverged') else '')
                                    for r in rows], fontsize=6)
   fig.colorbar(im, ax=ax, label='log10 ||dW|| / ||W_PT||')
   ax.set_title('Relative weight change, pretrained -> fine-tuned (mean over seeds)', fontsize=9)

@@ -6,6 +6,9 @@ import csv
 import pathlib
 from typing import Iterable, Mapping, Sequence
 
+# A cell whose every member diverged (NaN/inf): never shown as 0% (one definition, in reft).
+from wrapper_study.analysis.reft import DIVERGED  # noqa: F401  pylint: disable=unused-import
+
 
 def make_workdir(workdir) -> pathlib.Path:
   """The run layout: workdir/{figures,tables}; returns workdir as a Path."""
@@ -18,7 +21,8 @@ def make_workdir(workdir) -> pathlib.Path:
 def write_csv(path, rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> pathlib.Path:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  columns = list(columns or (rows[0].keys() if rows else []))
+  # Every key of every row, in first-seen order (a diverged row may lack some).
+  columns = list(columns or dict.fromkeys(k for row in rows for k in row))
   with path.open('w', newline='') as f:
     w = csv.DictWriter(f, fieldnames=columns, extrasaction='ignore')
     w.writeheader()
@@ -38,7 +42,8 @@ def _fmt(v) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
-  columns = list(columns or (rows[0].keys() if rows else []))
+  # Every key of every row, in first-seen order (a diverged row may lack some).
+  columns = list(columns or dict.fromkeys(k for row in rows for k in row))
   lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
   for r in rows:
     lines.append('| ' + ' | '.join(_fmt(r.get(c, '')) for c in columns) + ' |')
@@ -53,5 +58,3 @@ def write_report(path, title: str, sections: Iterable[tuple[str, str]]) -> pathl
     parts += [f'## {heading}', '', body.rstrip(), '']
   path.write_text('\n'.join(parts))
   return path
-
-DIVERGED = 'diverged'  # A table cell whose every member diverged (NaN/inf), never shown as 0%.
