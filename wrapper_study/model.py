@@ -196,10 +196,6 @@ class _Recorder:
     self.hooks = dict(hooks or {})
     self.cache: dict[str, jax.Array] = {}
 
-  def wants(self, *names: str) -> bool:
-    """Whether any of these activations is cached or hooked (else it need not exist)."""
-    return any(n in self.names or n in self.hooks for n in names)
-
   def __call__(self, name: str, x: jax.Array) -> jax.Array:
     if name in self.hooks:
       x = self.hooks[name](x)
@@ -316,20 +312,13 @@ class Attention(nn.Module):
       kv_cache, layer = kv
       kv_cache = kv_cache.write(layer, k_BxTxHxK, v_BxTxHxK)
       k_BxSxHxK, v_BxSxHxK = kv_cache.k_LxBxSxHxK[layer], kv_cache.v_LxBxSxHxK[layer]
-    if rec.wants(f'{prefix}.hook_attn_scores', f'{prefix}.hook_pattern'):
-      scores_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK)
-      scores_BxHxTxS = scores_BxHxTxS / jnp.sqrt(jnp.asarray(c.d_head, x_BxTxD.dtype))
-      scores_BxHxTxS = jnp.where(mask_BxTxS[:, None], scores_BxHxTxS, MASK_VALUE)
-      scores_BxHxTxS = rec(f'{prefix}.hook_attn_scores', scores_BxHxTxS)
-      pattern_BxHxTxS = rec(f'{prefix}.hook_pattern', jax.nn.softmax(scores_BxHxTxS, axis=-1))
-      z_BxTxHxK = jnp.einsum('bhts,bshk->bthk', pattern_BxHxTxS, v_BxSxHxK)
-    else:
-      # Nobody asked for the [B, H, T, S] scores or pattern: the fused op may skip
-      # materialising them (flash attention on GPU); on CPU it is the same math.
-      z_BxTxHxK = jax.nn.dot_product_attention(
-          q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_BxTxS[:, None],
-          scale=1.0 / float(c.d_head) ** 0.5)
-    z_BxTxHxK = rec(f'{prefix}.hook_z', z_BxTxHxK)
+    scores_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK)
+    scores_BxHxTxS = scores_BxHxTxS / jnp.sqrt(jnp.asarray(c.d_head, x_BxTxD.dtype))
+    scores_BxHxTxS = jnp.where(mask_BxTxS[:, None], scores_BxHxTxS, MASK_VALUE)
+    scores_BxHxTxS = rec(f'{prefix}.hook_attn_scores', scores_BxHxTxS)
+    pattern_BxHxTxS = rec(f'{prefix}.hook_pattern', jax.nn.softmax(scores_BxHxTxS, axis=-1))
+    z_BxTxHxK = rec(f'{prefix}.hook_z',
+                    jnp.einsum('bhts,bshk->bthk', pattern_BxHxTxS, v_BxSxHxK))
     out_BxTxD = _dense(c.d_model, c, 'out')(z_BxTxHxK.reshape(B, T, c.n_heads * c.d_head))
     return out_BxTxD, kv_cache
 
