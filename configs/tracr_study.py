@@ -57,7 +57,12 @@ Choices where the paper is silent, with reasons:
   noised, trained on O_PT) at 1e-2, 1e-3, 1e-4 (Fig. 27's eta_M, eta_S, eta_VS).
   Revived = first evaluation with Acc O_PT >= 90% (fixed before any run).
 - Pruning scores use the O_PT loss on 512 fresh inputs; all kernels inside the
-  blocks are prunable (weights), or their output units (neurons).
+  blocks are prunable (weights), or their output units (neurons). The claim reads
+  K=1 (the paper's single weight) against controls pruned in the same search:
+  the noised-only models (compiled + each seed's noise, never fine-tuned) and
+  the C_Tr=0 models at the same lr; k_max only sets how far the curves go.
+- C_Te=0 is the anti-correlated set (no row obeys the correlation); a natural
+  C_Te=0 set (plain inputs, chance agreement allowed) is reported beside it.
 """
 
 import string

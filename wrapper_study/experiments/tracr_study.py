@@ -19,9 +19,11 @@ from wrapper_study import config_check as cc
 from wrapper_study import metrics
 from wrapper_study import population
 from wrapper_study.analysis import pruning
+from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import analysis
+from wrapper_study.tracr import claims as tracr_claims
 from wrapper_study.tracr import report
 from wrapper_study.tracr import tasks
 from wrapper_study.tracr import train
@@ -83,6 +85,21 @@ def validate(config) -> None:
       task_spec(config, name).validate(prefix=name)
     except ValueError as e:
       raise cc.ConfigError(f'config.{e}') from None
+  _check_k_max(config)
+
+
+def _check_k_max(config) -> None:
+  """pruning.k_max against the prunable units, from the compiled shapes (cached, no training)."""
+  if not config.pruning.granularities or not config.pruning.k_max:
+    return
+  for name in task_names(config):
+    tm = train.compile_model(task_spec(config, name), cache_dir=config.cache_dir)
+    for gran in config.pruning.granularities:
+      n = analysis.n_prunable(tm.params, gran)
+      if config.pruning.k_max > n:
+        raise cc.ConfigError(
+            f'config.pruning.k_max={config.pruning.k_max} exceeds the {n} prunable {gran}s of '
+            f'{name}; valid: 0..{n}. Fix it with --config.pruning.k_max=...')
 
 
 def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, str]]:
@@ -91,7 +108,7 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   with times.timed(f'{name}/compile'):  ######## Compile, load, check before compute ########
     tm, ft_tm = train.compile_pair(spec, config.cache_dir)
     units = {g: pruning.make_units(tm.params, g) for g in config.pruning.granularities}
-    for u in units.values():
+    for u in units.values():  # Also checked in validate, before any compute.
       pruning.check_k(config.pruning.k_max, u)
     logging.info('%s: compiled and loaded: %s', name, tm.config)
     with checkpoint.Checkpointer(workdir / 'checkpoints' / f'{name}_compiled',
@@ -106,36 +123,48 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
 
   with times.timed(f'{name}/finetune'):  ######## Fine-tuning grid (one jit) ########
     members, params_P, history = train.finetune_grid(config, data, test_sets, workdir, writer)
+    finite = population.finite_members(params_P)
     row.update(analysis.noised_columns(history, report.METRICS))
-    final = {m: history.curve(m)[1][-1] for m in report.METRICS}
-    t3 = report.table3_rows(config, name, members, final, population.finite_members(params_P))
+    accs = {m: history.curve(m)[1] for m in report.METRICS + report.NATURAL_METRICS}
+    # A run resumed from before the natural C_Te=0 set existed has no curve for it.
+    final = {m: c[-1] for m, c in accs.items() if c.size}
+    mrows = analysis.member_rows(config, data, members, params_P, history, test_sets, finite)
+    tables.write_csv(workdir / 'tables' / f'members_{name}.csv', mrows)
+    distinct = [r['n_distinct'] for r in mrows if r['kind'] == 'fine-tuned']
+    t3 = report.table3_rows(config, name, members, final, finite, distinct)
     tables.write_csv(workdir / 'tables' / f'table3_{name}.csv', t3)
-    plots.save(report.finetune_figure(name, members, history),
+    plots.save(report.finetune_figure(name, members, history, finite),
                workdir / 'figures' / f'finetune_curves_{name}.png')
 
   with times.timed(f'{name}/maps'):  ######## Attention and MLP maps ########
     report.map_figures(config, data, members, params_P, test_sets, workdir, writer)
 
-  prows = []
-  with times.timed(f'{name}/pruning'):  ######## Pruning ########
+  prows, pmembers = [], []
+  with times.timed(f'{name}/pruning'):  ######## Pruning, with its controls ########
     if units:
-      curves, top, pruned = analysis.prune_population(config, data, members, params_P,
-                                                      test_sets, units)
-      prows = report.pruning_rows(config, name, pruned, curves, top)
+      curves, top, pruned, n_main, pfinite = analysis.prune_population(
+          config, data, members, params_P, test_sets, units)
+      prows = report.pruning_rows(config, name, pruned, curves, top, n_main, pfinite)
+      pmembers = report.pruning_member_rows(name, pruned, curves, pfinite)
       for gran, c in curves.items():
-        plots.save(report.pruning_figure(config, name, gran, pruned, c),
+        plots.save(report.pruning_figure(config, name, gran, pruned, c, pfinite),
                    workdir / 'figures' / f'pruning_{gran}_{name}.png')
       tables.write_csv(workdir / 'tables' / f'pruning_{name}.csv', prows)
+      tables.write_csv(workdir / 'tables' / f'pruning_members_{name}.csv', pmembers)
 
   with times.timed(f'{name}/reft'):  ######## Reverse fine-tuning vs Scr.+FT ########
-    reft_members, reft_history = train.reft_population(config, data, ft_tm, members, params_P,
-                                                       test_sets, workdir, writer)
-    rrows = report.reft_rows(name, reft_members, reft_history, config.reft.revival_threshold)
+    reft_members, reft_history, rfinite = train.reft_population(
+        config, data, ft_tm, members, params_P, test_sets, workdir, writer)
+    thr = config.reft.revival_threshold
+    rrows = report.reft_rows(name, reft_members, reft_history, thr, rfinite)
+    rmembers = report.reft_member_rows(name, reft_members, reft_history, thr, rfinite)
     tables.write_csv(workdir / 'tables' / f'reft_{name}.csv', rrows)
-    plots.save(report.reft_figure(name, reft_members, reft_history),
+    tables.write_csv(workdir / 'tables' / f'reft_members_{name}.csv', rmembers)
+    plots.save(report.reft_figure(name, reft_members, reft_history, rfinite),
                workdir / 'figures' / f'reft_{name}.png')
 
-  judged, skipped = report.claims(name, spec.impl.paper_claims, t3, prows, rrows)
+  evidence = tracr_claims.Evidence(mrows, pmembers, rmembers, config.reft.steps, thr)
+  judged, skipped = tracr_claims.claims(name, spec.impl.paper_claims, evidence)
   results['claims'] += judged
   results['skipped_claims'] += skipped
   results['table3'] += t3
@@ -156,7 +185,7 @@ def run(config, workdir) -> dict:
   times.add_total()
   results['timing'] = times.rows
   tables.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', results['compiled'])
-  tables.write_csv(workdir / 'tables' / 'claims.csv', results['claims'])
+  tables.write_csv(workdir / 'tables' / 'claims.csv', results['claims'], claims_lib.CLAIMS_COLUMNS)
   tables.write_csv(workdir / 'tables' / 'timing.csv', results['timing'])
   about = {s.task: s.impl.description or s.program_name for s in specs}
   tables.write_report(workdir / 'report.md', 'Tracr study',

@@ -20,8 +20,10 @@ import numpy as np
 
 from wrapper_study import model as model_lib
 from wrapper_study import losses
+from wrapper_study import population
 from wrapper_study.analysis import pruning
 from wrapper_study.analysis import readout
+from wrapper_study.tracr import paper
 from wrapper_study.tracr import tasks
 from wrapper_study.tracr import train as tracr_train
 
@@ -59,19 +61,98 @@ def token_labels(tm, inputs_BxT) -> list[list[str]]:
   return [[inv[int(t)] for t in row] for row in inputs_BxT]
 
 
+def n_prunable(params, granularity: str) -> int:
+  """How many units pruning.k_max may reach, from the model's shapes (no compute)."""
+  return pruning.make_units(params, granularity).n_units
+
+
+def noised_only(config, tm, seeds):
+  """(members, params): the compiled model with each seed's fine-tuning noise, never trained."""
+  ms = [population.Member(0.0, 0.0, int(s), paper.NOISED) for s in seeds]
+  return ms, tracr_train.noisy_params(tm.params, ms, config.seed, config.finetune.noise_std,
+                                      tracr_train.FROZEN)
+
+
+def _similarity(a, b) -> float:
+  """Pearson correlation of two attention patterns (NaN if either is not finite)."""
+  a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+  if not (np.isfinite(a).all() and np.isfinite(b).all()):
+    return float('nan')
+  if a.std() == 0 or b.std() == 0:
+    return float(np.allclose(a, b, atol=1e-3))
+  return float(np.corrcoef(a, b)[0, 1])
+
+
+def attention_corr(tm, params_P, inputs_NxT, layer: int = 0) -> np.ndarray:
+  """[P] correlation of each member's block-`layer` attention with the compiled model's."""
+  name = f'blocks.{layer}.attn.hook_pattern'
+  ref = activations(tm, tm.params, inputs_NxT, [name])[name]
+  n = pruning.member_count(params_P)
+  return np.array([_similarity(activations(tm, population.member_params(params_P, i),
+                                           inputs_NxT, [name])[name], ref) for i in range(n)])
+
+
+def n_distinct(tm, position, params_P, test_sets) -> np.ndarray:
+  """[P] distinct answers each member predicts over every test set (<= 2: collapsed)."""
+  inputs = np.concatenate([ts.inputs for ts in test_sets.values()])
+  pred_PxN = readout.predict(tm.config, params_P, inputs, position, population=True)
+  return np.array([len(np.unique(p)) for p in pred_PxN])
+
+
+def member_rows(config, data, members, params_P, history, test_sets, finite) -> list[dict]:
+  """Per member: start and end accuracies on every test set, block-0 attention correlation,
+  distinct answers, diverged; then one noised-only row per seed (the controls)."""
+  tm, position = data.tm, data.position
+  names = [f'{t}/{m}' for t in test_sets for m in ('acc_o_pt', 'acc_o_ft')]
+  curves = {k: history.curve(k)[1] for k in names}
+  curves = {k: c for k, c in curves.items() if c.size}  # Resumed from before a test set.
+  names = list(curves)
+  attn_in = test_sets[paper.NATURAL].inputs[:paper.ATTENTION_INPUTS]
+  corr = attention_corr(tm, params_P, attn_in)
+  distinct = n_distinct(tm, position, params_P, test_sets)
+  rows = []
+  for i, m in enumerate(members):
+    row = dict(kind='fine-tuned', lr=m.lr, c_tr=m.c_tr, seed=m.seed, diverged=not finite[i])
+    for k in names:
+      row[f'start/{k}'] = round(float(curves[k][0, i]), 2)
+      row[f'end/{k}'] = round(float(curves[k][-1, i]), 2) if finite[i] else ''
+    row.update(attn0_corr=round(float(corr[i]), 4) if finite[i] else '',
+               n_distinct=int(distinct[i]) if finite[i] else '')
+    rows.append(row)
+  ms, params_S = noised_only(config, tm, config.finetune.seeds)
+  acc = tracr_train.accuracies(tm.config, position, params_S, test_sets)
+  corr = attention_corr(tm, params_S, attn_in)
+  distinct = n_distinct(tm, position, params_S, test_sets)
+  for j, m in enumerate(ms):
+    row = dict(kind=paper.NOISED, lr='', c_tr='', seed=m.seed, diverged=False)
+    for k in names:
+      row[f'start/{k}'] = row[f'end/{k}'] = round(float(acc[k][j]), 2)
+    row.update(attn0_corr=round(float(corr[j]), 4), n_distinct=int(distinct[j]))
+    rows.append(row)
+  return rows
+
+
 def prune_population(config, data: tracr_train.TaskData, members, params_P, test_sets,
                      units_by_gran: Mapping[str, pruning.Units]):
-  """Pruning curves of the members with C_Tr in pruning.c_trs.
+  """Pruning curves of the members with C_Tr in pruning.c_trs, and of their controls.
 
-  Returns ({granularity: [M, K+1, 3] on C_Te=0}, {granularity: top units per
-  member}, the M members). Per member and K: Acc O_PT (%), Acc O_FT (%) and the
-  number of distinct classes predicted (Fig. 59's check that a pruned model has
-  not collapsed to a constant answer).
+  Controls (issue 11): the C_Tr=0 members at the same lrs and, per seed, the
+  noised-only model (compiled + that seed's noise, never fine-tuned), pruned
+  the same way in the same sharded `pruning.search` call. Returns
+  ({granularity: [M, K+1, 3] on C_Te=0}, {granularity: top units per member},
+  the M pruned members (controls last; noised-only ones have source
+  paper.NOISED), the number of them that are pruning.c_trs members, [M] not
+  diverged). Per member
+  and K: Acc O_PT (%), Acc O_FT (%) and the number of distinct classes
+  predicted (Fig. 59's check that a pruned model has not collapsed).
   """
   tm, spec, position = data.tm, data.spec, data.position
   idx = [i for i, m in enumerate(members) if m.c_tr in config.pruning.c_trs]
-  chosen = [members[i] for i in idx]
-  params_M = jax.tree.map(lambda x: x[np.asarray(idx)], params_P)
+  n_main = len(idx)
+  idx += [i for i, m in enumerate(members) if m.c_tr == 0.0 and i not in idx]
+  base_members, base_S = noised_only(config, tm, config.finetune.seeds)
+  chosen = [members[i] for i in idx] + base_members
+  params_M = population.concat(jax.tree.map(lambda x: x[np.asarray(idx)], params_P), base_S)
   rng = np.random.default_rng([config.seed, 11])
   grad_toks = tasks.sample(spec, rng, config.pruning.num_grad_samples, None)
   grad_batch = {'tokens': jnp.asarray(data.inputs(grad_toks)),
@@ -92,7 +173,7 @@ def prune_population(config, data: tracr_train.TaskData, members, params_P, test
     ranks_MxU = jax.vmap(pruning.prune_order)(
         pruning.scores_population(loss_fn, params_M, grad_batch, units))
     curves[gran] = np.asarray(pruning.search(
-        evaluate, params_M, units, ranks_MxU, np.arange(len(idx)), ks,
+        evaluate, params_M, units, ranks_MxU, np.arange(len(chosen)), ks,
         chunk_size=config.pruning.chunk_size or None))
-    top[gran] = [pruning.top_units(units, ranks_MxU[i], 3) for i in range(len(idx))]
-  return curves, top, chosen
+    top[gran] = [pruning.top_units(units, ranks_MxU[i], 3) for i in range(len(chosen))]
+  return curves, top, chosen, n_main, population.finite_members(params_M)

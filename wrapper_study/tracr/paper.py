@@ -1,12 +1,17 @@
-"""The paper's Tracr numbers and every threshold the Tracr claims are judged by.
+"""The paper's Tracr numbers, and every Tracr claim as data (`CLAIMS`) with its threshold.
 
-A leaf module (imports nothing of the project), so a claim's wording, its
-threshold and its test read the same constants. The thresholds were fixed
-before any run: 'high' >= 90%, 'low' <= 10%, 'cannot learn' < 50%, a pruning
-gain > 60 points, revived at Acc O_PT >= 90%. Table 3 is transcribed from the
+Imports only the shared `Claim`, so a claim's wording, its threshold and its
+test read the same constants. The thresholds were fixed before any run:
+'high' >= 90%, 'low' <= 10%, 'cannot learn' < 50%, a pruning gain over the
+controls > 60 points, revived at Acc O_PT >= 90%; the manipulation check
+(fine-tuning moved Acc O_PT or Acc O_FT by >= 30 points) and the sorting
+threshold (block-0 attention correlation 0.9, judged x 100) were added with issue 11,
+before any run at the default scale. Table 3 is transcribed from the
 paper (shared/reference/paper_spec.md section 8) and used only to print our
 results beside it; nothing is fitted to it.
 """
+
+from wrapper_study.report.claims import Claim
 
 # Model position of the paper programs' answer: position 0 is BOS and RASP
 # index i sits at model position i + 1; the answer is at RASP index 1.
@@ -83,33 +88,88 @@ TABLE3 = {
 HIGH = 90.0  # 'high' accuracy: >= HIGH.
 LOW = 10.0  # 'low' accuracy: <= LOW.
 CANNOT_LEARN = 50.0  # 'cannot learn': Acc O_FT < CANNOT_LEARN.
-DISTORTED = 90.0  # Max-identifier 'sorting distorted': Acc O_FT < DISTORTED.
-PRUNING_GAIN = 60.0  # Pruning 'raises Acc O_PT': best gain > PRUNING_GAIN points.
+PRUNING_GAIN = 60.0  # Pruning one weight raises Acc O_PT by > this many points over the controls.
+PRUNING_K = 1  # The paper's "a single weight".
 REVIVAL_THRESHOLD = 90.0  # Revived: first evaluation with Acc O_PT >= this (config default).
+CHANGED = 30.0  # Manipulation check: fine-tuning moved Acc O_PT down or Acc O_FT up by >= this.
+SORTING_KEPT = 90.0  # 100 x block-0 attention correlation with the compiled model: kept >= this.
+REFT_MARGIN = 1.0  # reFT is faster than Scr.+FT: by >= this many iterations (per seed).
+COLLAPSED = 2  # A Table 3 cell whose models predict <= this many distinct answers collapsed.
+ATTENTION_INPUTS = 32  # Natural C_Te=0 inputs the block-0 attention is compared on.
 
 # --- The grid cells the claims read (learning rates and C_Tr of Table 3). ---
 LR_L, LR_M, LR_S, LR_VS = 1e-1, 1e-2, 1e-3, 1e-4  # eta_L, eta_M, eta_S, eta_VS.
 SCRATCH = 'Scr.+FT'  # The reFT table's source of the from-scratch baseline.
+NOISED = 'noised-only'  # The compiled model with a member seed's noise, never fine-tuned.
 
-# Task-specific claims: only the task named (or a task registered with
-# paper_claims=<that name>) is judged by them; for any other task they are
-# listed as skipped, never judged.
-CLAIM_TEXT = {
-    'counter': (
-        'lr 1e-2, C_Tr=1: Acc O_FT high at C_Te=1 and low at C_Te=0 (spurious wrapper)',
-        f'lr 1e-3, C_Tr=0: cannot learn to count b (Acc O_FT at C_Te=0 < {CANNOT_LEARN:g})',
-        f'lr 1e-1, C_Tr=0: learns to count b (Acc O_FT at C_Te=0 >= {HIGH:g})',
-        f'C_Tr=1, lr 1e-2/1e-3: pruning a few weights raises Acc O_PT by > {PRUNING_GAIN:g} '
-        'points',
-    ),
-    'max_identifier': (
-        f'lr 1e-4: keeps the sorting, learns the read-out (Acc O_FT >= {HIGH:g} at C_Te=0)',
-        f'lr 1e-2, C_Tr=0: the sorting is distorted (Acc O_FT at C_Te=0 < {DISTORTED:g})',
-    ),
+# The two C_Te=0 test sets: ANTI excludes rows that obey the correlation by
+# chance (the paper's "no sample obeys it"; a model answering count(a)+1 scores
+# exactly 0 there), NATURAL allows them (chance agreement, ~18% for Counter).
+ANTI, NATURAL = 'c_te0', 'c_te0_natural'
+
+WORLD = 'tracr'
+_CHECK = (f'fine-tuning moved Acc O_PT down or Acc O_FT up by >= {CHANGED:g} points (C_Te=1 or '
+          'the anti-correlated C_Te=0 set, mean over seeds)')
+_SEEDS = '95% t-interval over seeds'
+
+# Task-specific claims: judged only for the task whose `paper_claims` names
+# them; listed as skipped for any other task. The general claims are judged
+# for every task. Claim ids in claims.csv are '<task>/<id>'.
+CLAIMS = {c.claim_id: c for c in (
+    Claim(WORLD, 'wrapper_high_c_te1',
+          f'lr 1e-2, C_Tr=1: Acc O_FT high (>= {HIGH:g}) at C_Te=1 (the wrapper answers O_FT '
+          'where the correlation holds)',
+          f'Acc O_FT on C_Te=1 after fine-tuning, %; {_SEEDS}', HIGH),
+    Claim(WORLD, 'wrapper_low_c_te0',
+          f'lr 1e-2, C_Tr=1: Acc O_FT low (<= {LOW:g}) at C_Te=0 (spurious wrapper; '
+          'anti-correlated set)',
+          f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}; the '
+          'natural set in the reason', LOW, '<='),
+    Claim(WORLD, 'cannot_learn_lr_s',
+          f'lr 1e-3, C_Tr=0: cannot learn to count b (Acc O_FT at C_Te=0 < {CANNOT_LEARN:g}; '
+          'anti-correlated set)',
+          f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}',
+          CANNOT_LEARN, '<='),
+    Claim(WORLD, 'learns_lr_l',
+          f'lr 1e-1, C_Tr=0: learns to count b (Acc O_FT at C_Te=0 >= {HIGH:g}; '
+          'anti-correlated set)',
+          f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}', HIGH),
+    Claim(WORLD, 'pruning_single_weight',
+          f'C_Tr=1, lr 1e-2 and 1e-3: pruning a single weight (K={PRUNING_K}) raises Acc O_PT by '
+          f'> {PRUNING_GAIN:g} points more than in the controls',
+          f'per seed: Acc O_PT gain at K={PRUNING_K} (grad x weight, anti-correlated C_Te=0 set) '
+          'minus the larger gain of the same seed\'s controls (noised-only, C_Tr=0 at the same '
+          f'lr), points; {_SEEDS}; worst lr', PRUNING_GAIN),
+    Claim(WORLD, 'sorting_kept_lr_vs',
+          f'lr 1e-4: keeps the sorting (block-0 attention correlation with the compiled model '
+          f'>= {SORTING_KEPT / 100:g}, every C_Tr)',
+          '100 x the Pearson correlation of the block-0 attention patterns of the fine-tuned '
+          f'and the compiled model on {ATTENTION_INPUTS} natural C_Te=0 inputs; {_SEEDS}; '
+          'worst C_Tr', SORTING_KEPT),
+    Claim(WORLD, 'readout_learned_lr_vs',
+          f'lr 1e-4, C_Tr=0: learns the read-out (Acc O_FT at C_Te=0 >= {HIGH:g}; '
+          'anti-correlated set; accuracy only)',
+          f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}', HIGH),
+    Claim(WORLD, 'sorting_distorted_lr_m',
+          f'lr 1e-2, C_Tr=0: the sorting is distorted (block-0 attention correlation with the '
+          f'compiled model < {SORTING_KEPT / 100:g})',
+          '100 x the Pearson correlation of the block-0 attention patterns of the fine-tuned '
+          f'and the compiled model on {ATTENTION_INPUTS} natural C_Te=0 inputs; {_SEEDS}',
+          SORTING_KEPT, '<='),
+    Claim(WORLD, 'reft_faster_than_scratch',
+          'reFT after lr 1e-2 revives O_PT faster than Scr.+FT learns it',
+          'per seed: the fastest Scr.+FT minus the fastest reFT iterations to Acc O_PT >= the '
+          'revival threshold (anti-correlated C_Te=0 set; never = reft.steps + 1), over reFT '
+          f'models whose Acc O_PT started below the threshold; {_SEEDS}', REFT_MARGIN),
+    Claim(WORLD, 'no_revival_lr_l',
+          'no revival after lr 1e-1 fine-tuning',
+          'per seed: the highest Acc O_PT reached during reFT (anti-correlated C_Te=0 set), %, '
+          f'over C_Tr and reFT lrs; {_SEEDS}', REVIVAL_THRESHOLD, '<='),
+)}
+TASK_CLAIMS = {
+    'counter': ('wrapper_high_c_te1', 'wrapper_low_c_te0', 'cannot_learn_lr_s', 'learns_lr_l',
+                'pruning_single_weight'),
+    'max_identifier': ('sorting_kept_lr_vs', 'readout_learned_lr_vs', 'sorting_distorted_lr_m'),
 }
-# Claims judged for every task.
-GENERAL_CLAIMS = (
-    'reFT after lr 1e-2 revives O_PT faster than Scr.+FT learns it',
-    'no revival after lr 1e-1 fine-tuning',
-)
-NOT_MEASURED_REASON = 'cell not in the grid, or nothing revived'
+GENERAL_CLAIMS = ('reft_faster_than_scratch', 'no_revival_lr_l')
+CHECK_DESCRIPTION = _CHECK

@@ -1,31 +1,34 @@
 """The Tracr study's tables, figures, claims and report sections.
 
 Table 3 beside the paper (`paper.TABLE3`), accuracy curves, attention and MLP
-maps, pruning curves, reverse fine-tuning rows in the shared schema
-(`analysis.reft.REVIVAL_COLUMNS`) and the paper's claims, each judged against
-the thresholds of `paper`. Claims are keyed by task: a task is judged by the
-task-specific claims named by its `paper_claims` (and by the general ones);
-the other tasks' claims are listed as skipped for it, never judged.
+maps, pruning curves (K=1 beside its controls), reverse fine-tuning rows in
+the shared schema (`analysis.reft.REVIVAL_COLUMNS`, plus diverged), the
+per-member rows the claims read (judged in `tracr.claims`), and the claims
+table with the run's scale beside the verdicts. A diverged member (non-finite
+parameters) is counted as diverged in every table and left out of every mean
+and figure, never shown as 0% accuracy.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import math
+from typing import Callable
 
 import numpy as np
 
 from wrapper_study import population
 from wrapper_study.analysis import reft
-from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import analysis
 from wrapper_study.tracr import paper
 
 METRICS = paper.TABLE3_COLUMNS
-PRUNING_COLUMNS = ('granularity', 'lr', 'c_tr', 'acc_o_pt_k0', 'acc_o_pt_k1', 'best_k',
-                   'acc_o_pt_best', 'gain_o_pt', 'acc_o_ft_k0', 'acc_o_ft_at_best', 'classes_k0',
-                   'classes_at_best', 'first_pruned_seed0')
+NATURAL_METRICS = (f'{paper.NATURAL}/acc_o_pt', f'{paper.NATURAL}/acc_o_ft')
+PRUNING_COLUMNS = ('granularity', 'lr', 'c_tr', 'n_seeds', 'diverged', 'acc_o_pt_k0',
+                   'acc_o_pt_k1', 'gain_k1', 'control_noised_gain_k1', 'control_c_tr0_gain_k1',
+                   'best_k', 'acc_o_pt_best', 'gain_o_pt', 'acc_o_ft_k0', 'acc_o_ft_at_best',
+                   'classes_k0', 'classes_at_best', 'first_pruned_seed0')
 
 
 def _mean_sd(values) -> tuple[float, float]:
@@ -36,8 +39,12 @@ def _mean_sd(values) -> tuple[float, float]:
 # ----------------------------------------------------------------- Table 3 ----
 
 
-def table3_rows(config, task: str, members, final_acc, finite) -> list[dict]:
-  """Mean and sd over the seeds that did not diverge (diverged ones are counted)."""
+def table3_rows(config, task: str, members, final_acc, finite, distinct=None) -> list[dict]:
+  """Mean and sd over the seeds that did not diverge (diverged ones are counted).
+
+  Also the natural C_Te=0 set's columns and n_distinct: the fewest distinct
+  answers any seed's model gives (collapsed: <= paper.COLLAPSED).
+  """
   rows = []
   ref = paper.TABLE3.get(task, {})
   for lr in config.finetune.lrs:
@@ -45,12 +52,18 @@ def table3_rows(config, task: str, members, final_acc, finite) -> list[dict]:
       cell = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
       idx = [i for i in cell if finite[i]]
       row = dict(program=task, lr=lr, c_tr=c, n_seeds=len(cell), diverged=len(cell) - len(idx))
-      for k, metric in enumerate(METRICS):
-        mean, sd = _mean_sd(final_acc[metric][idx]) if idx else (float('nan'), float('nan'))
-        row[metric] = round(mean, 1)
-        row[f'{metric}_sd'] = round(sd, 1)
-        p = ref.get((float(f'{lr:g}'), float(f'{c:g}')))
-        row[f'paper_{metric}'] = '' if p is None else p[k]
+      for k, metric in enumerate(METRICS + NATURAL_METRICS):
+        if metric not in final_acc:
+          continue
+        mean, sd = _mean_sd(final_acc[metric][idx]) if idx else ('diverged', 'diverged')
+        row[metric] = round(mean, 1) if idx else mean
+        row[f'{metric}_sd'] = round(sd, 1) if idx else sd
+        if k < len(METRICS):
+          p = ref.get((float(f'{lr:g}'), float(f'{c:g}')))
+          row[f'paper_{metric}'] = '' if p is None else p[k]
+      n = min((int(distinct[i]) for i in idx), default=None) if distinct is not None else None
+      row['n_distinct'] = '' if n is None else n
+      row['collapsed'] = n is not None and n <= paper.COLLAPSED
       rows.append(row)
   return rows
 
@@ -58,20 +71,39 @@ def table3_rows(config, task: str, members, final_acc, finite) -> list[dict]:
 def table3_markdown(rows) -> str:
   out = []
   for r in rows:
-    cells = [f'{r["lr"]:g}', f'{r["c_tr"]:g}' + (f' ({r["diverged"]} diverged)' if r['diverged'] else '')]
-    for metric in METRICS:
-      cells.append(f'{r[metric]:.1f} ± {r[metric + "_sd"]:.1f} ({r["paper_" + metric]})')
-    out.append(dict(zip(['lr', 'C_Tr', 'C_Te=1 O_PT', 'C_Te=1 O_FT', 'C_Te=0 O_PT',
-                         'C_Te=0 O_FT'], cells)))
-  return (tables.markdown_table(out) + '\n\nEach cell: our mean ± sd over seeds (the paper\'s '
-          'number in parentheses, blank for a task the paper has no Table 3 for). Accuracies in %.')
+    div = r['diverged'] == r['n_seeds']
+    cells = {'lr': f'{r["lr"]:g}', 'C_Tr': f'{r["c_tr"]:g}' + (
+        f' ({r["diverged"]}/{r["n_seeds"]} diverged, left out)' if r['diverged'] else '')}
+    for metric, name in zip(METRICS + NATURAL_METRICS,
+                            ('C_Te=1 O_PT', 'C_Te=1 O_FT', 'C_Te=0 O_PT', 'C_Te=0 O_FT',
+                             'natural C_Te=0 O_PT', 'natural C_Te=0 O_FT')):
+      if metric not in r:
+        continue
+      paper_v = r.get('paper_' + metric)
+      cells[name] = 'diverged' if div else f'{r[metric]:.1f} ± {r[metric + "_sd"]:.1f}' + (
+          '' if paper_v is None else f' ({paper_v})')
+    cells['n_distinct'] = ('diverged' if div else f'{r["n_distinct"]}' +
+                           (' COLLAPSED' if r.get('collapsed') else ''))
+    out.append(cells)
+  return (tables.markdown_table(out) + '\n\nEach cell: our mean ± sd over the seeds that did '
+          'not diverge (the paper\'s number in parentheses, blank for a task the paper has no '
+          'Table 3 for). Accuracies in %. C_Te=0: the anti-correlated set (no row obeys the '
+          'correlation, the paper\'s definition); natural C_Te=0: plain inputs, chance agreement '
+          f'allowed. n_distinct: the fewest distinct answers a seed\'s model gives; COLLAPSED '
+          f'(<= {paper.COLLAPSED}): its accuracies measure a constant answer, not a capability.')
 
 
 def curves_figure(members, history, metric_pairs, title, logx=False,
                   group: Callable = lambda m: f'C_Tr={m.c_tr:g}',
-                  panel: Callable = lambda m: f'lr={m.lr:g}'):
-  """Panels (one per `panel` value) x rows (metrics); one line per `group`; seed bands."""
-  figs = [(*history.curve(key), ylabel) for key, ylabel in metric_pairs]
+                  panel: Callable = lambda m: f'lr={m.lr:g}', finite=None):
+  """Panels (one per `panel` value) x rows (metrics); one line per `group`; seed bands.
+
+  finite: [P] bool; diverged members are left out of the means (never drawn as 0%).
+  """
+  keep = np.ones(len(members), bool) if finite is None else np.asarray(finite, bool)
+  members = [m for m, k in zip(members, keep) if k]
+  figs = [(s, v[:, keep], ylabel) for s, v, ylabel in
+          ((*history.curve(key), ylabel) for key, ylabel in metric_pairs)]
   # One row per metric: members repeated with the metric as their row key.
   rows_members = [(k, m) for k in range(len(figs)) for m in members]
   values = np.concatenate([v for _, v, _ in figs], axis=1)
@@ -81,18 +113,21 @@ def curves_figure(members, history, metric_pairs, title, logx=False,
       ylabel='accuracy (%)', xlabel='iteration', title=title, logx=logx)
 
 
-def finetune_figure(task, members, history):
-  return curves_figure(members, history,
-                       [('c_te0/acc_o_ft', 'Acc O_FT, C_Te=0 (%)'),
-                        ('c_te1/acc_o_ft', 'Acc O_FT, C_Te=1 (%)'),
-                        ('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 (%)')],
-                       f'{task}: accuracy during fine-tuning')
+def finetune_figure(task, members, history, finite=None):
+  pairs = [('c_te0/acc_o_ft', 'Acc O_FT, C_Te=0 anti-corr. (%)'),
+           ('c_te1/acc_o_ft', 'Acc O_FT, C_Te=1 (%)'),
+           ('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 anti-corr. (%)')]
+  if history.curve(NATURAL_METRICS[1])[0].size:
+    pairs.append((NATURAL_METRICS[1], 'Acc O_FT, natural C_Te=0 (%)'))
+  return curves_figure(members, history, pairs, f'{task}: accuracy during fine-tuning',
+                       finite=finite)
 
 
-def reft_figure(task, reft_members, history):
+def reft_figure(task, reft_members, history, finite=None):
   return curves_figure(reft_members, history, [('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 (%)')],
                        f'{task}: reverse fine-tuning vs Scr.+FT (Figs 27, 39)', logx=True,
-                       group=lambda m: m.source, panel=lambda m: f'reFT lr={m.lr:g}')
+                       group=lambda m: m.source, panel=lambda m: f'reFT lr={m.lr:g}',
+                       finite=finite)
 
 
 # -------------------------------------------------------------------- maps ----
@@ -132,29 +167,74 @@ def map_figures(config, data, members, params_P, test_sets, workdir, writer) -> 
 # ----------------------------------------------------------------- pruning ----
 
 
-def pruning_rows(config, task, members, curves, top) -> list[dict]:
+def _gain_k1(c_MxKx3, idx) -> float:
+  """Mean Acc O_PT gain from K=0 to K=paper.PRUNING_K over the members idx (NaN if none)."""
+  k = min(paper.PRUNING_K, c_MxKx3.shape[1] - 1)
+  return float((c_MxKx3[idx, k, 0] - c_MxKx3[idx, 0, 0]).mean()) if idx else float('nan')
+
+
+def pruning_rows(config, task, pruned, curves, top, n_main, finite) -> list[dict]:
+  """One row per (granularity, lr, C_Tr) of pruning.c_trs: means over non-diverged seeds.
+
+  gain_k1 is the paper's single weight (K=1); control_*_gain_k1 the same gain
+  of the seed-matched controls (noised-only; C_Tr=0 at the same lr). best_k is
+  kept for the curves, never judged.
+  """
   rows = []
+  base = [i for i, m in enumerate(pruned) if m.source == paper.NOISED and finite[i]]
   for gran, c_MxKx3 in curves.items():
     for lr in config.finetune.lrs:
       for c in config.pruning.c_trs:
-        idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
+        cell = [i for i, m in enumerate(pruned[:n_main]) if m.lr == lr and m.c_tr == c]
+        idx = [i for i in cell if finite[i]]
+        c0 = [i for i, m in enumerate(pruned) if m.source != paper.NOISED and m.lr == lr
+              and m.c_tr == 0.0 and finite[i]]
+        row = dict(program=task, granularity=gran, lr=lr, c_tr=c, n_seeds=len(cell),
+                   diverged=len(cell) - len(idx),
+                   control_noised_gain_k1=_r(_gain_k1(c_MxKx3, base)),
+                   control_c_tr0_gain_k1=_r(_gain_k1(c_MxKx3, c0)))
+        if not idx:
+          rows.append({**row, **{k: 'diverged' for k in PRUNING_COLUMNS if k not in row}})
+          continue
         pt, ftc = c_MxKx3[idx, :, 0].mean(0), c_MxKx3[idx, :, 1].mean(0)
         distinct = c_MxKx3[idx, :, 2].mean(0)
         best = int(pt.argmax())
-        rows.append(dict(program=task, granularity=gran, lr=lr, c_tr=c,
-                         acc_o_pt_k0=round(float(pt[0]), 1), best_k=best,
+        rows.append(dict(**row, acc_o_pt_k0=round(float(pt[0]), 1), best_k=best,
                          acc_o_pt_best=round(float(pt[best]), 1),
                          gain_o_pt=round(float(pt[best] - pt[0]), 1),
                          acc_o_ft_k0=round(float(ftc[0]), 1),
                          acc_o_ft_at_best=round(float(ftc[best]), 1),
                          acc_o_pt_k1=round(float(pt[min(1, len(pt) - 1)]), 1),
+                         gain_k1=_r(_gain_k1(c_MxKx3, idx)),
                          classes_k0=round(float(distinct[0]), 1),
                          classes_at_best=round(float(distinct[best]), 1),
-                         first_pruned_seed0=top[gran][idx[0]][0]))
+                         first_pruned_seed0=top[gran][cell[0]][0]))
   return rows
 
 
-def pruning_figure(config, task, gran, members, curves):
+def _r(x: float):
+  return round(x, 1) if math.isfinite(x) else ''
+
+
+def pruning_member_rows(task, pruned, curves, finite) -> list[dict]:
+  """Per pruned member (controls included): Acc O_PT at K=0 and K=paper.PRUNING_K (the claims)."""
+  rows = []
+  for gran, c_MxKx3 in curves.items():
+    k = min(paper.PRUNING_K, c_MxKx3.shape[1] - 1)
+    for i, m in enumerate(pruned):
+      kind = paper.NOISED if m.source == paper.NOISED else 'fine-tuned'
+      ok = bool(finite[i])
+      rows.append(dict(program=task, kind=kind, granularity=gran,
+                       lr='' if kind == paper.NOISED else m.lr,
+                       c_tr='' if kind == paper.NOISED else m.c_tr, seed=m.seed, diverged=not ok,
+                       acc_o_pt_k0=round(float(c_MxKx3[i, 0, 0]), 2) if ok else '',
+                       acc_o_pt_k1=round(float(c_MxKx3[i, k, 0]), 2) if ok else '',
+                       acc_o_ft_k1=round(float(c_MxKx3[i, k, 1]), 2) if ok else '',
+                       classes_k1=int(c_MxKx3[i, k, 2]) if ok else ''))
+  return rows
+
+
+def pruning_figure(config, task, gran, members, curves, finite=None):
   ks = np.arange(config.pruning.k_max + 1)
   lrs = config.finetune.lrs
   fig, axes = plots.plt.subplots(2, len(lrs), figsize=(3.3 * len(lrs), 5.4), squeeze=False)
@@ -162,10 +242,16 @@ def pruning_figure(config, task, gran, members, curves):
     for row, (j, name) in enumerate([(0, 'Acc O_PT'), (1, 'Acc O_FT')]):
       ax = axes[row, col]
       for c in config.pruning.c_trs:
-        idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
+        idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c
+               and m.source != paper.NOISED and (finite is None or finite[i])]
+        if not idx:
+          continue
         mean, (lo, hi) = plots.seed_band(curves[idx, :, j])
         line, = ax.plot(ks, mean, label=f'C_Tr={c:g}')
         ax.fill_between(ks, lo, hi, color=line.get_color(), alpha=0.15)
+      base = [i for i, m in enumerate(members) if m.source == paper.NOISED]
+      if base:  # The control: the same pruning of models never fine-tuned.
+        ax.plot(ks, curves[base, :, j].mean(0), 'k--', lw=1, label=paper.NOISED)
       ax.set_ylim(-3, 103)
       ax.set_title(f'lr={lr:g}', fontsize=8)
       ax.set_xlabel(f'pruned {gran}s (K)', fontsize=8)
@@ -181,92 +267,65 @@ def pruning_figure(config, task, gran, members, curves):
 # -------------------------------------------------------------------- reFT ----
 
 
-def reft_rows(task, reft_members, history, threshold) -> list[dict]:
-  """Revival rows in the shared schema; the fine-tuned sources first, Scr.+FT last."""
-  steps, acc_SxP = history.curve('c_te0/acc_o_pt')
-  return reft.revival_rows(task, reft_members, steps, acc_SxP, threshold,
-                           sort_key=lambda g: (g[0] == paper.SCRATCH, g[0], g[2]))
+def median_iterations(revived) -> float | str:
+  """Median over ALL seeds, a non-revived seed counting as never (+inf): 'never' if so.
 
-
-# ------------------------------------------------------------------ claims ----
-
-
-def _counter_claims(get, prune_rows) -> list[tuple[Optional[bool], str]]:
-  text = paper.CLAIM_TEXT['counter']
-  out = []
-  r = get(paper.LR_M, 1.0)
-  out.append((None if r is None else r['c_te1/acc_o_ft'] >= paper.HIGH
-              and r['c_te0/acc_o_ft'] <= paper.LOW,
-              '' if r is None else f"{r['c_te1/acc_o_ft']:.1f} / {r['c_te0/acc_o_ft']:.1f}"))
-  r = get(paper.LR_S, 0.0)
-  out.append((None if r is None else r['c_te0/acc_o_ft'] < paper.CANNOT_LEARN,
-              '' if r is None else f"{r['c_te0/acc_o_ft']:.1f}"))
-  r = get(paper.LR_L, 0.0)
-  out.append((None if r is None else r['c_te0/acc_o_ft'] >= paper.HIGH,
-              '' if r is None else f"{r['c_te0/acc_o_ft']:.1f}"))
-  pr = [p for p in prune_rows if p['granularity'] == 'weight' and p['c_tr'] == 1.0
-        and p['lr'] in (paper.LR_M, paper.LR_S)]
-  out.append((None if not pr else all(p['gain_o_pt'] > paper.PRUNING_GAIN for p in pr),
-              '; '.join(f"lr {p['lr']:g}: +{p['gain_o_pt']:.1f} at K={p['best_k']}" for p in pr)))
-  return list(zip(text, out))
-
-
-def _max_identifier_claims(get, prune_rows) -> list:
-  del prune_rows
-  text = paper.CLAIM_TEXT['max_identifier']
-  r, r0 = get(paper.LR_VS, 1.0), get(paper.LR_VS, 0.0)
-  first = (None if r0 is None else r0['c_te0/acc_o_ft'] >= paper.HIGH,
-           '' if r0 is None else f"C_Tr=0: {r0['c_te0/acc_o_ft']:.1f}" +
-           ('' if r is None else f", C_Tr=1: {r['c_te0/acc_o_ft']:.1f}"))
-  r = get(paper.LR_M, 0.0)
-  second = (None if r is None else r['c_te0/acc_o_ft'] < paper.DISTORTED,
-            '' if r is None else f"{r['c_te0/acc_o_ft']:.1f}")
-  return list(zip(text, [first, second]))
-
-
-_TASK_CLAIMS = {'counter': _counter_claims, 'max_identifier': _max_identifier_claims}
-
-
-def _general_claims(reft_rows_) -> list:
-  fast = [x for x in reft_rows_ if x['source'].startswith(f'FT lr={paper.LR_M:g}')]
-  slow = [x for x in reft_rows_ if x['source'] == paper.SCRATCH]
-  big = [x for x in reft_rows_ if x['source'].startswith(f'FT lr={paper.LR_L:g} ')]
-  out = []
-  if fast and slow:
-    median = lambda rows: min((x['iters_to_revival_median'] for x in rows
-                               if x['iters_to_revival_median'] != ''), default=None)
-    best_ft, best_scr = median(fast), median(slow)
-    best_ft = None if best_ft is None else int(best_ft)
-    best_scr = None if best_scr is None else int(best_scr)
-    out.append((paper.GENERAL_CLAIMS[0], (
-        None if best_ft is None and best_scr is None else
-        best_ft is not None and (best_scr is None or best_ft < best_scr),
-        f'fastest median iterations: reFT {best_ft}, Scr.+FT {best_scr}')))
-  if big:
-    out.append((paper.GENERAL_CLAIMS[1], (
-        all(x['revived'].startswith('0/') for x in big),
-        '; '.join(f"{x['source']} reFT lr {x['reft_lr']:g}: {x['revived']}" for x in big))))
-  return out
-
-
-def claims(task: str, paper_claims: Optional[str], t3, prune_rows, reft_rows_
-           ) -> tuple[list[dict], list[dict]]:
-  """(judged claims, skipped claims) of one task.
-
-  Judged: the task-specific claims of `paper_claims` (a key of
-  paper.CLAIM_TEXT) and the general ones. Skipped: every other task's
-  specific claims, which say nothing about this task.
+  Issue 11: the median over revived seeds only read 1 of 3 revived at 20 as 20.
   """
-  get = lambda lr, c: next((r for r in t3 if r['lr'] == lr and r['c_tr'] == c), None)
-  checks = _TASK_CLAIMS[paper_claims](get, prune_rows) if paper_claims else []
-  checks += _general_claims(reft_rows_)
-  judged = [dict(program=task, claim=claim, measured=measured,
-                 verdict=claims_lib.verdict([ok], reason=paper.NOT_MEASURED_REASON))
-            for claim, (ok, measured) in checks]
-  skipped = [dict(program=task, claim=claim, only_for=owner)
-             for owner, texts in paper.CLAIM_TEXT.items() if owner != paper_claims
-             for claim in texts]
-  return judged, skipped
+  its = [math.inf if r is None else r for r in revived]
+  if not its:
+    return ''
+  m = float(np.median(its))
+  return 'never' if not math.isfinite(m) else m
+
+
+def reft_rows(task, reft_members, history, threshold, finite=None) -> list[dict]:
+  """Revival rows in the shared schema (+ diverged); fine-tuned sources first, Scr.+FT last."""
+  steps, acc_SxP = history.curve('c_te0/acc_o_pt')
+  finite = np.ones(len(reft_members), bool) if finite is None else np.asarray(finite, bool)
+  key = lambda m: (m.source, '' if m.c_tr is None else m.c_tr, m.lr)
+  groups = sorted({key(m) for m in reft_members},
+                  key=lambda g: (g[0] == paper.SCRATCH, g[0], g[2]))
+  rows = []
+  for g in groups:
+    cell = [i for i, m in enumerate(reft_members) if key(m) == g]
+    idx = [i for i in cell if finite[i]]
+    revived = [reft.revival_step(steps, acc_SxP[:, i], threshold) for i in idx]
+    mean = lambda x: round(float(x.mean()), 1) if idx else 'diverged'
+    rows.append(dict(task=task, source=g[0], c_tr=g[1], reft_lr=g[2], n_seeds=len(cell),
+                     acc_o_pt_start=mean(acc_SxP[0, idx]), acc_o_pt_end=mean(acc_SxP[-1, idx]),
+                     revived=f'{sum(r is not None for r in revived)}/{len(idx)}',
+                     iters_to_revival_median=median_iterations(revived) if idx else 'diverged',
+                     iters_to_revival_each=' '.join(
+                         'diverged' if not finite[i] else '-' if r is None else str(r)
+                         for i, r in zip(cell, _spread(cell, idx, revived))),
+                     diverged=len(cell) - len(idx)))
+  return rows
+
+
+def _spread(cell, idx, values):
+  """values (one per idx) placed at cell positions; None elsewhere."""
+  at = dict(zip(idx, values))
+  return [at.get(i) for i in cell]
+
+
+def reft_member_rows(task, reft_members, history, threshold, finite) -> list[dict]:
+  """Per reFT member: what the revival claims read (start, highest, first revived step)."""
+  steps, acc_SxP = history.curve('c_te0/acc_o_pt')
+  rows = []
+  for i, m in enumerate(reft_members):
+    src_lr, src_c = '', ''
+    if m.source != paper.SCRATCH:  # 'FT lr=0.01 C_Tr=1'
+      parts = dict(p.split('=') for p in m.source.split()[1:])
+      src_lr, src_c = float(parts['lr']), float(parts['C_Tr'])
+    ok = bool(finite[i])
+    r = reft.revival_step(steps, acc_SxP[:, i], threshold) if ok else None
+    rows.append(dict(task=task, source=m.source, source_lr=src_lr, source_c_tr=src_c,
+                     reft_lr=m.lr, seed=m.seed, diverged=not ok,
+                     acc_o_pt_start=round(float(acc_SxP[0, i]), 2) if ok else '',
+                     acc_o_pt_max=round(float(acc_SxP[:, i].max()), 2) if ok else '',
+                     revived_at='' if r is None else r))
+  return rows
 
 
 # ----------------------------------------------------------------- report ----
@@ -278,16 +337,21 @@ def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[
                table3_markdown(t3) + f'\n\n![curves](figures/finetune_curves_{task}.png)')]
   if prows:
     sections.append((f'{task}: pruning (C_Te=0, mean over seeds)',
-                     tables.markdown_table(prows, PRUNING_COLUMNS) + '\n\nclasses_*: distinct '
-                     'answers predicted on the test set (a gain with ~1 class is a collapse to '
-                     'the most frequent count, not a revived capability).\n\n' + '\n'.join(
+                     tables.markdown_table(prows, PRUNING_COLUMNS) + '\n\ngain_k1: Acc O_PT '
+                     'gain from pruning the single top-ranked unit (the paper\'s single weight; '
+                     'the claim reads it); control_*: the same gain of the noised-only models '
+                     '(never fine-tuned) and of C_Tr=0 models at the same lr. best_k (<= '
+                     'k_max) is shown for the curves only. classes_*: distinct answers predicted '
+                     'on the test set (a gain with ~1 class is a collapse to the most frequent '
+                     'count, not a revived capability).\n\n' + '\n'.join(
                          f'![{g}](figures/pruning_{g}_{task}.png)' for g in units)))
   sections.append((f'{task}: reverse fine-tuning (revived: Acc O_PT >= '
                    f'{config.reft.revival_threshold:g}%)',
                    tables.markdown_table(rrows, ['source', 'reft_lr', 'acc_o_pt_start',
                                                  'acc_o_pt_end', 'revived',
                                                  'iters_to_revival_median',
-                                                 'iters_to_revival_each']) +
+                                                 'iters_to_revival_each', 'diverged']) +
+                   '\n\nMedian over all seeds, a seed that never revived counting as never.' +
                    f'\n\n![reft](figures/reft_{task}.png)'))
   maps = sorted(p.name for p in (workdir / 'figures').glob(f'*_{task}*.png')
                 if p.name.startswith(('attention', 'mlp')))
@@ -296,19 +360,39 @@ def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[
   return sections
 
 
+def scale_line(config) -> str:
+  """The scale of the run, stated next to the verdicts."""
+  f = config.finetune
+  n_counter = config.counter.seq_len if 'counter' in tuple(config.tasks) else None
+  paper_scale = f.steps >= 10_000 and (n_counter is None or n_counter >= 45)
+  what = 'paper scale' if paper_scale else 'reduced scale'
+  counter = '' if n_counter is None else f', Counter over {n_counter} of 45 tokens'
+  return (f'{what}: {f.steps} of the paper\'s 10K iterations{counter}, {len(f.seeds)} seeds, '
+          f'batch {f.batch_size} (paper 96), reFT {config.reft.steps} iterations, test sets of '
+          f'{config.eval.num_samples}')
+
+
+CLAIM_TABLE = ('claim_id', 'verdict', 'value', 'ci_low', 'ci_high', 'n_seeds', 'threshold',
+               'control_value', 'manipulation_check', 'reason')
+
+
 def head_sections(config, results, descriptions: dict) -> list[tuple[str, str]]:
   """Claims (judged and skipped), scale, tasks, compiled models and time."""
   skipped = results['skipped_claims']
   skipped_md = ('\n\nSkipped (a claim about one task is not judged on another):\n\n' +
                 tables.markdown_table(skipped, ['program', 'claim', 'only_for'])) if skipped else ''
+  statements = '\n'.join(f'- `{r["claim_id"]}`: {r["statement"]} [metric: {r["metric"]}]'
+                         for r in results['claims'])
   return [
-      ('Claims of the paper, checked', tables.markdown_table(
-          results['claims'], ['program', 'claim', 'measured', 'verdict']) +
-       '\n\nThresholds fixed before any run, in wrapper_study/tracr/paper.py.' + skipped_md),
+      ('Claims of the paper, checked', f'**Scale: {scale_line(config)}.** Verdicts at this '
+       'scale say what this run measured, not what the paper\'s scale would give.\n\n' +
+       tables.markdown_table(results['claims'], CLAIM_TABLE) + '\n\n' + statements +
+       '\n\nA verdict holds only if the whole 95% t-interval over seeds is on the claimed side '
+       'of its threshold (fixed before any run, in wrapper_study/tracr/paper.py); partly if it '
+       'straddles it; not measured if the manipulation check failed (fine-tuning did not change '
+       'what the claim is about) or the cell is not in the grid.' + skipped_md),
       ('Tasks', tables.markdown_table([dict(task=t, about=d) for t, d in descriptions.items()])),
-      ('Scale', f'fine-tuning {config.finetune.steps} iterations (paper 10K), batch '
-       f'{config.finetune.batch_size} (paper 96), seeds {tuple(config.finetune.seeds)}, '
-       f'reFT {config.reft.steps} iterations; test sets of {config.eval.num_samples}.'),
+      ('Scale', scale_line(config) + '.'),
       ('Compiled models (no training)', tables.markdown_table(results['compiled']) +
        '\n\nThe Flax port runs tracr\'s weights unchanged, so Acc O_PT is 100. '
        '"noised" columns: the same models after the N(0, noise_std) weight noise that '

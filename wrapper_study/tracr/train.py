@@ -27,6 +27,7 @@ from wrapper_study import population
 from wrapper_study import train
 from wrapper_study.analysis import readout
 from wrapper_study.tracr import model as tracr_model
+from wrapper_study.tracr import paper
 from wrapper_study.tracr import tasks
 
 # Not a parameter of the compiled model: tracr's read-out, rebuilt from labels.
@@ -98,13 +99,24 @@ class TestSet:
   tokens: np.ndarray  # [N, L] raw token ids (for figures).
 
 
-def make_test_sets(data: TaskData, n: int, seed: int, c_tes=(0.0, 1.0)) -> dict[str, TestSet]:
+def make_test_sets(data: TaskData, n: int, seed: int, c_tes=(0.0, 1.0),
+                   natural: bool = True) -> dict[str, TestSet]:
+  """'c_te0' (anti-correlated: no row obeys the correlation), 'c_te1', and 'c_te0_natural'.
+
+  The natural set draws plain inputs (chance agreement allowed, ~18% of
+  Counter rows at seq_len 10), from its own rng: the other sets are unchanged.
+  """
   out = {}
   for c_te in c_tes:
     rng = np.random.default_rng([seed, 7, int(c_te * 1000)])
     toks = tasks.sample(data.spec, rng, n, c_te)
     out[f'c_te{c_te:g}'] = TestSet(data.inputs(toks), data.labels(toks, data.spec.operand_pt),
                                    data.labels(toks, data.spec.operand_ft), toks)
+  if natural:
+    toks = tasks.sample(data.spec, np.random.default_rng([seed, 7, 9999]), n,
+                        None)
+    out[paper.NATURAL] = TestSet(data.inputs(toks), data.labels(toks, data.spec.operand_pt),
+                                 data.labels(toks, data.spec.operand_ft), toks)
   return out
 
 
@@ -175,7 +187,7 @@ def reft_population(config, data: TaskData, ft_tm: tracr_model.TracrModel, membe
   """reFT of chosen fine-tuned models and the Scr.+FT baseline, as one population.
 
   Scr.+FT: the program compiled for O_FT, noised, trained on O_PT. Returns
-  (reFT members, history).
+  (reFT members, history, [P] True where the member did not diverge).
   """
   r, name, tm = config.reft, data.spec.task, data.tm
   reft_members, sources = [], []
@@ -193,11 +205,11 @@ def reft_population(config, data: TaskData, ft_tm: tracr_model.TracrModel, membe
   eval_steps = sorted({s for s in REFT_LOG_STEPS if s <= r.steps} | {r.steps})
   logging.info('%s: reverse fine-tuning %d members (incl. %d Scr.+FT) for %d steps',
                name, len(reft_members), len(scratch), r.steps)
-  _, history = run_population(
+  params, history = run_population(
       name=f'{name}_reft', tm=tm, position=data.position, members=reft_members,
       params_P=params, opt_cfg=sgd_config(config, r.warmup_steps), total_steps=r.steps,
       batch_fn=make_batch_fn(data, reft_members, config.finetune.batch_size, config.seed,
                              data.spec.operand_pt, salt=1),
       test_sets={'c_te0': test_sets['c_te0']}, eval_steps=eval_steps, workdir=workdir,
       writer=writer, save_every=config.finetune.save_every, log_every=config.finetune.log_every)
-  return reft_members, history
+  return reft_members, history, population.finite_members(params)
