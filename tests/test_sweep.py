@@ -169,8 +169,10 @@ def test_local_sweep_isolates_a_failure_gathers_and_skips_on_relaunch(shared_cac
   for run in good:  # The failure (run first) did not stop them.
     assert (run.workdir / sweep_lib.DONE).is_file() and (run.workdir / 'report.md').is_file()
   rows = tables.read_csv(tmp_path / 'sw/tables/table3_counter.csv')
-  assert list(rows[0])[:2] == ['run', 'seed']
-  assert {(r['run'], r['seed']) for r in rows} == {('seed=0', '0'), ('seed=1', '1')}
+  # The per-member tables (members_counter.csv) have a 'seed' column of their own, so the
+  # grid's seed is gathered as 'config.seed' in every table.
+  assert list(rows[0])[:2] == ['run', 'config.seed']
+  assert {(r['run'], r['config.seed']) for r in rows} == {('seed=0', '0'), ('seed=1', '1')}
   index = (tmp_path / 'sw/report.md').read_text()
   assert '[seed=0](runs/seed=0/report.md)' in index and 'FAILED: exit code 2: FATAL config error' in index
 

@@ -150,6 +150,17 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
   assert 'Resumed' in proc.stderr
   assert tables.read_csv(workdir / 'tables' / 'table3_counter.csv') == table
 
+  # The same workdir with another Counter length: checkpoints of another architecture,
+  # refused in one line (exit 2, no traceback), and left byte-identical.
+  before = {p: p.read_bytes() for p in sorted((workdir / 'checkpoints').rglob('*')) if p.is_file()}
+  proc = _run_binary(workdir, tracr_cache, '--config.counter.seq_len=7')
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert lines[-1].startswith('FATAL config error: ') and 'different architecture' in lines[-1]
+  assert 'Traceback' not in proc.stderr and sum(l.startswith('FATAL') for l in lines) == 1
+  assert {p: p.read_bytes() for p in sorted((workdir / 'checkpoints').rglob('*'))
+          if p.is_file()} == before
+
 
 @pytest.mark.parametrize('flag, message', [
     ('--config.finetune.lr=1e-2', 'Did you mean "lrs"'),
