@@ -230,7 +230,7 @@ def _best_gain(p, i, k_few) -> tuple[float, int]:
 
 def p2(config, r: dict, claim) -> dict:
   """Pruning gain of C_Tr=1 models over the same pruning of C_Tr=0 models (same seed)."""
-  members, p, grid = r['members'], r['prune'], r['grid']
+  members, p = r['members'], r['prune']
   lr = _lrs(config)[0]
   k_few = min(paper.PRUNE_FEW_NEURONS, config.analysis.k_max)
   by_seed = lambda c: {m.seed: i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c}
