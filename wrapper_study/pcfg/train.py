@@ -172,22 +172,22 @@ def load_pretrained(config, prior, step: int, workdir: pathlib.Path):
 # -------------------------------------------------------------- finetune ----
 
 
+def _test_batches(config, make, salt: int, pt_family: str | None):
+  """`make` (a finetune_data test-set builder) on this run's spec, grammar and vocabulary."""
+  return make(np.random.default_rng([config.seed, salt]), config.eval.num_samples,
+              pcfg_model.finetune_spec(config), grammar=pcfg_model.grammar(config),
+              pt_family=pt_family or config.finetune.pt_eval_family or None,
+              vocab=pcfg_model.vocab(config))
+
+
 def test_sets(config, pt_family: str | None = None):
   """{C_Te: {'pt', 'ft'}} test batches; the same windows for every call (seeded)."""
-  return finetune_data.make_test_sets(
-      np.random.default_rng([config.seed, _TEST_SALT]), config.eval.num_samples,
-      pcfg_model.finetune_spec(config), grammar=pcfg_model.grammar(config),
-      pt_family=pt_family or config.finetune.pt_eval_family or None,
-      vocab=pcfg_model.vocab(config))
+  return _test_batches(config, finetune_data.make_test_sets, _TEST_SALT, pt_family)
 
 
 def natural_test_set(config, pt_family: str | None = None):
   """{'pt', 'ft'} on natural C_Te = 0 windows (own rng: the other test sets are unchanged)."""
-  return finetune_data.natural_test_set(
-      np.random.default_rng([config.seed, _NATURAL_SALT]), config.eval.num_samples,
-      pcfg_model.finetune_spec(config), grammar=pcfg_model.grammar(config),
-      pt_family=pt_family or config.finetune.pt_eval_family or None,
-      vocab=pcfg_model.vocab(config))
+  return _test_batches(config, finetune_data.natural_test_set, _NATURAL_SALT, pt_family)
 
 
 @dataclasses.dataclass(frozen=True)
