@@ -1,9 +1,26 @@
-"""The machine a benchmark ran on, printed with its figures (shared by the benchmarks)."""
+"""The machine a benchmark ran on, printed with its figures (shared by the benchmarks).
+
+Also the machine's FLOP floor: `matmul_flops_per_s` measures what a large fp32
+matmul reaches here, and `floor_fraction` says how close a jitted step comes
+to it (XLA's own count of the step's FLOPs / that peak / the measured time).
+"""
 
 import os
+import pathlib
 import platform
+import sys
+import time
 
 import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from wrapper_study import allocator  # pylint: disable=g-import-not-at-top
+
+
+def ensure_fast_allocator() -> None:
+  """Re-executes the benchmark once under the launcher's allocator (tcmalloc or tuned glibc)."""
+  allocator.ensure_fast()
 
 
 def cpu_name() -> str:
@@ -28,4 +45,39 @@ def describe() -> list[str]:
           f'jax {jax.__version__}, backend {jax.default_backend()}, '
           f'{jax.device_count()} device(s): {jax.devices()}',
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+          f'allocator: {allocator.active()}',
           'load average (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg()]
+
+
+def matmul_flops_per_s(n: int = 2048, repeats: int = 5, precision: str = 'fp32') -> float:
+  """Best n x n matmul rate of the default device at a model precision (FLOP/s).
+
+  precision: a key of wrapper_study.model.PRECISIONS (fp32, tf32, bf16).
+  """
+  from wrapper_study import model  # pylint: disable=g-import-not-at-top
+  dtype, matmul_precision = model.PRECISIONS[precision]
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(dtype)
+  with jax.default_matmul_precision(matmul_precision):
+    mm = jax.jit(lambda x, y: x @ y)
+    mm(a, a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    mm(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n**3 / best
+
+
+def step_flops(jitted, *args) -> float:
+  """FLOPs of one call of a jitted function, as XLA counts them after compiling."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', float('nan')))
+
+
+def floor_line(name: str, flops: float, seconds: float, peak: float) -> str:
+  """'<name>: F GFLOP/step, floor X ms, measured Y ms = Z% of the floor'."""
+  floor = flops / peak
+  return (f'{name}: {flops / 1e9:.3f} GFLOP/step, FLOP floor {floor * 1e3:.1f} ms at '
+          f'{peak / 1e9:.0f} GFLOP/s, measured {seconds * 1e3:.1f} ms = '
+          f'{100 * floor / seconds:.0f}% of the floor')

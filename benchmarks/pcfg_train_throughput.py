@@ -42,9 +42,10 @@ a multi-GB CUDA build):
 
 (on the project machine a CPU wheel is on the local find-links path, so
 `pip install torch==2.13.0` picks it.) The allocator matters a great deal on
-CPU (see the project's perf notes): compare runs with and without
-`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000` or a preloaded
-tcmalloc; the script prints which of these are set.
+CPU (see the project's perf notes): like every binary, the script re-executes
+itself once with the launcher's allocator (tcmalloc, else tuned glibc; both
+JAX and torch then use it) and prints which is active; compare with
+`WRAPPER_STUDY_ALLOCATOR=glibc` or `=off` (wrapper_study/allocator.py).
 """
 
 from __future__ import annotations
@@ -57,11 +58,10 @@ import statistics
 import time
 
 import jax
-
-import machine  # benchmarks/machine.py (the script's own folder is on sys.path)
 import jax.numpy as jnp
 import numpy as np
 
+import machine  # benchmarks/machine.py (the script's own folder is on sys.path)
 from wrapper_study import losses
 from wrapper_study import model
 from wrapper_study import optim
@@ -99,19 +99,20 @@ def _machine(torch) -> list[str]:
   if torch is not None:
     lines.append(f'torch {torch.__version__}, threads={torch.get_num_threads()}, '
                  f'interop threads={torch.get_num_interop_threads()}')
-  lines.append(f'allocator/thread env: {_env_flags()}')
+  lines.append(f'allocator: {machine.allocator.active()}; allocator/thread env: {_env_flags()}')
   lines.append('load average (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg())
   return lines
 
 
 # ----------------------------------------------------------------------------- jax
 
-def make_jax(shape: dict, steps: int, seed: int):
-  """(step() -> None, param count, params, config) for our Flax model."""
+def make_jax(shape: dict, steps: int, seed: int, precision: str = 'fp32'):
+  """(step() -> None, param count, params, config, flops(batch)) for our Flax model."""
   config = model.TransformerConfig(
       vocab_size=shape['vocab'], max_len=shape['seq'], d_model=shape['d_model'],
       n_layers=shape['n_layers'], n_heads=shape['n_heads'], d_head=shape['d_head'],
-      d_mlp=shape['d_mlp'], activation='gelu', layer_norm=True, causal=True)
+      d_mlp=shape['d_mlp'], activation='gelu', layer_norm=True, causal=True,
+      precision=precision)
   params = model.init_params(config, jax.random.key(seed))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   tx = optim.make_optimizer(OPT, steps)
@@ -129,7 +130,8 @@ def make_jax(shape: dict, steps: int, seed: int):
     jax.block_until_ready(box['state'])
     return float(metrics['loss'])
 
-  return step, n_params, params, config
+  flops = lambda batch: machine.step_flops(step_fn, box['state'], batch)
+  return step, n_params, params, config, flops
 
 
 # ----------------------------------------------------------------------------- torch
@@ -277,6 +279,10 @@ def main():
   parser.add_argument('--no-check', action='store_true',
                       help='skip the same-params logits check before timing')
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--precision', default='fp32', choices=tuple(model.PRECISIONS),
+                      help='JAX model.precision: fp32, tf32 (GPU/TPU), bf16 compute (torch: fp32)')
+  parser.add_argument('--no-floor', action='store_true',
+                      help='skip the peak-matmul measurement and the FLOP-floor line')
   args = parser.parse_args()
 
   shape = dict(SHAPES[args.shape])
@@ -305,7 +311,8 @@ def main():
   B, T = shape['batch'], shape['seq']
   print(f"shape '{args.shape}': {shape['n_layers']} layers, {shape['n_heads']} heads x "
         f"d_head {shape['d_head']}, width {shape['d_model']}, MLP {shape['d_mlp']}, "
-        f"vocab {shape['vocab']}; batch {B} x seq {T} = {B * T} tokens/step; fp32, no dropout, "
+        f"vocab {shape['vocab']}; batch {B} x seq {T} = {B * T} tokens/step; "
+        f'JAX {args.precision}, no dropout, '
         f'clip 1.0 + AdamW; {args.warmup} warm-up + {args.steps} timed steps, round-robin')
 
   rng = np.random.default_rng(args.seed)
@@ -313,7 +320,8 @@ def main():
   inputs, targets = data_BxT1[:, :-1], data_BxT1[:, 1:]
 
   impls = {}  # name -> (step fn, batch, n_params)
-  jax_step, jax_n, jax_params, config = make_jax(shape, args.warmup + args.steps, args.seed)
+  jax_step, jax_n, jax_params, config, jax_flops = make_jax(
+      shape, args.warmup + args.steps, args.seed, args.precision)
   jax_batch = dict(inputs=jnp.asarray(inputs, jnp.int32), targets=jnp.asarray(targets, jnp.int32))
   impls['jax (flax, jit)'] = (jax_step, jax_batch, jax_n)
   if torch is not None:
@@ -365,7 +373,12 @@ def main():
   for name in impls:
     if name != jax_name:
       print(f'ratio JAX / {name} tokens/s: {tps[jax_name] / tps[name]:.2f}x')
+  if not args.no_floor:
+    peak = machine.matmul_flops_per_s(precision=args.precision)
+    print(machine.floor_line(f'JAX step ({args.precision})', jax_flops(jax_batch),
+                             medians[jax_name], peak))
 
 
 if __name__ == '__main__':
+  machine.ensure_fast_allocator()  # The launcher's allocator: same speed as a run.
   main()

@@ -57,12 +57,12 @@ PAPER_PRETRAIN_TOKENS = 30_000 * 128 * 1024  # Per pretrained model (two of them
 PAPER_FINETUNE_TOKENS = 4000 * 128 * 1024  # Per deletion or reFT run (6 + 7 of them).
 
 
-def model_config(shape: dict) -> model.TransformerConfig:
+def model_config(shape: dict, precision: str = 'fp32') -> model.TransformerConfig:
   """The study's factory (tinystories/model.py): the `model` section with flavour 'llama'."""
   return model_factory.from_config(dict(
       flavour='llama', vocab_size=shape['vocab'], max_len=shape['context'],
       d_model=shape['d_model'], n_layers=shape['n_layers'], n_heads=shape['n_heads'],
-      multiple_of=shape['multiple_of']))
+      multiple_of=shape['multiple_of'], precision=precision))
 
 
 def time_training(cfg, batch: int, steps: int, warmup: int, seed: int) -> dict:
@@ -77,6 +77,7 @@ def time_training(cfg, batch: int, steps: int, warmup: int, seed: int) -> dict:
   rng = np.random.default_rng(seed)
   windows = train.shard_batch(
       rng.integers(0, cfg.vocab_size, (batch, cfg.max_len + 1), dtype=np.int32), mesh)
+  flops = machine.step_flops(step_fn, state, windows)
   times, first = [], None
   for i in range(warmup + steps):
     start = time.perf_counter()
@@ -88,7 +89,7 @@ def time_training(cfg, batch: int, steps: int, warmup: int, seed: int) -> dict:
     if i >= warmup:
       times.append(dt)
   median = statistics.median(times)
-  return dict(n_params=n_params, first=first, median=median, min=min(times), max=max(times),
+  return dict(n_params=n_params, flops=flops, first=first, median=median, min=min(times), max=max(times),
               tokens_per_s=batch * cfg.max_len / median, loss=float(metrics['loss']))
 
 
@@ -124,9 +125,13 @@ def main():
   parser.add_argument('--gen-repeats', type=int, default=3, help='timed sampling calls')
   parser.add_argument('--no-sampling', action='store_true')
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--precision', default='fp32', choices=tuple(model.PRECISIONS),
+                      help='model.precision: fp32, tf32 (GPU/TPU), bf16 compute')
   args = parser.parse_args()
 
   print('\n'.join(machine.describe()))
+  peak = machine.matmul_flops_per_s(precision=args.precision)
+  print(f'peak {args.precision} matmul (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s')
   accelerator = jax.default_backend() in ('gpu', 'cuda', 'rocm', 'tpu')
   shapes = [args.shape] if args.shape != 'auto' else ['cpu'] + (['paper'] if accelerator else [])
   if args.shape == 'auto' and not accelerator:
@@ -137,13 +142,15 @@ def main():
     for key in ('batch', 'gen_batch', 'new_tokens'):
       if getattr(args, key) is not None:
         shape[key] = getattr(args, key)
-    cfg = model_config(shape)
+    cfg = model_config(shape, args.precision)
     t = time_training(cfg, shape['batch'], args.steps, args.warmup, args.seed)
     print(f"\nshape '{name}': {cfg.n_layers} layers x {cfg.d_model} ({cfg.n_heads} heads, SwiGLU "
           f"{cfg.d_mlp}), vocab {cfg.vocab_size}, context {cfg.max_len}; {t['n_params']:,} params")
     print(f"train  batch {shape['batch']} x {cfg.max_len}: 1st step {t['first']:.2f} s, median "
           f"{t['median']:.4f} s/step (min {t['min']:.4f}, max {t['max']:.4f}), "
           f"{t['tokens_per_s']:,.0f} tokens/s  (loss {t['loss']:.2f})")
+    print('  ' + machine.floor_line(f'train step ({args.precision})', t['flops'], t['median'],
+                                    peak))
     if not args.no_sampling:
       s = time_sampling(cfg, shape['gen_batch'], shape['prompt_len'], shape['new_tokens'],
                         args.gen_repeats, args.seed)
@@ -159,4 +166,5 @@ def main():
 
 
 if __name__ == '__main__':
+  machine.ensure_fast_allocator()  # The launcher's allocator: same speed as a run.
   main()

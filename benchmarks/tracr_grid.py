@@ -10,7 +10,6 @@ the machine. Nothing here is asserted; it reports.
 """
 
 import os
-import platform
 import statistics
 import sys
 import time
@@ -21,6 +20,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+import machine  # benchmarks/machine.py  # pylint: disable=g-import-not-at-top
 from configs import tracr_study as tracr_config  # pylint: disable=g-import-not-at-top
 from wrapper_study import losses  # pylint: disable=g-import-not-at-top
 from wrapper_study import optim  # pylint: disable=g-import-not-at-top
@@ -33,8 +33,8 @@ _CONFIG = flags.DEFINE_enum('config', 'paper', ['paper', 'default'], 'Which scal
 _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
 
 
-def _seconds_per_step(config, tm, data, members) -> tuple[float, float]:
-  """(median s/step, first-call s incl. compile) of the population's train step."""
+def _seconds_per_step(config, tm, data, members) -> tuple[float, float, float]:
+  """(median s/step, first-call s incl. compile, FLOPs per step) of the population's train step."""
   f = config.finetune
   opt_cfg = ft.sgd_config(config, f.warmup_steps)
   tx = optim.make_optimizer(opt_cfg, f.steps)
@@ -42,6 +42,7 @@ def _seconds_per_step(config, tm, data, members) -> tuple[float, float]:
   state = train.create_population(params, tx, np.array([m.lr for m in members], np.float32))
   step = train.make_train_step(losses.answer_loss_fn(tm.config, data.position), tx, vmap=True)
   batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
+  flops = machine.step_flops(step, state, batch_fn(0))
   t0 = time.perf_counter()
   state, m = step(state, batch_fn(0))
   jax.block_until_ready(m)
@@ -52,14 +53,15 @@ def _seconds_per_step(config, tm, data, members) -> tuple[float, float]:
     state, m = step(state, batch_fn(s))
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
-  return statistics.median(times), first
+  return statistics.median(times), first, flops
 
 
 def main(_):
   config = tracr_config.get_config('paper' if _CONFIG.value == 'paper' else '')
   f = config.finetune
-  print(f'machine: {platform.machine()} {platform.processor() or ""} cpus={os.cpu_count()} '
-        f'jax={jax.__version__} devices={jax.devices()}')
+  print('\n'.join(machine.describe()))
+  peak = machine.matmul_flops_per_s()
+  print(f'peak fp32 matmul (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s')
   print(f'scale: {_CONFIG.value}: {f.steps} steps, batch {f.batch_size}, {len(f.lrs)} lrs x '
         f'{len(f.c_trs)} C_Tr x {len(f.seeds)} seeds')
   total_grid = total_one = 0.0
@@ -68,8 +70,8 @@ def main(_):
     tm = ft.compile_model(spec, cache_dir=config.cache_dir)
     data = ft.TaskData(spec, tm)
     members = population.grid(f.lrs, f.c_trs, f.seeds)
-    t_grid, c_grid = _seconds_per_step(config, tm, data, members)
-    t_one, c_one = _seconds_per_step(config, tm, data, members[:1])
+    t_grid, c_grid, f_grid = _seconds_per_step(config, tm, data, members)
+    t_one, c_one, f_one = _seconds_per_step(config, tm, data, members[:1])
     grid_min = f.steps * t_grid / 60
     one_min = len(members) * f.steps * t_one / 60
     total_grid += grid_min
@@ -78,9 +80,14 @@ def main(_):
           f'ms/step (first call {c_grid:.1f}s) | one config {t_one * 1e3:7.2f} ms/step '
           f'(first call {c_one:.1f}s) | full run: grid {grid_min:8.1f} min vs one at a time '
           f'{one_min:8.1f} min = {one_min / grid_min:5.1f}x')
+    print('  ' + machine.floor_line(f'grid of {len(members)}', f_grid, t_grid, peak))
+    print('  ' + machine.floor_line('one config', f_one, t_one, peak))
+    print(f'  one at a time x{len(members)}: {t_one * len(members) * 1e3:.1f} ms vs grid '
+          f'{t_grid * 1e3:.1f} ms: batching buys {t_one * len(members) / t_grid:.2f}x')
   print(f'all tasks: grid {total_grid:.1f} min vs one at a time {total_one:.1f} min '
         f'= {total_one / total_grid:.1f}x')
 
 
 if __name__ == '__main__':
+  machine.ensure_fast_allocator()  # The launcher's allocator: same speed as a run.
   app.run(main)

@@ -62,6 +62,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       d_model=64,  # Paper: 192.
       d_mlp=256,  # 4 x d_model, as minGPT.
       activation='gelu',
+      precision='fp32',  # Matmuls: 'fp32', 'tf32' (GPU/TPU) or 'bf16' compute (params stay fp32).
   ))
   c.pretrain = ml_collections.ConfigDict(dict(
       priors=('low', 'high'),  # Operand priors over (a, b, c): names from wrapper_study/pcfg/tasks.py PRIORS.

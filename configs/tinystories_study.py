@@ -104,6 +104,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       n_layers=2,  # Paper: 12.
       n_heads=4,  # Paper: 12.
       multiple_of=32,  # SwiGLU width rounding (llama2.c: 64 at 91M).
+      precision='fp32',  # Matmuls: 'fp32', 'tf32' (GPU/TPU) or 'bf16' compute (params stay fp32).
   ))
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=1200,  # Paper: 30K.

@@ -1,5 +1,6 @@
 """The shared transformer: shapes, hook cache, hooks, masks, jit."""
 
+import dataclasses
 import functools
 
 import jax
@@ -372,3 +373,47 @@ def test_new_fields_are_validated(field, value, match):
 
 def test_config_round_trips_new_fields():
   assert m.TransformerConfig.from_dict(LLAMA.to_dict()) == LLAMA
+
+
+@pytest.mark.parametrize('flavour', ['gpt', 'llama'])
+def test_bf16_computes_in_bf16_on_fp32_params_close_to_fp32(flavour):
+  base = (CFG if flavour == 'gpt' else m.llama_config(11, 9, 16, 2, 2, multiple_of=8))
+  params = m.init_params(base, jax.random.PRNGKey(0))
+  bf16 = dataclasses.replace(base, precision='bf16')
+  assert m.param_shapes(m.init_params(bf16, jax.random.PRNGKey(0))) == m.param_shapes(params)
+  ref, _ = m.Transformer(base).apply({'params': params}, _tokens())
+  out, cache = m.Transformer(bf16).apply({'params': params}, _tokens(),
+                                         cache_names=['blocks.1.hook_resid_post'])
+  assert out.dtype == jnp.float32 and cache['blocks.1.hook_resid_post'].dtype == jnp.bfloat16
+  scale = float(jnp.abs(ref).max())
+  assert 0 < float(jnp.abs(out - ref).max()) < 0.05 * scale  # bf16 has ~3 significant digits.
+
+  def loss(p, cfg):
+    logits, _ = m.Transformer(cfg).apply({'params': p}, _tokens())
+    return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+  grads = jax.grad(loss)(params, bf16)
+  assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+  ref_g = jax.grad(loss)(params, base)
+  cos = (sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_g)))
+         / jnp.sqrt(sum(jnp.vdot(a, a) for a in jax.tree.leaves(grads))
+                    * sum(jnp.vdot(b, b) for b in jax.tree.leaves(ref_g))))
+  assert cos > 0.99
+
+
+def test_tf32_is_fp32_on_cpu_and_precision_is_validated(params):
+  ref, _ = m.Transformer(CFG).apply({'params': params}, _tokens())
+  out, _ = m.Transformer(dataclasses.replace(CFG, precision='tf32')).apply({'params': params},
+                                                                          _tokens())
+  if jax.default_backend() == 'cpu':
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(ref))
+  with pytest.raises(ValueError, match=r"model.precision='fp16' is unknown; valid: \('fp32'"):
+    dataclasses.replace(CFG, precision='fp16').validate()
+
+
+def test_checkpoint_meta_ignores_precision(params):
+  from wrapper_study import checkpoint  # pylint: disable=g-import-not-at-top
+  fp32 = checkpoint.make_meta('x', CFG, params)
+  bf16 = checkpoint.make_meta('x', dataclasses.replace(CFG, precision='bf16'), params)
+  assert fp32 == bf16 and 'precision' not in fp32['model']
+  assert checkpoint.meta_differences(fp32, checkpoint.make_meta(
+      'x', dataclasses.replace(CFG, d_mlp=CFG.d_mlp + 1), params))

@@ -46,6 +46,8 @@ def make_meta(name: str, model_config=None, params=None, **extra) -> dict:
   if model_config is not None:
     meta['model'] = (model_config.to_dict() if hasattr(model_config, 'to_dict')
                      else dict(model_config))
+    # Compute precision is not architecture: an fp32 checkpoint resumes under bf16.
+    meta['model'].pop('precision', None)
   if params is not None:
     meta['param_shapes'] = model_lib.param_shapes(params)
   meta.update(extra)
@@ -90,7 +92,7 @@ def _with_model_defaults(saved: Mapping) -> Mapping:
   if not isinstance(saved.get('model'), Mapping):
     return saved
   defaults = {f.name: f.default for f in dataclasses.fields(model_lib.TransformerConfig)
-              if f.default is not dataclasses.MISSING}
+              if f.default is not dataclasses.MISSING and f.name != 'precision'}  # Not in meta.
   return {**saved, 'model': {**_jsonable(defaults), **saved['model']}}
 
 

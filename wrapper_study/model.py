@@ -7,6 +7,7 @@ LLaMA-style flavour of the TinyStories world (the authors' llama2.c fork) is
 `norm='rms'`, `pos_embedding='rope'`, `mlp='swiglu'`, `tied_embeddings=True`,
 `use_bias=False`; see `llama_config`. Every new field defaults to the old
 behaviour, so older configs give the same parameter tree and outputs.
+`precision` (fp32 / tf32 / bf16 compute) never changes the fp32 params.
 
 A forward pass can return a cache of named activations. Only the names asked
 for are kept, so memory stays small when a probe needs one layer. Hooks with the
@@ -42,6 +43,9 @@ ACTIVATIONS = {
 NORMS = ('layer', 'rms')
 POS_EMBEDDINGS = ('learned', 'rope', 'none')
 MLPS = ('standard', 'swiglu')
+# precision -> (compute dtype, jax matmul precision). Params stay fp32 always.
+PRECISIONS = {'fp32': (jnp.float32, 'float32'), 'tf32': (jnp.float32, 'tensorfloat32'),
+              'bf16': (jnp.bfloat16, 'bfloat16')}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +69,7 @@ class TransformerConfig:
   rope_base: float = 10000.0  # theta of the rotary frequencies.
   mlp: str = 'standard'  # MLPS: fc_out(act(fc_in x)), or fc_out(act(fc_gate x) * fc_in x).
   tied_embeddings: bool = False  # Logits = x @ embed.T; no `unembed` param.
+  precision: str = 'fp32'  # PRECISIONS; not architecture (checkpoints ignore it). tf32: GPU/TPU.
 
   @property
   def n_outputs(self) -> int:
@@ -86,7 +91,8 @@ class TransformerConfig:
 
   def validate_flavour(self) -> None:
     """The architecture-choice fields only (cheap; checked on every forward)."""
-    for name, valid in (('norm', NORMS), ('pos_embedding', POS_EMBEDDINGS), ('mlp', MLPS)):
+    for name, valid in (('norm', NORMS), ('pos_embedding', POS_EMBEDDINGS), ('mlp', MLPS),
+                        ('precision', tuple(PRECISIONS))):
       if getattr(self, name) not in valid:
         raise ValueError(f'model.{name}={getattr(self, name)!r} is unknown; valid: {valid}.')
     if self.pos_embedding == 'rope':
@@ -139,21 +145,16 @@ def llama_config(vocab_size: int, max_len: int, d_model: int, n_layers: int, n_h
 
 def hook_names(config: TransformerConfig) -> list[str]:
   """Every hook point of a model with this config, in forward order."""
-  names = ['hook_embed']
-  if config.pos_embedding == 'learned':
-    names += ['hook_pos_embed']
+  names = ['hook_embed'] + (['hook_pos_embed'] if config.pos_embedding == 'learned' else [])
   for l in range(config.n_layers):
     b = f'blocks.{l}'
-    names += [f'{b}.hook_resid_pre']
-    if config.layer_norm:
-      names += [f'{b}.ln1.hook_normalized']
+    names += [f'{b}.hook_resid_pre'] + ([f'{b}.ln1.hook_normalized'] if config.layer_norm else [])
     names += [f'{b}.attn.hook_q', f'{b}.attn.hook_k', f'{b}.attn.hook_v']
     if config.pos_embedding == 'rope':  # TransformerLens names for q, k after rotation.
       names += [f'{b}.attn.hook_rot_q', f'{b}.attn.hook_rot_k']
     names += [f'{b}.attn.hook_attn_scores', f'{b}.attn.hook_pattern',
               f'{b}.attn.hook_z', f'{b}.hook_attn_out', f'{b}.hook_resid_mid']
-    if config.layer_norm:
-      names += [f'{b}.ln2.hook_normalized']
+    names += [f'{b}.ln2.hook_normalized'] if config.layer_norm else []
     names += [f'{b}.mlp.hook_pre']
     if config.mlp == 'swiglu':
       names += [f'{b}.mlp.hook_pre_linear']
@@ -205,15 +206,19 @@ class _Recorder:
 
 
 def _dense(features: int, config: TransformerConfig, name: str) -> nn.Dense:
-  return nn.Dense(features, use_bias=config.use_bias, name=name,
+  return nn.Dense(features, use_bias=config.use_bias, name=name, dtype=_dtype(config),
                   kernel_init=nn.initializers.normal(config.init_std))
+
+
+def _dtype(config: TransformerConfig):
+  return PRECISIONS[config.precision][0]
 
 
 def _norm(config: TransformerConfig, name: str) -> nn.Module:
   # eps 1e-5 for both, as minGPT (LayerNorm) and llama2.c (RMSNorm) use.
   if config.norm == 'rms':
-    return nn.RMSNorm(epsilon=1e-5, name=name)  # x * rsqrt(mean(x^2) + eps) * scale.
-  return nn.LayerNorm(epsilon=1e-5, name=name)
+    return nn.RMSNorm(epsilon=1e-5, name=name, dtype=_dtype(config))  # x*rsqrt(mean(x^2)+eps)*scale.
+  return nn.LayerNorm(epsilon=1e-5, name=name, dtype=_dtype(config))
 
 
 def positions_from_pad_mask(pad_mask_BxT: jax.Array) -> jax.Array:
@@ -316,9 +321,10 @@ class Attention(nn.Module):
     scores_BxHxTxS = scores_BxHxTxS / jnp.sqrt(jnp.asarray(c.d_head, x_BxTxD.dtype))
     scores_BxHxTxS = jnp.where(mask_BxTxS[:, None], scores_BxHxTxS, MASK_VALUE)
     scores_BxHxTxS = rec(f'{prefix}.hook_attn_scores', scores_BxHxTxS)
-    pattern_BxHxTxS = rec(f'{prefix}.hook_pattern', jax.nn.softmax(scores_BxHxTxS, axis=-1))
-    z_BxTxHxK = rec(f'{prefix}.hook_z',
-                    jnp.einsum('bhts,bshk->bthk', pattern_BxHxTxS, v_BxSxHxK))
+    pattern_BxHxTxS = rec(f'{prefix}.hook_pattern',  # Softmax in fp32 also under bf16.
+                          jax.nn.softmax(scores_BxHxTxS.astype(jnp.float32), axis=-1))
+    z_BxTxHxK = rec(f'{prefix}.hook_z', jnp.einsum('bhts,bshk->bthk',
+                                                   pattern_BxHxTxS.astype(v_BxSxHxK.dtype), v_BxSxHxK))
     out_BxTxD = _dense(c.d_model, c, 'out')(z_BxTxHxK.reshape(B, T, c.n_heads * c.d_head))
     return out_BxTxD, kv_cache
 
@@ -375,8 +381,12 @@ class Transformer(nn.Module):
   """tokens [B, T] -> logits [B, T, O] (+ a cache of named activations)."""
   config: TransformerConfig
 
+  def __call__(self, *args, **kwargs):
+    with jax.default_matmul_precision(PRECISIONS[self.config.precision][1]):
+      return self._forward(*args, **kwargs)
+
   @nn.compact
-  def __call__(self, tokens_BxT: jax.Array, *, pad_mask_BxT: Optional[jax.Array] = None,
+  def _forward(self, tokens_BxT: jax.Array, *, pad_mask_BxT: Optional[jax.Array] = None,
                positions_BxT: Optional[jax.Array] = None,
                kv_cache: Optional[KVCache] = None,
                cache_names: Iterable[str] = (),
@@ -410,13 +420,13 @@ class Transformer(nn.Module):
                          else (kv_cache.length, 'the KV cache length'))
     if T > limit:
       raise ValueError(f'Sequence length {T} exceeds {limit_name}={limit}.')
-    tok = nn.Embed(c.vocab_size, c.d_model, name='embed',
+    tok = nn.Embed(c.vocab_size, c.d_model, name='embed', dtype=_dtype(c),
                    embedding_init=nn.initializers.normal(c.init_std))
     x_BxTxD = rec('hook_embed', tok(tokens_BxT))
     if positions_BxT is None and kv_cache is not None:
       positions_BxT = kv_cache.index + jnp.arange(T)[None]
     if c.pos_embedding == 'learned':
-      pos = nn.Embed(c.max_len, c.d_model, name='pos_embed',
+      pos = nn.Embed(c.max_len, c.d_model, name='pos_embed', dtype=_dtype(c),
                      embedding_init=nn.initializers.normal(c.init_std))
       pos_xTxD = pos(jnp.arange(T))[None] if positions_BxT is None else pos(positions_BxT)
       x_BxTxD = x_BxTxD + rec('hook_pos_embed', pos_xTxD)
@@ -445,8 +455,9 @@ class Transformer(nn.Module):
     if c.tied_embeddings:
       logits_BxTxO = tok.attend(x_BxTxD)  # x @ embed.T, as llama2.c ties them.
     else:
-      logits_BxTxO = nn.Dense(c.n_outputs, use_bias=False, name='unembed',
+      logits_BxTxO = nn.Dense(c.n_outputs, use_bias=False, name='unembed', dtype=_dtype(c),
                               kernel_init=nn.initializers.normal(c.init_std))(x_BxTxD)
+    logits_BxTxO = logits_BxTxO.astype(jnp.float32)  # Callers get fp32 under every precision.
     if kv_cache is not None:
       return logits_BxTxO, rec.cache, kv_cache.replace(index=kv_cache.index + T)
     return logits_BxTxO, rec.cache
