@@ -2,14 +2,26 @@
 
 import setuptools
 
-# Python 3.11 caps jax at 0.10.x and flax at 0.12.8 (both newer need 3.12);
+# Two paths, chosen by environment markers:
+# - Python 3.11: jax 0.10.x and flax <= 0.12.8 (both newer need 3.12), the
+#   bounds every 3.11 install resolves to (README: Versions tested).
+# - Python 3.12+ (Colab): lower bounds only, so pip keeps the runtime's
+#   preinstalled jax/jaxlib (a TPU runtime pairs jax with its libtpu), flax,
+#   optax and orbax instead of replacing them. Measured on 3.12: jax 0.12.0.1,
+#   flax 0.12.12, optax 0.2.8, orbax-checkpoint 0.12.8, tracr-pypi 1.0.0.
 # tracr-pypi 1.0.0 is upstream tracr HEAD 9ce2b8c, and needs dm-haiku >= 0.0.17
 # on current JAX.
+_PY311 = '; python_version < "3.12"'
+_PY312 = '; python_version >= "3.12"'
 INSTALL_REQUIRES = [
-    'jax>=0.5,<0.11',
-    'flax>=0.10,<=0.12.8',
-    'optax>=0.2.4,<0.3',
-    'orbax-checkpoint>=0.11,<0.13',
+    'jax>=0.5,<0.11' + _PY311,
+    'jax>=0.5' + _PY312,
+    'flax>=0.10,<=0.12.8' + _PY311,
+    'flax>=0.10' + _PY312,
+    'optax>=0.2.4,<0.3' + _PY311,
+    'optax>=0.2.4' + _PY312,
+    'orbax-checkpoint>=0.11,<0.13' + _PY311,
+    'orbax-checkpoint>=0.11' + _PY312,
     'chex>=0.1.87,<0.2',
     'ml-collections>=1.0,<2',
     'absl-py>=2.1',

@@ -79,6 +79,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.seed = 0  # Every random choice derives from this.
   c.tasks = ('counter', 'max_identifier')  # Registered tasks or 'file.py:function' (docstring).
   c.cache_dir = ''  # tracr exports; '' = $WRAPPER_STUDY_CACHE or ~/.cache/wrapper_study/tracr.
+  # Matmuls of the loaded models: 'fp32' (compiled weights are exact only there), 'tf32', 'bf16'.
+  c.precision = 'fp32'
 
   c.counter = ml_collections.ConfigDict(dict(
       program='',  # '' = the task's ('counter'); a registered program or 'file.py:function'.

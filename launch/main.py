@@ -17,8 +17,12 @@ data, a checkpoint of another architecture) ends in ONE line on stderr,
 
 import importlib.util
 import logging as std_logging
+import os
 import pathlib
 import sys
+
+# Figures are files here, never windows (a notebook keeps its inline backend).
+os.environ.setdefault('MPLBACKEND', 'Agg')
 
 # Run as a file from a checkout, the repository root must be importable
 # (`configs`, and config files that build on each other).
@@ -35,6 +39,7 @@ from wrapper_study import allocator
 from wrapper_study import checkpoint
 from wrapper_study import config_check
 from wrapper_study import experiments
+from wrapper_study import run_record
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A config file (configs/tracr_study.py:smoke) or a packaged config\'s name '
@@ -152,6 +157,13 @@ def main(argv):
   logging.info('%s: %s -> %s (full config: %s)', config.experiment, given, workdir,
                workdir / 'config.txt')
   logging.info('Allocator: %s; JAX devices: %s', allocator.active(), jax.devices())
+  done = run_record.finished(workdir, config)
+  if done is not None:
+    logging.info('This run finished earlier with the same config and code (%s); nothing to '
+                 'redo. Delete that file to go through the phases again.',
+                 run_record.path(workdir, config))
+    print(_final_screen(workdir, pathlib.Path(done['report'])), flush=True)
+    return
   try:
     result = experiment.run(config, workdir)
   except config_check.ConfigError as e:  # Bad input only the data or the workdir can reveal.
@@ -162,7 +174,19 @@ def main(argv):
     _fail('training diverged', f'{e} Lower the learning rate, or rerun to resume from the '
           'last good checkpoint.')
   report = (result or {}).get('report', workdir / 'report.md')
+  run_record.write(workdir, config, report)
   logging.info('Done. Report: %s', report)
+  print(_final_screen(workdir, pathlib.Path(report)), flush=True)
+
+
+def _final_screen(workdir: pathlib.Path, report: pathlib.Path) -> str:
+  """What the run wrote, and the one command that shows its curves."""
+  def listing(sub: str, pattern: str) -> list[str]:
+    files = sorted(p.name for p in (workdir / sub).glob(pattern))
+    return [f'{sub}/ ({len(files)}):'] + [f'  {f}' for f in files]
+  return '\n'.join(['', '=' * 72, f'Report:      {report}', f'Workdir:     {workdir}',
+                    *listing('figures', '*.png'), *listing('tables', '*.csv'),
+                    f'TensorBoard: tensorboard --logdir {workdir / "tb"}', '=' * 72])
 
 
 def run():

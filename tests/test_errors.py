@@ -100,3 +100,12 @@ def test_a_workdir_of_another_architecture_is_one_line_and_left_intact(tmp_path)
 def test_a_diverged_single_run_ends_in_one_line(tmp_path):
   proc = _run(['--config=tinystories_study:smoke', '--config.pretrain.lr=1e30'], tmp_path / 'run')
   _assert_one_line(proc, 'FATAL training diverged: Non-finite', after_start=True)
+
+
+def test_an_unknown_precision_names_the_field_and_the_choices(tmp_path):
+  from configs import tracr_study  # pylint: disable=g-import-not-at-top
+  from wrapper_study.experiments import tracr_study as study  # pylint: disable=g-import-not-at-top
+  config = tracr_study.get_config('smoke')
+  config.precision = 'fp16'
+  with pytest.raises(config_check.ConfigError, match=r"config.precision='fp16'.*'fp32'.*'bf16'"):
+    study.validate(config)

@@ -73,6 +73,15 @@ def test_plain_pytest_collects_what_python_m_pytest_collects():
   assert plain == module and len(plain) > 50
 
 
+def test_ci_runs_exactly_the_readme_test_command():
+  readme = (REPO / 'README.md').read_text()
+  block = readme.split('# 2. Install, then run the tests (what CI runs):', 1)[1].split('```', 1)[0]
+  readme_cmd = block.strip().splitlines()[0].split('&&', 1)[1].strip()
+  ci_lines = [l.strip() for l in (REPO / '.ci' / 'run').read_text().splitlines()
+              if l.strip() and not l.lstrip().startswith('#')]
+  assert ci_lines[-1] == readme_cmd
+
+
 @pytest.mark.filterwarnings('ignore::DeprecationWarning')
 def test_a_non_editable_install_runs_a_study_from_another_directory(tmp_path, tracr_cache):
   # A fresh venv that sees this interpreter's packages (jax & co. are not

@@ -1,5 +1,6 @@
 """Tests for wrapper_study.metrics: write, then read back with tensorboard's loader."""
 
+import csv
 import importlib.util
 import io
 import os
@@ -11,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from wrapper_study import metrics
+from wrapper_study import tb_events
 
 
 def test_no_tensorflow():
@@ -100,3 +102,67 @@ def test_csv_open_drops_cut_row_and_replay_drops_every_old_copy(tmp_path):
     writer.write_scalars(1, {'a': 9.0})
     writer.write_scalars(2, {'a': 8.0})
   assert _csv(str(tmp_path)) == ['step,name,value', '1,a,9.0', '2,a,8.0']
+
+
+def test_runs_population_members_and_hparams(tmp_path):
+  workdir, members = str(tmp_path), ['lr=0.01,c_tr=0,seed=0', 'lr=0.01,c_tr=1,seed=0']
+  for replay in (False, True):  # A resumed run replays step 2: written once.
+    with metrics.MetricWriter(workdir) as writer:
+      writer.run('counter/compiled').write_scalars(0, {'c_te0/acc_o_pt': 100.0})
+      pop = metrics.PopulationWriter(writer.run('counter/finetune'), members)
+      for step in (2,) if replay else (1, 2):
+        pop.write_scalars(step, {'train/loss': np.array([1.0, 2.0]) * step, 'shared': 5.0})
+      pop.write_hparams([{'lr': 0.01, 'c_tr': 0.0, 'seed': 0, 'source': 'compiled'},
+                         {'lr': 0.01, 'c_tr': 1.0, 'seed': 0, 'source': 'compiled'}],
+                        ['train/loss'], ok=[True, False])
+  tb = os.path.join(workdir, 'tb')
+  assert metrics.list_runs(tb) == ['counter/compiled', 'counter/finetune',
+                                   f'counter/finetune/{members[0]}',
+                                   f'counter/finetune/{members[1]}']
+  member = os.path.join(tb, 'counter', 'finetune', members[1])
+  assert metrics.read_scalars(member) == {'train/loss': [(1, 2.0), (2, 4.0)]}
+  assert metrics.read_scalars(os.path.join(tb, 'counter/finetune'))['shared'] == [(1, 5.0),
+                                                                                   (2, 5.0)]
+  assert tb_events.repeats(tb) == {}  # No (tag, step) twice in a run, also after the resume.
+  hp = metrics.read_hparams(tb)
+  assert hp['counter/finetune']['experiment'] == {'hparams': ['lr', 'c_tr', 'seed', 'source'],
+                                                  'metrics': ['train/loss']}
+  assert hp[f'counter/finetune/{members[1]}'] == {
+      'hparams': {'lr': 0.01, 'c_tr': 1.0, 'seed': 0.0, 'source': 'compiled'},
+      'group': f'counter/finetune/{members[1]}', 'status': 'STATUS_FAILURE'}
+  assert hp[f'counter/finetune/{members[0]}']['status'] == 'STATUS_SUCCESS'
+  with open(os.path.join(workdir, 'metrics.csv'), newline='') as f:
+    rows = list(csv.reader(f))  # One file; names carry the run (quoted: they hold commas).
+  assert ['1', f'counter/finetune/{members[0]}/train/loss', '1.0'] in rows
+  assert rows.count(['2', f'counter/finetune/{members[1]}/train/loss', '4.0']) == 1  # Superseded.
+  assert ['0', 'counter/compiled/c_te0/acc_o_pt', '100.0'] in rows
+
+
+def test_population_written_into_one_run_keeps_a_tag_per_member(tmp_path):
+  with metrics.MetricWriter(str(tmp_path)) as writer:
+    writer.run('grid').write_scalars(3, {'loss': [1.0, 2.0]})
+  assert metrics.read_scalars(str(tmp_path / 'tb' / 'grid')) == {'loss/0': [(3, 1.0)],
+                                                                  'loss/1': [(3, 2.0)]}
+
+
+def test_two_members_with_one_run_name_are_refused(tmp_path):
+  with metrics.MetricWriter(str(tmp_path)) as writer:
+    try:
+      metrics.PopulationWriter(writer.run('p'), ['lr=1', 'lr=1'])
+    except ValueError as e:
+      assert 'share a run name' in str(e)
+    else:
+      raise AssertionError('no error')
+
+
+def test_write_report_text_and_every_figure_once_per_call(tmp_path):
+  (tmp_path / 'figures').mkdir()
+  Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / 'figures' / 'curves.png')
+  for text in ('# first', '# second'):
+    (tmp_path / 'report.md').write_text(text)
+    assert metrics.write_report(tmp_path, tmp_path / 'report.md') == 'report'
+  run = str(tmp_path / 'tb' / 'report')
+  assert metrics.read_text(run) == {'report.md': [(0, '# first'), (1, '# second')]}
+  images = metrics.read_images(run)
+  assert [s for s, _ in images['figures/curves']] == [0, 1]
+  assert images['figures/curves'][0][1] == (tmp_path / 'figures' / 'curves.png').read_bytes()

@@ -1,6 +1,7 @@
 """The PCFG wrapper analysis: a tiny end-to-end run through the binary; bad input fails early."""
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,9 @@ import smoke_tables
 
 from configs import pcfg_analysis as analysis_config
 from wrapper_study import config_check
+from wrapper_study import metrics
+from wrapper_study import run_record
+from wrapper_study import tb_events
 from wrapper_study.analysis import reft
 from wrapper_study.experiments import pcfg_analysis
 from wrapper_study.pcfg import analysis as pcfg_analysis_lib
@@ -70,14 +74,29 @@ def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
   assert (probes >= 0).all() and (probes <= 100).all()
   text = (workdir / 'report_main.md').read_text()
   assert 'Claims, checked' in text and 'Time (s)' in text
+  links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)  # Figures embedded, each resolving.
+  assert {f'figures/{stem}.png' for stem in pcfg_report.FIGURES['main'].values()} == set(links)
+  assert [l for l in links if not (workdir / l).is_file()] == []
   assert 'REDUCED scale' in text and 'reFT 4 iterations' in text
+  tb = workdir / 'tb'  # Issue 14: a TensorBoard run per reFT member, named by source and hparams.
+  runs = [r.split('/', 1)[1] for r in metrics.list_runs(str(tb)) if r.startswith('reft_main/')]
+  assert len(runs) == len(set(runs)) == sum(int(r['n_seeds']) for r in reft_rows)
+  assert {r.split(',')[0] for r in runs} >= {'source=low_ft', 'source=scr+ft', 'source=scr'}
+  assert len(metrics.read_hparams(str(tb))['reft_main']['experiment']['metrics']) == 3
+  assert tb_events.repeats(str(tb)) == {}
+  assert metrics.read_text(str(tb / 'report_main'))['report_main.md'][-1][1] == text
 
 
 def test_rerun_redoes_nothing_and_checkpoint_of_another_architecture_fails(smoke_run):
   before = tables.read_csv(smoke_run / 'tables' / 'analysis_main_claims.csv')
+  cached = {p: p.stat().st_mtime_ns for p in (smoke_run / 'analysis').glob('*.npz')}
+  run_record.forget(smoke_run)  # Go through the phases (a finished record would skip them).
   proc = _run(smoke_run)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'Resumed' in proc.stderr
+  assert 'Resumed' in proc.stderr and 'steps/s' not in proc.stderr  # No training step...
+  # ...and no analysis recomputed: its cached results are read, not rewritten.
+  assert cached and {p: p.stat().st_mtime_ns
+                     for p in (smoke_run / 'analysis').glob('*.npz')} == cached
   assert tables.read_csv(smoke_run / 'tables' / 'analysis_main_claims.csv') == before
   # The workdir's checkpoints are of a d_model=16 model: refused, naming the field.
   proc = _run(smoke_run, 'smoke', '--config.model.d_model=32', '--config.model.d_mlp=64')

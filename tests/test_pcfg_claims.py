@@ -13,6 +13,7 @@ import pytest
 
 from configs import pcfg_analysis as analysis_config
 from configs import pcfg_study as study_config
+from wrapper_study import metrics
 from wrapper_study import population
 from wrapper_study.analysis import reft as reft_lib
 from wrapper_study.pcfg import analysis as pcfg_analysis
@@ -354,17 +355,14 @@ def test_table_markdown_flags_collapsed_cells():
   assert '21.8 ()*' in text and '69.8 ()*' not in text and '2/2 @2' in text
 
 
-def test_each_population_writes_its_own_train_tags():
-  seen = {}
-
-  class Sink:
-    def write_scalars(self, step, scalars):
-      seen.update(scalars)
-
-    def flush(self):
-      pass
-  for name in ('finetune_low_8000', 'finetune_high_8000'):
-    w = pcfg_train.PopulationWriter(Sink(), name)
-    w.write_scalars(1, {'train/loss/0': 1.0, f'{name}/c_te0/acc_o_pt': 2.0})
-  assert set(seen) == {'finetune_low_8000/train/loss/0', 'finetune_high_8000/train/loss/0',
-                       'finetune_low_8000/c_te0/acc_o_pt', 'finetune_high_8000/c_te0/acc_o_pt'}
+def test_each_population_and_member_writes_its_own_run(tmp_path):
+  members = population.grid([1e-4], [0.0, 1.0], [0])
+  with metrics.MetricWriter(str(tmp_path)) as writer:
+    for name in ('finetune_low_8000', 'finetune_high_8000'):
+      w = metrics.PopulationWriter(writer.run(name), [m.run_name for m in members])
+      w.write_scalars(1, {'train/loss': [1.0, 2.0], 'eval/c_te0/acc_o_pt': [3.0, 4.0]})
+  runs = metrics.list_runs(str(tmp_path / 'tb'))
+  assert runs == sorted(f'{p}/lr=0.0001,c_tr={c},seed=0' for p in
+                        ('finetune_low_8000', 'finetune_high_8000') for c in (0, 1))
+  assert metrics.read_scalars(str(tmp_path / 'tb' / runs[1])) == {
+      'train/loss': [(1, 2.0)], 'eval/c_te0/acc_o_pt': [(1, 4.0)]}

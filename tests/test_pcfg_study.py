@@ -12,6 +12,8 @@ from configs import pcfg_study as pcfg_config
 from wrapper_study import config_check
 from wrapper_study import metrics
 from wrapper_study import population
+from wrapper_study import run_record
+from wrapper_study import tb_events
 from wrapper_study.experiments import pcfg_analysis as pcfg_analysis_experiment
 from wrapper_study.experiments import pcfg_study
 from wrapper_study.pcfg import analysis as pcfg_analysis
@@ -31,6 +33,29 @@ def _run(workdir, *overrides):
       [sys.executable, 'launch/main.py', '--config=configs/pcfg_study.py:smoke',
        f'--workdir={workdir}', *overrides], cwd=REPO, capture_output=True, text=True, timeout=900,
       env={'PATH': '/usr/bin:/bin', 'HOME': str(workdir), 'JAX_PLATFORMS': 'cpu'})
+
+
+def _check_tensorboard(workdir, config, invocations: int):
+  """Issue 14: each population and member its own run (hyperparameters in the name), HParams."""
+  tb = workdir / 'tb'
+  assert tb_events.repeats(str(tb)) == {}  # No run holds a (tag, step) twice.
+  assert {'eval/C_a', 'train/loss'} <= set(metrics.read_scalars(str(tb / 'pretrain_low')))
+  f = config.finetune
+  grid = population.grid(f.lrs, f.c_trs, f.seeds)
+  runs, hp = metrics.list_runs(str(tb)), metrics.read_hparams(str(tb))
+  for pop in ('finetune_low_3', 'finetune_low_6'):
+    members = sorted(r.split('/', 1)[1] for r in runs if r.startswith(pop + '/'))
+    assert members == sorted(m.run_name for m in grid)
+    assert 'eval/c_te1/acc_o_ft' in hp[pop]['experiment']['metrics']
+    for m in grid:
+      assert hp[f'{pop}/{m.run_name}']['hparams']['c_tr'] == m.c_tr
+      scalars = metrics.read_scalars(str(tb / pop / m.run_name))
+      assert {'train/loss', 'eval/c_te1/acc_o_ft'} <= set(scalars)
+  text = metrics.read_text(str(tb / 'report'))['report.md']
+  assert [s for s, _ in text] == list(range(invocations))
+  assert text[-1][1] == (workdir / 'report.md').read_text()
+  assert set(metrics.read_images(str(tb / 'report'))) == {
+      f'figures/{p.stem}' for p in (workdir / 'figures').glob('*.png')}
 
 
 def test_binary_pretrains_fine_tunes_and_resumes(tmp_path):
@@ -57,21 +82,18 @@ def test_binary_pretrains_fine_tunes_and_resumes(tmp_path):
   assert rows[0]['paper c_te0/acc_o_ft@1'] != ''  # Low prior rows match the paper's Table 5.
   assert (workdir / 'checkpoints' / 'pretrain_low_kept' / '3').exists()
   assert (workdir / 'checkpoints' / 'pretrain_low_kept' / '6').exists()
-  scalars = metrics.read_scalars(str(workdir))
-  assert 'pretrain_low/C_a' in scalars
-  # Each population its own train/* tags (issue 11): no collisions between the grids.
-  assert {'pretrain_low/train/loss', 'finetune_low_3/train/loss/0',
-          'finetune_low_6/train/loss/0'} <= set(scalars)
-  assert not any(k.startswith('train/') for k in scalars)
+  _check_tensorboard(workdir, config, invocations=1)
   assert 'c_te0n/acc_o_ft@4' in rows[0] and 'n_collapsed@4' in rows[0]  # Natural set, collapse.
   text = (workdir / 'report.md').read_text()
   assert 'Table 5 signatures' in text and 'wrapper_study/pcfg/paper.py' in text
   assert "REDUCED scale: 4 of the paper's 10,000 fine-tuning iterations" in text
 
+  run_record.forget(workdir)  # Go through the phases (a finished record would skip them).
   proc = _run(workdir)  # Everything finished: restored, not retrained.
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Resumed' in proc.stderr
   assert tables.read_csv(workdir / 'tables' / 'finetune_counter.csv') == rows
+  _check_tensorboard(workdir, config, invocations=2)  # The resume wrote no (tag, step) twice.
 
 
 @pytest.mark.parametrize('field, value, match', [

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,8 @@ import smoke_tables
 from wrapper_study import config_check
 from wrapper_study import metrics
 from wrapper_study import model as model_lib
+from wrapper_study import run_record
+from wrapper_study import tb_events
 from wrapper_study.experiments import tinystories_study as study
 from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import tables
@@ -76,17 +79,45 @@ def test_binary_runs_the_whole_study(smoke_run):
   for name in ('deletion_twist_loss', 'reft_twist_loss', 'reft_twist_fraction', 'probe_Twist',
                'probe_Foreshadowing', 'probe_MoralValue', 'probe_BadEnding'):
     assert (workdir / 'figures' / f'{name}.png').stat().st_size > 0, name
+    assert f'](figures/{name}.png)' in text, name  # Embedded in report.md...
+  links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
+  assert links and [l for l in links if not (workdir / l).is_file()] == []  # ...and resolving.
 
   probes = tables.read_csv(workdir / 'tables' / 'probes.csv')
   assert len(probes) == (2 + n_deleted) * len(config.probe.features)
   assert {f'B{l}' for l in range(config.model.n_layers + 1)} <= set(probes[0])
   assert all(0 <= float(r['B1']) <= 100 for r in probes)
 
-  scalars = metrics.read_scalars(str(workdir))
-  assert len(scalars['present/train/loss']) >= 1
-  assert [s for s, _ in scalars['reft_not_in_pt/eval/twist_loss']] == [0, 1, 2, 3]
-  assert 'table1/not_in_pt/it0' in scalars and 'classifier/accuracy' in scalars
-  assert 'probe/Twist/present/B1' in scalars
+  tb = workdir / 'tb'  # Issue 14: one TensorBoard run per training run, plain tags inside.
+  assert len(metrics.read_scalars(str(tb / 'present'))['train/loss']) >= 1
+  twist = metrics.read_scalars(str(tb / 'reft_not_in_pt'))['eval/twist_loss']
+  assert [s for s, _ in twist] == [0, 1, 2, 3]
+  summary = metrics.read_scalars(str(tb / 'summary'))
+  assert {'table1/not_in_pt/it0', 'classifier/accuracy', 'probe/Twist/present/B1'} <= set(summary)
+  _check_report_run(workdir, invocations=1)
+  # Issue 14: each grid in the HParams tab, a session per run named by its hyperparameters.
+  config = ts_config.get_config('smoke')
+  hp = metrics.read_hparams(str(workdir / 'tb'))
+  n_del = len(config.deletion.protocols) * len(config.deletion.lrs)
+  assert hp['deletion']['experiment']['metrics'] == ['final/twist_fraction', 'final/twist_loss']
+  deletion = {r: v for r, v in hp.items() if r.startswith('deletion/')}
+  assert len(deletion) == n_del and all(
+      set(v['hparams']) == {'protocol', 'lr'} and v['status'] == 'STATUS_SUCCESS'
+      for v in deletion.values())
+  assert set(deletion) == {f'deletion/protocol={p},lr={lr:g}'
+                           for p in config.deletion.protocols for lr in config.deletion.lrs}
+  assert len([r for r in hp if r.startswith('reft/')]) == n_del + 1
+
+
+def _check_report_run(workdir, invocations: int):
+  """No run holds a (tag, step) twice; report.md and every figure in the run 'report'."""
+  tb = workdir / 'tb'
+  assert tb_events.repeats(str(tb)) == {}
+  text = metrics.read_text(str(tb / 'report'))['report.md']
+  assert [s for s, _ in text] == list(range(invocations))
+  assert text[-1][1] == (workdir / 'report.md').read_text()
+  assert set(metrics.read_images(str(tb / 'report'))) == {
+      f'figures/{p.stem}' for p in (workdir / 'figures').glob('*.png')}
 
 
 def test_rerun_restores_every_phase_without_retraining(smoke_run):
@@ -96,6 +127,7 @@ def test_rerun_restores_every_phase_without_retraining(smoke_run):
   probes = tables.read_csv(workdir / 'tables' / 'probes.csv')
   config = ts_config.get_config('smoke')
   n_runs = 2 + 2 * len(config.deletion.protocols) * len(config.deletion.lrs) + 1
+  run_record.forget(workdir)  # Go through the phases (a finished record would skip them).
   proc = _run(workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stderr.count('Resumed') == n_runs  # Every training run restored at its end...
@@ -105,6 +137,7 @@ def test_rerun_restores_every_phase_without_retraining(smoke_run):
   timing = {r['phase']: r for r in tables.read_csv(workdir / 'tables' / 'timing.csv')}
   first = json.loads((workdir / 'results' / 'timing.json').read_text())
   assert float(timing['pretrain present']['seconds']) == first['pretrain present']  # Kept.
+  _check_report_run(workdir, invocations=2)
 
 
 def test_binary_runs_data_parallel_on_two_devices(smoke_run, tmp_path):

@@ -250,3 +250,19 @@ def test_program_from_a_user_file(tmp_path, cache_dir):
     tracr_model.get_compiled(f'{path}:first_is', ('a', 'b'), 4, cache_dir=cache_dir)
   with pytest.raises(ValueError, match=r"defines no 'nope'"):
     tracr_model.get_compiled(f'{path}:nope', cache_dir=cache_dir)
+
+
+def test_compile_pair_runs_the_compiled_models_at_the_configured_precision(cache_dir):
+  from wrapper_study.tracr import tasks  # pylint: disable=g-import-not-at-top
+  from wrapper_study.tracr import train  # pylint: disable=g-import-not-at-top
+  from configs import tracr_study  # pylint: disable=g-import-not-at-top
+  spec = tasks.from_config(tracr_study.get_config('smoke'), 'counter')
+  fp32, _ = train.compile_pair(spec, str(cache_dir))
+  bf16, ft_bf16 = train.compile_pair(spec, str(cache_dir), precision='bf16')
+  assert (fp32.config.precision, bf16.config.precision, ft_bf16.config.precision) == (
+      'fp32', 'bf16', 'bf16')
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(bf16.params))
+  tokens = bf16.encode([list('abacadaeaa')[:spec.seq_len]])
+  _, cache = model.Transformer(bf16.config).apply(
+      {'params': bf16.params}, tokens, cache_names=['blocks.0.hook_resid_post'])
+  assert cache['blocks.0.hook_resid_post'].dtype == jax.numpy.bfloat16

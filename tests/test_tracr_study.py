@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,8 @@ from configs import tracr_study as tracr_config
 from wrapper_study import config_check
 from wrapper_study import metrics
 from wrapper_study import population
+from wrapper_study import run_record
+from wrapper_study import tb_events
 from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import tables
 from wrapper_study.tracr import paper
@@ -105,6 +108,43 @@ def _run_binary(workdir, tracr_cache, *overrides, cwd=REPO):
       timeout=900)
 
 
+def _check_tensorboard(workdir, invocations: int):
+  """Issue 14: a run per (task, phase, member) named by its hyperparameters, HParams, report."""
+  tb = workdir / 'tb'
+  f = tracr_config.get_config('smoke').finetune
+  grid = population.grid(f.lrs, f.c_trs, f.seeds)
+  runs, hp = metrics.list_runs(str(tb)), metrics.read_hparams(str(tb))
+  assert tb_events.repeats(str(tb)) == {}  # No run holds a (tag, step) twice.
+  for task in ('counter', 'max_identifier'):
+    assert metrics.read_scalars(str(tb / task / 'compiled'))['c_te0/acc_o_pt'] == [(0, 100.0)]
+    assert metrics.read_images(str(tb / task / 'maps'))  # Attention maps.
+    for phase in ('finetune', 'reft'):
+      members = [r.split('/', 2)[2] for r in runs if r.startswith(f'{task}/{phase}/')]
+      if phase == 'finetune':
+        assert sorted(members) == sorted(m.run_name for m in grid)  # lr, c_tr, seed in the name.
+      else:
+        assert members and all(m.startswith('source=') and ',lr=' in m for m in members)
+      experiment = hp[f'{task}/{phase}']['experiment']
+      assert {'lr', 'seed', 'source'} <= set(experiment['hparams'])
+      assert 'eval/c_te0/acc_o_pt' in experiment['metrics']
+      for m in members:
+        run = f'{task}/{phase}/{m}'
+        assert hp[run]['status'] in ('STATUS_SUCCESS', 'STATUS_FAILURE')
+        assert f"lr={hp[run]['hparams']['lr']:g}" in m.split(',')
+        scalars = metrics.read_scalars(str(tb / run))
+        assert {'train/loss', 'eval/c_te0/acc_o_pt'} <= set(scalars)  # Plain tags per member.
+  member = tb / 'counter' / 'finetune' / grid[-1].run_name
+  assert hp[f'counter/finetune/{grid[-1].run_name}']['hparams'] == {
+      'population': 'counter/finetune', 'source': 'compiled', 'lr': grid[-1].lr,
+      'c_tr': grid[-1].c_tr, 'seed': grid[-1].seed}
+  assert metrics.read_scalars(str(member))['eval/c_te0/acc_o_pt'][0][0] == 0  # From step 0.
+  text = metrics.read_text(str(tb / 'report'))['report.md']
+  assert [s for s, _ in text] == list(range(invocations))
+  assert text[-1][1] == (workdir / 'report.md').read_text()
+  images = metrics.read_images(str(tb / 'report'))
+  assert set(images) == {f'figures/{p.stem}' for p in (workdir / 'figures').glob('*.png')}
+
+
 def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
   workdir = tmp_path / 'run'
   proc = _run_binary(workdir, tracr_cache)
@@ -119,10 +159,7 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
   assert 'Table 3' in text and 'Claims of the paper' in text
   compiled = tables.read_csv(workdir / 'tables' / 'compiled_accuracy.csv')
   assert [float(r['c_te0/acc_o_pt']) for r in compiled] == [100.0, 100.0]
-  scalars = metrics.read_scalars(str(workdir))
-  assert scalars['compiled/counter/c_te0/acc_o_pt'] == [(0, 100.0)]
-  assert any(k.startswith('train/loss/') for k in scalars)
-  assert metrics.read_images(str(workdir))  # Attention maps went to TensorBoard too.
+  _check_tensorboard(workdir, invocations=1)
   table = tables.read_csv(workdir / 'tables' / 'table3_counter.csv')
   # Every number recorded before the move into wrapper_study/tracr/ is reproduced, except
   # what issue 11 changed on purpose: claims.csv (claims as data, CLAIMS_COLUMNS) and the
@@ -143,12 +180,44 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
   assert {'n_distinct', 'collapsed', 'c_te0_natural/acc_o_ft'} <= set(table[0])
   for name in ('members_counter.csv', 'pruning_members_counter.csv', 'reft_members_counter.csv'):
     assert (workdir / 'tables' / name).exists(), name
+  first_tables = {p.name: p.read_text() for p in (workdir / 'tables').glob('*.csv')}
 
-  # A second launch finds every population finished and reproduces the tables.
+  # The report reads as a document: every figure embedded, every link resolves.
+  links = re.findall(r'!\[[^\]]*\]\(([^)]+)\)', text)
+  assert 'figures/pruning_weight_counter.png' in links and 'figures/mlp_counter.png' in links
+  assert [l for l in links if not (workdir / l).is_file()] == []
+  # Phase headers with the total known up front, and the final screen.
+  assert '[1/10] counter/compile' in proc.stderr and '[10/10] max_identifier/reft' in proc.stderr
+  assert f'tensorboard --logdir {workdir / "tb"}' in proc.stdout
+  assert 'figures/ (' in proc.stdout and 'table3_counter.csv' in proc.stdout
+
+  # A second launch finds every population finished, recomputes no map, pruning or
+  # member analysis (their cached results are read, not rewritten), and reproduces the tables.
+  cached = {p: p.stat().st_mtime_ns for p in (workdir / 'results').iterdir()
+            if p.name.startswith(('maps_', 'pruning_', 'members_'))}
+  assert {p.name.split('_')[0] for p in cached} == {'maps', 'pruning', 'members'}
+  # Without the run's finished record (results/finished_*.json), a launch goes through
+  # every phase again, restoring what is cached.
+  run_record.forget(workdir)
   proc = _run_binary(workdir, tracr_cache)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Resumed' in proc.stderr
   assert tables.read_csv(workdir / 'tables' / 'table3_counter.csv') == table
+  _check_tensorboard(workdir, invocations=2)  # The resume wrote no (tag, step) twice.
+  assert {p: p.stat().st_mtime_ns for p in (workdir / 'results').iterdir()
+          if p.name.startswith(('maps_', 'pruning_', 'members_'))} == cached
+  assert 'steps/s' not in proc.stderr  # No training step either.
+  for name in ('members_counter.csv', 'pruning_members_counter.csv'):
+    assert (workdir / 'tables' / name).read_text() == first_tables[name], name
+
+  # With the record, the finished command is only listed: no phase, no file written.
+  written = {p: p.stat().st_mtime_ns for p in workdir.rglob('*')
+             if p.is_file() and p.name != 'config.txt'}
+  proc = _run_binary(workdir, tracr_cache)
+  assert proc.returncode == 0 and 'nothing to redo' in proc.stderr, proc.stderr[-3000:]
+  assert '[1/10]' not in proc.stderr and 'Report:' in proc.stdout
+  assert {p: p.stat().st_mtime_ns for p in workdir.rglob('*')
+          if p.is_file() and p.name != 'config.txt'} == written
 
   # The same workdir with another Counter length: checkpoints of another architecture,
   # refused in one line (exit 2, no traceback), and left byte-identical.

@@ -19,6 +19,7 @@ import pytest
 from wrapper_study import checkpoint
 from wrapper_study import losses
 from wrapper_study import metrics
+from wrapper_study import tb_events
 from wrapper_study import model
 from wrapper_study import optim
 from wrapper_study import train
@@ -229,6 +230,9 @@ def test_resumed_run_has_one_csv_row_per_step(tmp_path):
   # Bitwise resumable, so the same rows as the uninterrupted run.
   assert sorted(rows[1:]) == sorted(_csv_rows(reference)[1:])
   assert [s for s, n in keys if n == 'train/loss'] == ['5', '10', '12']
+  # TensorBoard: the replayed step 10 is not written again; the curves are the reference's.
+  assert tb_events.repeats(os.path.join(workdir, 'tb')) == {}
+  assert metrics.read_scalars(workdir) == metrics.read_scalars(reference)
 
 if __name__ == '__main__':
   # Child of the SIGKILL test: a slow run (a short sleep per batch) to kill.

@@ -1,70 +1,49 @@
-"""Metrics are written in one place: MetricWriter (TensorBoard + a CSV log).
+"""Metrics are written in one place: MetricWriter (TensorBoard runs + a CSV log).
 
 Also here, because every world needs them and none should write its own:
-`RunLog` (a run's evaluations, persisted after every record), `PhaseTimes`
-(seconds per phase, kept across reruns), `PrefixedWriter` (one tag space per
-run inside a shared writer) and `cached_arrays` (a finished result is loaded,
-never recomputed; written atomically).
+`PopulationWriter` (a population's metrics split into one TensorBoard run per
+member, with the grid's HParams), `write_report` (report.md and the figures into
+TensorBoard), `RunLog` (a run's evaluations, persisted after every record),
+`PhaseTimes` (seconds per phase, kept across reruns) and `cached_arrays` (a
+finished result is loaded, never recomputed; written atomically).
 
-TensorBoard event files are written with tensorboard's own writer and protos, so
-TensorFlow is not needed. Scalars also go to `workdir/metrics.csv` (one
-`step,name,value` row per scalar) so a run can be grepped or loaded with pandas.
-A resumed run appends, replacing the rows of the steps it replays: one row per
-(step, name).
+TensorBoard layout: one run (a directory under workdir/tb) per thing trained,
+e.g. `counter/finetune/lr=0.01,c_tr=1,seed=0` for a population member (the
+name carries its hyperparameters; tags inside are plain: `train/loss`,
+`eval/c_te0/acc_o_pt`), `counter/finetune` for the grid (its HParams experiment),
+`counter/compiled`, `pretrain_low`, `summary`, `report` (report.md as text,
+figures as images). `tensorboard --logdir <workdir>/tb` shows them all; the
+HParams tab compares members in one table (its columns come from one grid's
+experiment summary, TensorBoard reads one per logdir: `--logdir
+<workdir>/tb/counter/finetune` gives that grid its own). Event files are written
+with tensorboard's own writer and protos (tb_events), so TensorFlow is not
+needed. A run's (tag, step) is written once: a resumed run's replayed steps
+are not written again (tb_events).
+
+Scalars also go to `workdir/metrics.csv` (one `step,name,value` row per scalar,
+name = `<run>/<tag>`) so a run can be grepped or loaded with pandas. A resumed
+run appends, replacing the rows of the steps it replays: one row per (step, name).
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import os
 import pathlib
-import struct
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import logging
 import numpy as np
-from tensorboard.backend.event_processing import event_file_loader
-from tensorboard.compat.proto import event_pb2
-from tensorboard.compat.proto import summary_pb2
-from tensorboard.compat.proto import tensor_pb2
-from tensorboard.compat.proto import tensor_shape_pb2
-from tensorboard.compat.proto import types_pb2
-from tensorboard.summary.writer import event_file_writer
-from tensorboard.util import tensor_util
+
+from wrapper_study import tb_events
+# Readers of one run (a run dir; a workdir or workdir/tb reads the root run), and of the tree.
+from wrapper_study.tb_events import list_runs, read_hparams, read_images, read_scalars, read_text  # pylint: disable=unused-import
 
 TB_SUBDIR = 'tb'
 CSV_NAME = 'metrics.csv'
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-  """(height, width) from the PNG IHDR chunk."""
-  if png[:8] != b'\x89PNG\r\n\x1a\n':
-    raise ValueError('not a PNG')
-  width, height = struct.unpack('>II', png[16:24])
-  return height, width
-
-
-def _encode_png(image) -> bytes:
-  """PNG bytes of a HxW, HxWx3 or HxWx4 array (uint8 or float in [0, 1]) or Figure."""
-  if hasattr(image, 'savefig'):  # A matplotlib Figure.
-    buf = io.BytesIO()
-    image.savefig(buf, format='png')
-    return buf.getvalue()
-  from PIL import Image  # Comes with matplotlib.
-  arr = np.asarray(image)
-  if arr.dtype != np.uint8:
-    arr = (np.clip(arr.astype(np.float64), 0.0, 1.0) * 255).round().astype(np.uint8)
-  if arr.ndim == 3 and arr.shape[-1] == 1:
-    arr = arr[..., 0]
-  if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-    raise ValueError(f'image must be HxW, HxWx3 or HxWx4, got shape {arr.shape}.')
-  buf = io.BytesIO()
-  Image.fromarray(arr).save(buf, format='PNG')
-  return buf.getvalue()
 
 
 _CSV_HEADER = ['step', 'name', 'value']
@@ -114,23 +93,29 @@ def _rewrite_csv(path: str, drop: set, among_first: int) -> int:
 
 
 class MetricWriter:
-  """TensorBoard event files under workdir/tb plus workdir/metrics.csv.
+  """TensorBoard runs under workdir/tb plus workdir/metrics.csv.
+
+  `run(name)` is the writer of the run workdir/tb/<name>; its metrics.csv rows
+  are named `<name>/<tag>`. The MetricWriter's own write_* go to the root run
+  (workdir/tb itself), with plain CSV names.
 
   metrics.csv: rows written by earlier writers (the run before a kill) are
   superseded: writing a (step, name) they have removes their rows for it, so a
   resumed run that replays the steps after its checkpoint leaves one row per
   (step, name); the new row goes at the end. Rows this writer wrote are never
-  removed (two runs sharing a writer with the same names keep both rows; give
-  each run its own names, e.g. PrefixedWriter). TensorBoard events are
-  append-only: a resumed run adds an event file that repeats the replayed steps.
+  removed (two phases writing the same names into one writer keep both rows;
+  give each phase its own run). TensorBoard: a run never gets a (tag, step)
+  twice; the replayed steps keep their first values (bitwise the same, see
+  train.train_loop).
   """
 
   def __init__(self, workdir: str, flush_secs: int = 30):
-    self.workdir = workdir
-    self.logdir = os.path.join(workdir, TB_SUBDIR)
+    self.workdir = str(workdir)
+    self.logdir = os.path.join(self.workdir, TB_SUBDIR)
+    self.flush_secs = flush_secs
     os.makedirs(self.logdir, exist_ok=True)
-    self._events = event_file_writer.EventFileWriter(self.logdir, flush_secs=flush_secs)
-    self.csv_path = os.path.join(workdir, CSV_NAME)
+    self._runs: dict[str, RunWriter] = {}
+    self.csv_path = os.path.join(self.workdir, CSV_NAME)
     # Earlier writers' rows (the file's first _old_rows data rows): name -> its
     # largest step there. A write at a step not above it may repeat one.
     self._old_last_step: dict[str, int] = {}
@@ -142,6 +127,24 @@ class MetricWriter:
     self._open_csv()
     if is_new:
       self._csv.writerow(_CSV_HEADER)
+
+  def run(self, name: str) -> 'RunWriter':
+    """The writer of run workdir/tb/<name> ('' the root); its event file is made on first write."""
+    name = name.strip('/')
+    if name not in self._runs:
+      events = tb_events.RunEvents(os.path.join(self.logdir, name) if name else self.logdir,
+                                   self.flush_secs)
+      self._runs[name] = RunWriter(self, name, events)
+    return self._runs[name]
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    self.run('').write_scalars(step, scalars)
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    self.run('').write_images(step, images)
+
+  def write_text(self, step: int, texts: Mapping[str, str]) -> None:
+    self.run('').write_text(step, texts)
 
   def _open_csv(self) -> None:
     # Line-buffered, so a running job's metrics.csv can be read (grep, tail -f).
@@ -172,58 +175,25 @@ class MetricWriter:
       self._open_csv()
     self._superseded |= keys
 
-  def _add(self, step: int, values: list) -> None:
-    summary = summary_pb2.Summary(value=values)
-    self._events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step),
-                                           summary=summary))
-
-  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-    """TensorBoard values and CSV rows (superseding earlier writers' rows, see class)."""
-    step = int(step)
-    values, rows = [], []
-    for name, value in scalars.items():
-      value = float(np.asarray(value))
-      values.append(summary_pb2.Summary.Value(tag=name, simple_value=value))
-      rows.append([step, name, repr(value)])
+  def _write_csv(self, step: int, named: Mapping[str, float]) -> None:
+    """CSV rows, superseding earlier writers' rows (see class)."""
     # Only a step not above a name's last old one can repeat an old row.
-    maybe = {(step, name) for name in scalars
+    maybe = {(step, name) for name in named
              if step <= self._old_last_step.get(name, step - 1)} - self._superseded
     if maybe:
       self._supersede(maybe)
-    self._csv.writerows(rows)
-    self._add(step, values)
-
-  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
-    """name -> HxWx3/HxWx4 uint8 array (or HxW, or a matplotlib Figure)."""
-    values = []
-    for name, image in images.items():
-      png = _encode_png(image)
-      height, width = _png_size(png)
-      img = summary_pb2.Summary.Image(height=height, width=width,
-                                      encoded_image_string=png)
-      values.append(summary_pb2.Summary.Value(tag=name, image=img))
-    self._add(step, values)
-
-  def write_text(self, step: int, texts: Mapping[str, str]) -> None:
-    """name -> markdown text (TensorBoard's Text tab)."""
-    values = []
-    for name, text in texts.items():
-      tensor = tensor_pb2.TensorProto(
-          dtype=types_pb2.DT_STRING, string_val=[str(text).encode('utf-8')],
-          tensor_shape=tensor_shape_pb2.TensorShapeProto())
-      metadata = summary_pb2.SummaryMetadata(
-          plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name='text'))
-      values.append(summary_pb2.Summary.Value(tag=name, tensor=tensor, metadata=metadata))
-    self._add(step, values)
+    self._csv.writerows([step, name, repr(value)] for name, value in named.items())
 
   def flush(self) -> None:
-    self._events.flush()
+    for r in self._runs.values():
+      r.events.flush()
     self._csv_file.flush()
 
   def close(self) -> None:
     if self._csv_file.closed:
       return
-    self._events.close()
+    for r in self._runs.values():
+      r.events.close()
     self._csv_file.close()
 
   def __enter__(self) -> 'MetricWriter':
@@ -233,57 +203,115 @@ class MetricWriter:
     self.close()
 
 
-def _event_files(logdir: str) -> list[str]:
-  files = sorted(glob.glob(os.path.join(logdir, '*tfevents*')))
-  if not files and os.path.isdir(os.path.join(logdir, TB_SUBDIR)):
-    files = sorted(glob.glob(os.path.join(logdir, TB_SUBDIR, '*tfevents*')))
-  return files
-
-
-def _values(logdir: str):
-  """(step, plugin_name, Summary.Value) for every value, oldest file first."""
-  for path in _event_files(logdir):
-    # EventFileLoader migrates legacy simple_value / image summaries to the
-    # tensor form with plugin metadata, as TensorBoard itself sees them.
-    for event in event_file_loader.EventFileLoader(path).Load():
-      if not event.HasField('summary'):
-        continue
-      for value in event.summary.value:
-        yield event.step, value.metadata.plugin_data.plugin_name, value
-
-
-def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
-  """tag -> [(step, value)] in write order (logdir = workdir/tb or workdir)."""
-  out: dict[str, list] = {}
-  for step, plugin, value in _values(logdir):
-    if value.HasField('simple_value'):
-      out.setdefault(value.tag, []).append((step, float(value.simple_value)))
-    elif plugin == 'scalars':
-      out.setdefault(value.tag, []).append(
-          (step, float(tensor_util.make_ndarray(value.tensor).item())))
+def _flat(scalars: Mapping[str, Any]) -> dict[str, float]:
+  """tag -> float; an array (a population written into one run) becomes tag/i."""
+  out = {}
+  for k, v in scalars.items():
+    v = np.asarray(v)
+    if v.size == 1:
+      out[k] = float(v.reshape(()))
+    else:
+      out.update({f'{k}/{i}': float(x) for i, x in enumerate(v.reshape(-1))})
   return out
 
 
-def read_images(logdir: str) -> dict[str, list[tuple[int, bytes]]]:
-  """tag -> [(step, png_bytes)]."""
-  out: dict[str, list] = {}
-  for step, plugin, value in _values(logdir):
-    if value.HasField('image'):
-      out.setdefault(value.tag, []).append((step, value.image.encoded_image_string))
-    elif plugin == 'images':
-      # Migrated form: a string tensor [width, height, png, ...].
-      out.setdefault(value.tag, []).append((step, bytes(value.tensor.string_val[2])))
-  return out
+class RunWriter:
+  """One TensorBoard run of a MetricWriter (MetricWriter.run): plain tags, CSV names run/tag."""
+
+  def __init__(self, parent: MetricWriter, name: str, events: tb_events.RunEvents):
+    self.parent, self.name, self.events = parent, name, events
+
+  def run(self, name: str) -> 'RunWriter':
+    """A run below this one: <this run>/<name>."""
+    return self.parent.run(f'{self.name}/{name}' if self.name else name)
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    step, flat = int(step), _flat(scalars)
+    prefix = f'{self.name}/' if self.name else ''
+    self.parent._write_csv(step, {prefix + k: v for k, v in flat.items()})  # pylint: disable=protected-access
+    self.events.add(step, [tb_events.scalar_value(k, v) for k, v in flat.items()])
+
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    """tag -> HxWx3/HxWx4 uint8 array (or HxW, PNG bytes, or a matplotlib Figure)."""
+    self.events.add(step, [tb_events.image_value(k, v) for k, v in images.items()
+                           if not self.events.has(k, step)])  # Encoded only when new.
+
+  def write_text(self, step: int, texts: Mapping[str, str]) -> None:
+    """tag -> markdown text (TensorBoard's Text tab)."""
+    self.events.add(step, [tb_events.text_value(k, v) for k, v in texts.items()])
+
+  def flush(self) -> None:
+    self.parent.flush()
 
 
-def read_text(logdir: str) -> dict[str, list[tuple[int, str]]]:
-  """tag -> [(step, text)]."""
-  out: dict[str, list] = {}
-  for step, plugin, value in _values(logdir):
-    if plugin == 'text':
-      out.setdefault(value.tag, []).append(
-          (step, value.tensor.string_val[0].decode('utf-8')))
-  return out
+class PopulationWriter:
+  """A population's writer: a [P] metric goes to each member's run, a scalar to the population's.
+
+  run: the population's run (e.g. writer.run('counter/finetune')); member_runs:
+  each member's run name below it (population.Member.run_name), so the tags stay
+  plain and TensorBoard overlays or filters members by their hyperparameters.
+  """
+
+  def __init__(self, run: RunWriter, member_runs: Sequence[str]):
+    if len(set(member_runs)) != len(member_runs):
+      raise ValueError(f'two members share a run name: {sorted(member_runs)}')
+    self.population = run
+    self.members = [run.run(m) for m in member_runs]
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    shared, per_member = {}, [{} for _ in self.members]
+    for k, v in scalars.items():
+      v = np.asarray(v)
+      if v.ndim and v.shape[0] == len(self.members):
+        for d, x in zip(per_member, v):
+          d[k] = x
+      else:
+        shared[k] = v
+    if shared:
+      self.population.write_scalars(step, shared)
+    for w, d in zip(self.members, per_member):
+      if d:
+        w.write_scalars(step, d)
+
+  def write_hparams(self, hparams: Sequence[Mapping[str, Any]], metric_tags: Sequence[str],
+                    ok: Optional[Sequence[bool]] = None, types: Mapping[str, type] = ()) -> None:
+    """The HParams tab's table: the experiment in the population's run, a session per member.
+
+    hparams: each member's values (float or str); metric_tags: scalar tags of
+    the members' runs whose last value the table shows; ok: False marks a member
+    failed (e.g. diverged); types: columns no member may have. Step 0, once per run.
+    """
+    kinds: dict[str, type] = {}
+    for h in list(hparams) + [{k: t() for k, t in dict(types).items()}]:
+      for k, v in h.items():
+        kinds.setdefault(k, str if isinstance(v, str) else float)
+    self.population.events.add(0, [tb_events.experiment_value(kinds, metric_tags)])
+    ok = [True] * len(self.members) if ok is None else ok
+    for w, h, good in zip(self.members, hparams, ok):
+      w.events.add(0, tb_events.session_values(h, group=w.name, ok=bool(good)))
+
+  def flush(self) -> None:
+    self.population.flush()
+
+
+def write_report(workdir, report_path) -> str:
+  """report.md as text and every figure under workdir/figures as an image; returns the run.
+
+  The run is tb/<report stem> (e.g. 'report'); each call (one per invocation of
+  a study) writes at the next step, so TensorBoard's step slider shows the
+  report of every invocation.
+  """
+  report_path, workdir = pathlib.Path(report_path), pathlib.Path(workdir)
+  run = report_path.stem
+  events = tb_events.RunEvents(str(workdir / TB_SUBDIR / run))
+  values = [tb_events.text_value(report_path.name, report_path.read_text())]
+  figures = workdir / 'figures'
+  for png in sorted(figures.rglob('*.png')):
+    tag = 'figures/' + png.relative_to(figures).with_suffix('').as_posix()
+    values.append(tb_events.image_value(tag, png.read_bytes()))
+  events.add(events.next_step(), values)
+  events.close()
+  return run
 
 
 def format_duration(seconds: float) -> str:
@@ -325,19 +353,6 @@ class ProgressLogger:
     return line
 
 
-class PrefixedWriter:
-  """A MetricWriter view that puts every scalar under `prefix/` (one TB tag space per run)."""
-
-  def __init__(self, writer: MetricWriter, prefix: str):
-    self.writer, self.prefix = writer, prefix
-
-  def write_scalars(self, step: int, scalars) -> None:
-    self.writer.write_scalars(step, {f'{self.prefix}/{k}': v for k, v in scalars.items()})
-
-  def flush(self) -> None:
-    self.writer.flush()
-
-
 def _write_atomic(path: pathlib.Path, text: str) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(path.suffix + '.tmp')
@@ -371,10 +386,19 @@ class PhaseTimes:
   work took (`results/<name>.json`), beside this invocation's.
   """
 
-  def __init__(self, workdir, name: str = 'timing'):
+  def __init__(self, workdir, name: str = 'timing', plan: Sequence[str] = ()):
     self.path = pathlib.Path(workdir) / 'results' / f'{name}.json'
     self.first = json.loads(self.path.read_text()) if self.path.exists() else {}
     self.rows = []
+    self.plan = list(plan)  # The phases this run will time, in order: `[3/8] phase` headers.
+
+  def header(self, phase: str) -> str:
+    """Logs (and returns) `[i/n] phase`; a phase missing from the plan is appended to it."""
+    if phase not in self.plan:
+      self.plan.append(phase)
+    line = f'[{self.plan.index(phase) + 1}/{len(self.plan)}] {phase}'
+    logging.info('%s', line)
+    return line
 
   def add(self, phase: str, seconds: float) -> None:
     first = self.first.setdefault(phase, round(seconds, 1))
@@ -401,12 +425,29 @@ class _Timed:
     self.times, self.phase = times, phase
 
   def __enter__(self):
+    self.times.header(self.phase)
     self.t0 = time.time()
     return self
 
   def __exit__(self, exc_type, *_):
     if exc_type is None:  # A failed phase is not finished: no time is recorded.
       self.times.add(self.phase, time.time() - self.t0)
+
+
+def digest(*parts) -> str:
+  """A short hash of arrays, pytrees of arrays and anything with a stable str (a config):
+  the key of a cached result, so changed inputs never reuse it."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256()
+  for leaf in jax.tree.leaves(parts):
+    if hasattr(leaf, 'dtype') and hasattr(leaf, 'shape'):
+      arr = np.ascontiguousarray(np.asarray(leaf))
+      h.update(f'{arr.dtype}{arr.shape}'.encode())
+      h.update(arr.tobytes())
+    else:
+      h.update(repr(str(leaf)).encode())
+  return h.hexdigest()[:16]
 
 
 def cached_arrays(path, compute: Callable[[], Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -424,10 +465,14 @@ def cached_arrays(path, compute: Callable[[], Mapping[str, Any]]) -> dict[str, n
 
 
 def cached_json(path, compute: Callable[[], Any]) -> Any:
-  """Loads a finished JSON result, or computes and saves it atomically."""
+  """Loads a finished JSON result, or computes and saves it atomically.
+
+  Key order is kept and the computed result is returned as it will load, so a
+  rerun's tables equal the first run's, columns included.
+  """
   path = pathlib.Path(path)
   if path.exists():
     return json.loads(path.read_text())
-  out = compute()
-  _write_atomic(path, json.dumps(out, indent=1, sort_keys=True))
-  return out
+  text = json.dumps(compute(), indent=1)
+  _write_atomic(path, text)
+  return json.loads(text)

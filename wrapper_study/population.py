@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import re
 from typing import Callable, Mapping, Optional, Sequence
 
 import jax
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wrapper_study import checkpoint
+from wrapper_study import metrics
 from wrapper_study import optim
 from wrapper_study import train
 
@@ -35,6 +37,28 @@ class Member:
   def label(self) -> str:
     c = 'plain' if self.c_tr is None else f'C_Tr={self.c_tr:g}'
     return f'{self.source} lr={self.lr:g} {c} seed={self.seed}'
+
+  @property
+  def run_name(self) -> str:
+    """Its TensorBoard run below the population's: 'lr=0.01,c_tr=1,seed=0' (reFT: source=... first)."""
+    parts = [] if self.source == 'compiled' else [f'source={_path_safe(self.source)}']
+    parts.append(f'lr={self.lr:g}')
+    if self.c_tr is not None:
+      parts.append(f'c_tr={self.c_tr:g}')
+    return ','.join(parts + [f'seed={self.seed}'])
+
+  @property
+  def hparams(self) -> dict:
+    """Its row of TensorBoard's HParams table (c_tr left out for plain inputs)."""
+    out = {'source': self.source, 'lr': self.lr, 'seed': self.seed}
+    if self.c_tr is not None:
+      out['c_tr'] = self.c_tr
+    return out
+
+
+def _path_safe(text: str) -> str:
+  """'FT lr=0.01 C_Tr=1' -> 'FT_lr0.01_C_Tr1': one path component without '=' or ','."""
+  return re.sub(r'[^A-Za-z0-9._+-]+', '_', text.replace('=', ''))
 
 
 def stream_rng(seed: int, member_seed: int, c_tr: Optional[float], step: int,
@@ -125,11 +149,14 @@ class History:
 def run_population(*, name: str, model_config, members: Sequence[Member], params_P, opt_cfg,
                    total_steps: int, batch_fn, loss_fn, evaluate: Callable, eval_steps,
                    workdir: pathlib.Path, writer, save_every: int, log_every: int,
-                   meta_extra: Optional[Mapping] = None):
+                   meta_extra: Optional[Mapping] = None, run: Optional[str] = None):
   """Trains every member for total_steps in one vmapped jit; resumable.
 
   evaluate(params_P) -> {metric: [P] array}, run at eval_steps (0 included if
-  listed) and kept in a History. Returns (final stacked params, History).
+  listed) and kept in a History. writer (a MetricWriter or one of its runs, or
+  None): every member gets its own TensorBoard run `<run>/<member.run_name>`
+  (run defaults to name) with train/* and eval/* and, at the end, its HParams
+  session (the experiment in `<run>`). Returns (final stacked params, History).
   """
   tx = optim.make_optimizer(opt_cfg, total_steps)
   lr_P = jnp.asarray([m.lr for m in members], jnp.float32)
@@ -142,19 +169,29 @@ def run_population(*, name: str, model_config, members: Sequence[Member], params
   with checkpoint.Checkpointer(workdir / 'checkpoints' / name, meta=meta,
                               save_every=save_every, max_to_keep=2) as ckpt:
     history = History(workdir / 'history' / f'{name}.jsonl', keep_until=ckpt.latest_step() or 0)
+    pop_writer = None if writer is None else metrics.PopulationWriter(
+        writer.run(run or name), [m.run_name for m in members])
     if 0 in eval_steps and not any(r['step'] == 0 for r in history.rows):
       history.add(0, diverged_as_nan(evaluate(state.params), state.params))
+      if pop_writer is not None:
+        pop_writer.write_scalars(0, {f'eval/{k}': v for k, v in history.rows[0].items()
+                                     if k != 'step'})
 
     def evaluator(params_P, step):
       if step not in eval_steps:
         return {}
       values = diverged_as_nan(evaluate(params_P), params_P)
       history.add(step, values)
-      return {k: np.nanmean(v) if np.isfinite(v).any() else np.nan  # Members' mean.
-              for k, v in values.items()}
+      return values  # [P] each: one value per member's run, no mean over the grid.
 
     state = train.train_loop(
         state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=total_steps,
-        workdir=str(workdir), writer=writer, checkpointer=ckpt, log_every=log_every,
-        evaluators={name: (sorted(s for s in eval_steps if s > 0), evaluator)}, vmap=True)
+        workdir=str(workdir), writer=pop_writer, checkpointer=ckpt, log_every=log_every,
+        evaluators={'eval': (sorted(s for s in eval_steps if s > 0), evaluator)}, vmap=True)
+  if pop_writer is not None:
+    keys = sorted({k for r in history.rows for k in r if k != 'step'})
+    pop_writer.write_hparams([{'population': run or name, **m.hparams} for m in members],
+                             ['train/loss'] + [f'eval/{k}' for k in keys],
+                             ok=finite_members(state.params), types={'c_tr': float})
+    pop_writer.flush()
   return state.params, history

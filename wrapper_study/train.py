@@ -153,17 +153,9 @@ def _due(when: Union[int, Iterable[int]], step: int, total_steps: int) -> bool:
   return step in when
 
 
-def _scalars(prefix: str, metrics: Mapping[str, Any]) -> dict[str, float]:
-  """Flat scalars; a population's [P] metric becomes prefix/name/i."""
-  out = {}
-  for k, v in metrics.items():
-    v = np.asarray(v)
-    if v.ndim == 0:
-      out[f'{prefix}/{k}'] = float(v)
-    else:
-      for i, x in enumerate(v.reshape(-1)):
-        out[f'{prefix}/{k}/{i}'] = float(x)
-  return out
+def _scalars(prefix: str, metrics: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  """prefix/name -> value; a population's [P] metric stays an array (the writer splits it)."""
+  return {f'{prefix}/{k}': np.asarray(v) for k, v in metrics.items()}
 
 
 def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
@@ -186,7 +178,9 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
     batch_fn: step -> batch (a stacked population batch when vmap=True).
     total_steps: number of updates in the whole run.
     workdir: for log messages only; writer and checkpointer own their paths.
-    writer: a metrics.MetricWriter (or None): train/* every log_every steps.
+    writer: a metrics writer (MetricWriter, one of its runs, a PopulationWriter;
+      or None): train/* every log_every steps. A population's [P] metrics are
+      passed as arrays: a PopulationWriter gives each member its own run.
     checkpointer: a checkpoint.Checkpointer (or None); saves at its interval
       and at the end.
     log_every: steps between train scalars / progress lines.

@@ -29,6 +29,21 @@ def validate(config) -> None:
   pcfg_validate.analysis(config)
 
 
+def _plan(config) -> list[str]:
+  """The phases run() times, in order (the `[i/n] phase` headers)."""
+  a, plan = config.analysis, []
+  for prior in config.pretrain.priors:
+    name = pcfg_model.prior_name(prior)
+    plan.append(f'pretrain {name}')
+    for arm in pcfg_train.arms(config):
+      label = f'{name}/{arm.name}'
+      plan += [f'fine-tune {label}', f'weight change {label}', f'probes {label}']
+      plan += [f'pruning + learned mask {label}'] if a.pruning else []
+  plan += ['pretrain Scr.+FT base', 'reFT + Scr.+FT + Scr.'] if a.reft else []
+  # figures() only wraps its makers in lambdas: their names are known before any result.
+  return plan + [f'figure {stem}.png' for stem in pcfg_report.figures(config, {}, a.reft, [])]
+
+
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
@@ -36,7 +51,7 @@ def run(config, workdir) -> dict:
   pt_step = config.pretrain.steps
   # Seconds of the run that completed each phase are kept: a rerun restores
   # finished phases in a moment, and the report still says what they cost.
-  times = metrics.PhaseTimes(workdir, f'timing_analysis_{a.variant}')
+  times = metrics.PhaseTimes(workdir, f'timing_analysis_{a.variant}', plan=_plan(config))
   results, pre_rows = {}, []
   with metrics.MetricWriter(workdir) as writer:
     for prior in config.pretrain.priors:
@@ -70,10 +85,14 @@ def run(config, workdir) -> dict:
         reft_out = pcfg_train.reft(config, sources, scr_params, workdir, writer)
 
   w_rows = pcfg_report.weight_rows(config, results)
+  # A rerun draws a figure again only if its data or the plotting code changed.
+  data_key = metrics.digest(str(config), [(str(k), r['params_P'], r['probes'], r.get('prune'),
+                                           r['weights']) for k, r in results.items()],
+                            reft_out and (str(reft_out[0]), reft_out[1].curve('c_te0/acc_o_pt')))
   for stem, make in pcfg_report.figures(config, results, reft_out, w_rows).items():
     path = workdir / 'figures' / f'{stem}.png'
     with times.timed(f'figure {path.name}'):
-      plots.save(make(), path)
+      plots.save_once(make, path, data_key, pcfg_report)
   found = pcfg_claims.analysis(config, results, reft_out)
   p_rows = pcfg_report.probe_rows(config, results)
   m_rows = pcfg_report.mask_rows(config, results) if a.pruning else None
@@ -91,4 +110,5 @@ def run(config, workdir) -> dict:
   path = tables.write_report(workdir / f'report_{v}.md', f'PCFG wrapper analysis ({v})',
                              pcfg_report.analysis_sections(config, found, pre_rows, p_rows,
                                                            m_rows, r_rows, w_rows, times.rows))
+  metrics.write_report(workdir, path)  # Text and figures in TensorBoard.
   return {'claims': found, 'timing': times.rows, 'probes': p_rows, 'report': path}

@@ -28,7 +28,10 @@ def validate(config) -> None:
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
-  times = metrics.PhaseTimes(workdir, 'timing_pcfg_study')
+  plan = [p for prior in config.pretrain.priors for p in
+          [f'pretrain {pcfg_model.prior_name(prior)}'] +
+          [f'finetune {pcfg_model.prior_name(prior)}@{s}' for s in config.pretrain.keep_steps]]
+  times = metrics.PhaseTimes(workdir, 'timing_pcfg_study', plan=plan)
   rows, pre_rows = [], []
   with metrics.MetricWriter(workdir) as writer:
     for prior in config.pretrain.priors:
@@ -54,4 +57,5 @@ def run(config, workdir) -> dict:
   tables.write_csv(tables_dir / 'timing.csv', times.rows)
   tables.write_report(workdir / 'report.md', 'PCFG study', pcfg_report.study_sections(
       config, pre_rows, rows, found, times.rows))
+  metrics.write_report(workdir, workdir / 'report.md')  # Text and figures in TensorBoard.
   return {'pretrained': pre_rows, 'finetune': rows, 'claims': found}

@@ -108,7 +108,11 @@ def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
   data.check_workdir(config, workdir)
-  timing = metrics.PhaseTimes(workdir)
+  deleted = [train.deletion_name(p, lr) for p, lr, _ in train.deletion_runs(config)]
+  timing = metrics.PhaseTimes(workdir, plan=[
+      'data', 'tokenizer + token arrays', 'classifier', f'pretrain {PRESENT}',
+      f'pretrain {NOT_IN_PT}', *[f'deletion {d}' for d in deleted],
+      *[f'reFT {m}' for m in train.reft_models(config)], 'probes', 'report'])
   world = data.prepare(config, workdir, timing)
   with timing.timed('classifier'):
     evaluate.fit_classifier(config, workdir, world)
@@ -119,6 +123,7 @@ def run(config, workdir) -> dict:
     train.pretrain(ctx, finals, logs)
     train.delete(ctx, finals, logs)
     train.reverse_finetune(ctx, finals, logs)
+    train.write_hparams(ctx, logs)  # The deletion and reFT grids in TensorBoard's HParams tab.
     with timing.timed('probes'):
       probed = [PRESENT, NOT_IN_PT] + train.reft_models(config)[:-1]
       probes = analysis.probe_accuracies(config, world, {m: finals[m] for m in probed}, workdir)
@@ -126,9 +131,11 @@ def run(config, workdir) -> dict:
       rows = report.table1_rows(config, logs)
       found = ts_claims.claims(config, logs, probes, world.clf_scores,
                                ts_claims.probe_info(world))
-      writer.write_scalars(0, report.summary_scalars(config, rows, probes, world.clf_scores))
+      writer.run('summary').write_scalars(
+          0, report.summary_scalars(config, rows, probes, world.clf_scores))
       report.figures(config, logs, probes, workdir)
       loss_rows = report.write_tables(config, workdir, world, logs, rows, found, probes)
   timing.add_total()
   report.write_report(config, workdir, world, logs, rows, found, probes, loss_rows, timing)
+  metrics.write_report(workdir, workdir / 'report.md')  # Text and figures in TensorBoard.
   return {'table1': rows, 'claims': found, 'probes': probes, 'classifier': world.clf_scores}

@@ -17,6 +17,7 @@ from absl import logging
 from wrapper_study import checkpoint
 from wrapper_study import config_check as cc
 from wrapper_study import metrics
+from wrapper_study import model as model_lib
 from wrapper_study import population
 from wrapper_study.analysis import pruning
 from wrapper_study.report import claims as claims_lib
@@ -71,6 +72,7 @@ def validate(config) -> None:
   if config.finetune.noise_std < 0:
     cc.fail('finetune.noise_std', config.finetune.noise_std, 'must be >= 0 (a standard deviation)')
   cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)
+  cc.one_of(config, 'precision', model_lib.PRECISIONS)
   for path in ('reft.source_c_trs', 'figures.c_trs', 'pruning.c_trs'):
     cc.subset_of(config, path, config.finetune.c_trs, allow_empty=True)
   cc.subset_of(config, 'reft.source_lrs', config.finetune.lrs, allow_empty=True)
@@ -106,7 +108,7 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   """Every phase of one task; appends to results, returns its report sections."""
   name = spec.task
   with times.timed(f'{name}/compile'):  ######## Compile, load, check before compute ########
-    tm, ft_tm = train.compile_pair(spec, config.cache_dir)
+    tm, ft_tm = train.compile_pair(spec, config.cache_dir, config.precision)
     units = {g: pruning.make_units(tm.params, g) for g in config.pruning.granularities}
     for u in units.values():  # Also checked in validate, before any compute.
       pruning.check_k(config.pruning.k_max, u)
@@ -119,7 +121,7 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
     test_sets = train.make_test_sets(data, config.eval.num_samples, config.seed)
     row, acc0 = analysis.compiled_row(data, test_sets)
     results['compiled'].append(row)
-    writer.write_scalars(0, {f'compiled/{name}/{k}': v for k, v in acc0.items()})
+    writer.run(f'{name}/compiled').write_scalars(0, acc0)
 
   with times.timed(f'{name}/finetune'):  ######## Fine-tuning grid (one jit) ########
     members, params_P, history = train.finetune_grid(config, data, test_sets, workdir, writer)
@@ -128,27 +130,36 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
     accs = {m: history.curve(m)[1] for m in report.METRICS + report.NATURAL_METRICS}
     # A run resumed from before the natural C_Te=0 set existed has no curve for it.
     final = {m: c[-1] for m, c in accs.items() if c.size}
-    mrows = analysis.member_rows(config, data, members, params_P, history, test_sets, finite)
+    key = metrics.digest(params_P, [t.inputs for t in test_sets.values()], str(config.finetune),
+                         config.seed, str(tm.config))
+    mrows = metrics.cached_json(
+        workdir / 'results' / f'members_{name}_{key}.json',
+        lambda: analysis.member_rows(config, data, members, params_P, history, test_sets, finite))
     tables.write_csv(workdir / 'tables' / f'members_{name}.csv', mrows)
     distinct = [r['n_distinct'] for r in mrows if r['kind'] == 'fine-tuned']
     t3 = report.table3_rows(config, name, members, final, finite, distinct)
     tables.write_csv(workdir / 'tables' / f'table3_{name}.csv', t3)
-    plots.save(report.finetune_figure(name, members, history, finite),
-               workdir / 'figures' / f'finetune_curves_{name}.png')
+    plots.save_once(lambda: report.finetune_figure(name, members, history, finite),
+                    workdir / 'figures' / f'finetune_curves_{name}.png',
+                    metrics.digest(history.curve(report.METRICS[0])[0], accs, str(members),
+                                   finite), report)
 
   with times.timed(f'{name}/maps'):  ######## Attention and MLP maps ########
-    report.map_figures(config, data, members, params_P, test_sets, workdir, writer)
+    report.map_figures(config, data, members, params_P, test_sets, workdir,
+                       writer.run(f'{name}/maps'))
 
   prows, pmembers = [], []
   with times.timed(f'{name}/pruning'):  ######## Pruning, with its controls ########
     if units:
       curves, top, pruned, n_main, pfinite = analysis.prune_population(
-          config, data, members, params_P, test_sets, units)
+          config, data, members, params_P, test_sets, units, cache_dir=workdir / 'results')
       prows = report.pruning_rows(config, name, pruned, curves, top, n_main, pfinite)
       pmembers = report.pruning_member_rows(name, pruned, curves, pfinite)
       for gran, c in curves.items():
-        plots.save(report.pruning_figure(config, name, gran, pruned, c, pfinite),
-                   workdir / 'figures' / f'pruning_{gran}_{name}.png')
+        plots.save_once(lambda: report.pruning_figure(config, name, gran, pruned, c, pfinite),
+                        workdir / 'figures' / f'pruning_{gran}_{name}.png',
+                        metrics.digest(c, str(pruned), pfinite, str(config.pruning),
+                                       config.finetune.lrs), report)
       tables.write_csv(workdir / 'tables' / f'pruning_{name}.csv', prows)
       tables.write_csv(workdir / 'tables' / f'pruning_members_{name}.csv', pmembers)
 
@@ -160,8 +171,10 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
     rmembers = report.reft_member_rows(name, reft_members, reft_history, thr, rfinite)
     tables.write_csv(workdir / 'tables' / f'reft_{name}.csv', rrows)
     tables.write_csv(workdir / 'tables' / f'reft_members_{name}.csv', rmembers)
-    plots.save(report.reft_figure(name, reft_members, reft_history, rfinite),
-               workdir / 'figures' / f'reft_{name}.png')
+    plots.save_once(lambda: report.reft_figure(name, reft_members, reft_history, rfinite, thr),
+                    workdir / 'figures' / f'reft_{name}.png',
+                    metrics.digest(reft_history.curve('c_te0/acc_o_pt'), str(reft_members),
+                                   rfinite, thr), report)
 
   evidence = tracr_claims.Evidence(mrows, pmembers, rmembers, config.reft.steps, thr)
   judged, skipped = tracr_claims.claims(name, spec.impl.paper_claims, evidence)
@@ -177,8 +190,9 @@ def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
   results = {k: [] for k in ('compiled', 'table3', 'pruning', 'reft', 'claims', 'skipped_claims')}
-  sections, times = [], metrics.PhaseTimes(workdir, 'timing')
   specs = [task_spec(config, name) for name in task_names(config)]
+  sections, times = [], metrics.PhaseTimes(workdir, 'timing', plan=[
+      f'{s.task}/{p}' for s in specs for p in ('compile', 'finetune', 'maps', 'pruning', 'reft')])
   with metrics.MetricWriter(workdir) as writer:
     for spec in specs:
       sections += run_task(config, spec, workdir, writer, times, results)
@@ -190,4 +204,5 @@ def run(config, workdir) -> dict:
   about = {s.task: s.impl.description or s.program_name for s in specs}
   tables.write_report(workdir / 'report.md', 'Tracr study',
                       report.head_sections(config, results, about) + sections)
+  metrics.write_report(workdir, workdir / 'report.md')  # Text and figures in TensorBoard.
   return results

@@ -20,6 +20,7 @@ import numpy as np
 from wrapper_study import losses
 from wrapper_study import metrics
 from wrapper_study import population
+from wrapper_study import progress
 from wrapper_study.analysis import learned_mask
 from wrapper_study.analysis import probing
 from wrapper_study.analysis import pruning
@@ -53,14 +54,17 @@ def probes(config, pre_params, params_P) -> dict[str, np.ndarray]:
   n_models = 1 + jax.tree.leaves(params_P)[0].shape[0]
   models = [pre_params] + [population.member_params(params_P, i) for i in range(n_models - 1)]
   sites = probing.probe_sites(cfg, tuple(a.probe_layers) or None)
-  feats = lambda tokens: np.concatenate([
+  feats = lambda tokens, what: np.concatenate([
       probing.collect_features(cfg, p, tokens, pos, sites=sites, batch_size=config.eval.batch_size)
-      for p in models])  # [models * sites, N, D]
+      for p in progress.progress(models, f'probes: {what} features of {n_models} models')])
   probe_cfg = probing.ProbeConfig(method=a.probe_method, steps=a.probe_steps, lr=a.probe_lr,
                                   boundaries=tuple(int(a.probe_steps * f) for f in
                                                    (0.5, 0.75, 0.875)),
                                   seed=config.seed)
-  acc = probing.fit_and_score(feats(train_tokens), train_labels, feats(test_tokens), test_labels,
+  feats_train, feats_test = feats(train_tokens, 'training'), feats(test_tokens, 'test')
+  logging.info('probes: fitting %d probes (%s, %d steps)', feats_train.shape[0],
+               a.probe_method, a.probe_steps)
+  acc = probing.fit_and_score(feats_train, train_labels, feats_test, test_labels,
                               pcfg_model.n_answer_classes(config), probe_cfg)
   # The probe floor of P3: the majority class of each target on the test labels, %.
   majority = [100 * np.bincount(y).max() / len(y) for y in test_labels]
@@ -106,7 +110,8 @@ def prune(config, params_P) -> dict[str, np.ndarray]:
   score_fn = jax.jit(jax.vmap(lambda p: pruning.scores(loss_fn, p, score_batch, units)))
   logging.info('pruning: grad x weight scores of %d models over %d %s neurons', n_members,
                units.n_units, a.prune_matrices)
-  scores_PxU = jnp.concatenate([score_fn(part(g)) for g in groups])
+  scores_PxU = jnp.concatenate([jax.block_until_ready(score_fn(part(g))) for g in
+                                progress.progress(groups, 'pruning: scores, member chunks')])
   rank_gw = jax.vmap(pruning.prune_order)(scores_PxU)
   # The mask is optimised on the first mask_samples scoring prompts: its cost is
   # mask_steps backward passes per model, so it is kept near a fine-tuning run's.
@@ -116,7 +121,7 @@ def prune(config, params_P) -> dict[str, np.ndarray]:
   masks = [learned_mask.learn_masks_population(loss_fn, part(g), units, mask_batch,
                                                steps=a.mask_steps, lr=a.mask_lr,
                                                sparsity=a.mask_sparsity, seed=config.seed)
-           for g in groups]
+           for g in progress.progress(groups, 'pruning: learned masks, member chunks')]
   rank_lm = jnp.concatenate([jnp.asarray(m.rank_U) for m in masks])
   n_pruned = np.concatenate([np.asarray(m.n_pruned) for m in masks])
   ai, n_tokens = test['pt'].answer_index, pcfg_model.vocab(config).size
@@ -155,8 +160,9 @@ def analyse(config, pop: str, pre_params, params_P, workdir: pathlib.Path,
             times: metrics.PhaseTimes, label: str) -> dict:
   """Weight change, probes and (if analysis.pruning) pruning of one fine-tuned population.
 
-  Each result is read from workdir/analysis/<pop>_<kind>.npz when a run already
-  computed it. `label` names the phases in the timing table.
+  Each result is read from workdir/analysis/<pop>_<key>_<kind>.npz when a run
+  already computed it (key: a digest of the models and config.analysis, so a
+  changed config recomputes). `label` names the phases in the timing table.
   """
   cache = pathlib.Path(workdir) / 'analysis'
   # A diverged member (NaN/inf params) is analysed as the pretrained model so the
@@ -171,6 +177,8 @@ def analyse(config, pop: str, pre_params, params_P, workdir: pathlib.Path,
         params_P, pre_params)
   bad = ~ok_P
   out = {}
+  # Keyed by the models and the analysis settings: a changed config never reuses a result.
+  pop = f'{pop}_{metrics.digest(pre_params, params_P, str(config.analysis), config.seed)}'
   with times.timed(f'weight change {label}'):
     out['weights'] = metrics.cached_arrays(
         cache / f'{pop}_weights.npz',

@@ -318,8 +318,8 @@ def probes_figure(config, results):
   n_cols = len(fig.axes) // len(row_names)
   for i, ax in enumerate(fig.axes):
     ax.plot(np.arange(len(labels)), pre[row_names[i // n_cols]], 'k--', label='pretrained')
-    ax.set_xticks(np.arange(len(labels)), labels, fontsize=7)
-    ax.legend(fontsize=6)
+    ax.set_xticks(np.arange(len(labels)), labels, fontsize=plots.TICK)
+  plots.figure_legend(fig)  # One legend, now with the pretrained line.
   return fig
 
 
@@ -356,6 +356,7 @@ def mask_figure(config, results):
 
 def reft_figure(config, members, history):
   steps, acc = history.curve('c_te0/acc_o_pt')
+  thr = config.analysis.revival_threshold
   names = {pcfg_train.SCR_FT: 'Scr.+FT', pcfg_train.SCR: 'Scr.'}
 
   def group(m):
@@ -363,21 +364,23 @@ def reft_figure(config, members, history):
   return plots.grouped_curves(
       steps, acc, members, panel=lambda m: f'reFT lr={m.lr:g}', group=group,
       ylabel='Acc O_PT (%), C_Te = 0', xlabel='reFT iteration', logx=True,
+      hline=(thr, f'revival threshold ({thr:g}%)'),
       title=f'Reverse fine-tuning (fine-tuned at lr {max(config.finetune.lrs):g})')
 
 
 def weight_figure(rows):
   keys = [k for k in max(rows, key=len) if k not in ('prior', 'arm', 'lr', 'c_tr', 'diverged')]
   data = np.array([[r.get(k, np.nan) for k in keys] for r in rows])  # NaN (blank): diverged.
-  fig, ax = plots.plt.subplots(figsize=(0.45 * len(keys) + 3, 0.3 * len(rows) + 2))
+  fig, ax = plots.plt.subplots(figsize=(0.45 * len(keys) + 3, 0.32 * len(rows) + 2))
   im = ax.imshow(np.log10(np.maximum(data, 1e-8)), aspect='auto', cmap='viridis')
   ax.set_xticks(range(len(keys)), [k.replace('/kernel', '').replace('blocks_', 'B') for k in keys],
-                rotation=90, fontsize=6)
+                rotation=90, fontsize=plots.TICK)
   ax.set_yticks(range(len(rows)), [f"{r['prior']} {r['arm']} lr={r['lr']:g} C_Tr={r['c_tr']:g}"
                                    + (f" ({r['diverged']} diverged)" if r.get('diverged') else '')
-                                   for r in rows], fontsize=6)
+                                   for r in rows], fontsize=plots.TICK)
   fig.colorbar(im, ax=ax, label='log10 ||dW|| / ||W_PT||')
-  ax.set_title('Relative weight change, pretrained -> fine-tuned (mean over seeds)', fontsize=9)
+  ax.set_title('Relative weight change, pretrained -> fine-tuned (mean over seeds)',
+               fontsize=plots.LABEL + 1)
   fig.tight_layout()
   return fig
 
@@ -409,6 +412,9 @@ def analysis_sections(config, found, pre_rows, p_rows, m_rows, r_rows, w_rows,
                       timing) -> list[tuple[str, str]]:
   """The sections of report_<variant>.md; m_rows / r_rows None when not computed."""
   a = config.analysis
+  stems = FIGURES[a.variant]
+  fig = lambda *kinds: ''.join(f'\n\n![{stems[k]}](figures/{stems[k]}.png)'
+                               for k in kinds if k in stems)
   sections = [
       ('Claims, checked', scale_note(config, analysis=True) + '\n\n' + claims_markdown(found)
        + '\n\nThresholds are fixed in wrapper_study/pcfg/paper.py before any run (metrics: '
@@ -421,19 +427,21 @@ def analysis_sections(config, found, pre_rows, p_rows, m_rows, r_rows, w_rows,
        f'{a.probe_method} {a.probe_steps} steps on {a.probe_train_samples} samples; '
        f'reFT {a.reft_steps} iterations.'),
       ('Pretrained accuracy (%, answer token)', tables.markdown_table(pre_rows)),
+      ('Accuracy during fine-tuning', fig('acc_ft', 'acc_pt').strip()),
       ('Probes: held-out accuracy of the best block (mean over seeds)',
-       tables.markdown_table(p_rows)),
+       tables.markdown_table(p_rows) + fig('probes')),
   ]
   if m_rows is not None:
     sections.append(('Units needed to win back half the lost Acc O_PT: grad x weight vs learned '
                      f'mask (per seed; - = never within k_max, or < {paper.RESTORE_MIN_LOSS} '
-                     'points lost)', tables.markdown_table(m_rows)))
+                     'points lost)', tables.markdown_table(m_rows) +
+                     fig('prune15', 'prune100', 'mask')))
   if r_rows is not None:
     sections.append((f'Reverse fine-tuning: iterations to Acc O_PT >= {a.revival_threshold:g}%',
                      tables.markdown_table(r_rows) + '\n\nA member whose acc_o_pt_start is '
                      'already at the threshold reads "0" here; the P4 / E.4 claims leave it out '
-                     '(fine-tuning did not remove O_PT: no revival).'))
+                     '(fine-tuning did not remove O_PT: no revival).' + fig('reft')))
   sections.append(('Where fine-tuning moved the weights (largest relative change per group)',
-                   tables.markdown_table(weight_summary(w_rows))))
+                   tables.markdown_table(weight_summary(w_rows)) + fig('weights')))
   sections.append(('Time (s), per phase and per figure', tables.markdown_table(timing)))
   return sections

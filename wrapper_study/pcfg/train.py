@@ -23,7 +23,6 @@ import numpy as np
 
 from wrapper_study import checkpoint
 from wrapper_study import losses
-from wrapper_study import metrics
 from wrapper_study import model as model_lib
 from wrapper_study import optim
 from wrapper_study import population
@@ -66,19 +65,6 @@ def answer_predictions(cfg, params_P, b: tasks.Batch, batch_size: int) -> np.nda
 def n_distinct(pred_PxN, n_tokens: int) -> np.ndarray:
   """[P] distinct answers per member (readout.n_distinct): <= COLLAPSED_MAX is a collapse."""
   return np.asarray(jax.vmap(lambda p: readout.n_distinct(p, n_tokens))(jnp.asarray(pred_PxN)))
-
-
-class PopulationWriter(metrics.PrefixedWriter):
-  """One tag space per population: train/* under `name/`; its evaluators' name/... tags as they are.
-
-  One shared writer without a prefix made every population's train/loss collide
-  in metrics.csv and TensorBoard (issue 11).
-  """
-
-  def write_scalars(self, step: int, scalars) -> None:
-    own = self.prefix + '/'
-    self.writer.write_scalars(step, {k if k.startswith(own) else own + k: v
-                                     for k, v in scalars.items()})
 
 
 # -------------------------------------------------------------- pretrain ----
@@ -149,9 +135,9 @@ def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | No
     state = train.train_loop(
         state=state, tx=tx, loss_fn=losses.next_token_loss_fn(cfg), batch_fn=batch_fn,
         total_steps=p.steps, workdir=str(workdir),
-        writer=PopulationWriter(writer, f'pretrain_{name}'), checkpointer=ckpt,
-        log_every=p.log_every, evaluators={f'pretrain_{name}': (p.eval_every, evaluate),
-                                           f'keep_{name}': (tuple(p.keep_steps), keep)})
+        writer=None if writer is None else writer.run(f'pretrain_{name}'), checkpointer=ckpt,
+        log_every=p.log_every, evaluators={'eval': (p.eval_every, evaluate),
+                                           'keep': (tuple(p.keep_steps), keep)})
   kept.wait()
   kept.close()
   if not last:  # Resumed after the end: evaluate the final params once.
@@ -272,7 +258,7 @@ def finetune(config, prior, pt_step: int, params, workdir, writer, name: str | N
       batch_fn=finetune_batch_fn(config, prior, members, salt),
       loss_fn=losses.next_token_loss_fn(cfg), evaluate=evaluate,
       eval_steps=(0,) + tuple(f.eval_steps), workdir=workdir,
-      writer=PopulationWriter(writer, name), save_every=f.save_every, log_every=f.log_every)
+      writer=writer, save_every=f.save_every, log_every=f.log_every)
   return members, history, params_P
 
 
@@ -331,6 +317,6 @@ def reft(config, sources, scr_ft_params, workdir, writer):
       total_steps=a.reft_steps, batch_fn=reft_batch_fn(config, members, _REFT_SALT),
       loss_fn=losses.next_token_loss_fn(cfg), evaluate=evaluate,
       eval_steps=(0,) + tuple(a.reft_eval_steps), workdir=workdir,
-      writer=PopulationWriter(writer, f'reft_{a.variant}'), save_every=f.save_every,
+      writer=writer, save_every=f.save_every,
       log_every=f.log_every)
   return members, history

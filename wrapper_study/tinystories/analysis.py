@@ -2,7 +2,8 @@
 
 One binary probe per (model, site B0..BL, story feature), all fitted in ONE
 `probing.fit_and_score` call; the input is the mean residual over the final
-story tokens (data.right_padded rows). Results are cached in results/probes.json.
+story tokens (data.right_padded rows). Results are cached in
+results/probes_<key>.json, the key a digest of the models and config.probe.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from wrapper_study import metrics
 from wrapper_study.analysis import probing
 from wrapper_study.tinystories import data
 from wrapper_study.tinystories import model as ts_model
@@ -21,9 +23,11 @@ from wrapper_study.tinystories import model as ts_model
 def probe_accuracies(config, world: data.World, models: dict, workdir) -> dict:
   """{model: {feature: [acc % per site B0..BL]}}: every model x site x feature in ONE fit.
 
-  The cache is reused only for the same models in the same order (the tables' row order).
+  The cache is reused only for the same models (parameters included) in the same order (the
+  tables' row order) and the same probe settings.
   """
-  path = pathlib.Path(workdir) / 'results' / 'probes.json'
+  key = metrics.digest(list(models), list(models.values()), str(config.probe), config.seed)
+  path = pathlib.Path(workdir) / 'results' / f'probes_{key}.json'
   if path.exists():
     saved = json.loads(path.read_text())
     if list(saved) == list(models):
@@ -47,8 +51,7 @@ def probe_accuracies(config, world: data.World, models: dict, workdir) -> dict:
   out = {m: {f: [float(a) for a in acc_MxSxF[i, :, j]]
              for j, f in enumerate(world.probe_train.feature_names)}
          for i, m in enumerate(models)}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(out, indent=1))
+  metrics.cached_json(path, lambda: out)  # Atomic: a kill never leaves half a file.
   return out
 
 

@@ -19,6 +19,8 @@ import numpy as np
 import scipy.optimize
 import scipy.sparse
 
+from wrapper_study import progress
+
 N_FEATURES = 1 << 18
 _TOKEN = re.compile(r"[a-z']+|[^\sa-z']")  # Words, and each punctuation mark (quotes mark dialogue).
 
@@ -104,8 +106,9 @@ def train_classifier(stories: Sequence[str], labels: Sequence[bool], seed: int =
     return loss, np.concatenate([x_t @ r + l2 * w, [r.sum()]])
 
   theta0 = np.zeros(len(active) + 1)
+  bar = progress.Progress('classifier: L-BFGS iterations (at most; ETA an upper bound)', max_iter)
   res = scipy.optimize.minimize(loss_and_grad, theta0, jac=True, method='L-BFGS-B',
-                                options={'maxiter': max_iter})
+                                options={'maxiter': max_iter}, callback=lambda _: bar.update())
   w = np.zeros(n_features)
   w[active] = res.x[:-1]
   return StoryClassifier(w=w, b=float(res.x[-1]), salt=seed, feature=feature)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import functools
 import pathlib
+import time
 from typing import Optional
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wrapper_study import metrics
 from wrapper_study import model as model_lib
 from wrapper_study import sampling
 from wrapper_study.tinystories import classifier as classifier_lib
@@ -30,6 +33,7 @@ def fit_classifier(config, workdir: pathlib.Path, world: data.World) -> None:
   if path.exists():
     clf = classifier_lib.StoryClassifier.load(str(path))
   else:
+    logging.info('classifier: training on %d stories', len(train_ex))
     clf = classifier_lib.train_classifier([ex.story for ex in train_ex],
                                           [ex.has(world.feature) for ex in train_ex],
                                           seed=config.seed, feature=world.feature)
@@ -39,6 +43,8 @@ def fit_classifier(config, workdir: pathlib.Path, world: data.World) -> None:
   y = np.array([ex.has(world.feature) for ex in test_ex])
   pred = clf.predict([ex.story for ex in test_ex])
   recalls = [float(np.mean(pred[y == c] == c)) for c in (False, True) if np.any(y == c)]
+  logging.info('classifier: %.1f%% held-out accuracy on %d stories',
+               100 * float(np.mean(pred == y)), len(test_ex))
   world.clf = clf
   world.clf_scores = dict(
       accuracy=100 * float(np.mean(pred == y)), balanced_accuracy=100 * float(np.mean(recalls)),
@@ -98,8 +104,13 @@ class Evaluator:
 
   def twist_fraction(self, params, point: int, save_as: Optional[pathlib.Path] = None) -> float:
     """% of generations the classifier calls the feature (the paper's generation score)."""
+    t0 = time.monotonic()
+    logging.info('generating %d stories of up to %d tokens (iteration %d) ...',
+                 len(self.world.prompts.tokens_NxP), self.config.eval.max_new_tokens, point)
     texts = self.generations(params, point)
     pred = self.world.clf.predict(texts)
+    logging.info('... %.0f%% with a twist (took %s)', 100.0 * float(np.mean(pred)),
+                 metrics.format_duration(time.monotonic() - t0))
     if save_as is not None:
       save_as.parent.mkdir(parents=True, exist_ok=True)
       save_as.write_text('\n\n'.join(f'[{"TWIST" if y else "no twist"}] {t}'

@@ -8,9 +8,11 @@ Writes tables/*.csv, figures/*.png and report.md from the runs' logs
 from __future__ import annotations
 
 import pathlib
+import sys
 
 import numpy as np
 
+from wrapper_study import metrics
 from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
@@ -85,30 +87,33 @@ def summary_scalars(config, rows: list[dict], probes: dict, clf_scores: dict) ->
 
 
 def figures(config, logs: dict, probes: dict, workdir) -> None:
+  """Figs 11, 31, 33-38; a rerun draws one again only if its data or the plotting code changed."""
   fig_dir = pathlib.Path(workdir) / 'figures'
+  key = metrics.digest(str(config), probes, {k: log.data for k, log in logs.items()})
+  save = lambda make, path: plots.save_once(make, path, key, sys.modules[__name__])
   label = _labels(config)
   label[NOT_IN_PT] = 'Not in PT'
   label[PRESENT] = 'Present'
   d_steps = (0,) + tuple(config.deletion.loss_steps)
-  plots.save(plots.curves(
+  save(lambda: plots.curves(
       d_steps, {label[m]: logs[m].series('twist_loss', d_steps) for m in label
                 if m.startswith('delete_')},
       'deletion iteration', 'loss on Twist stories',
       'Fig. 31: Twist-story loss during deletion'), fig_dir / 'deletion_twist_loss.png')
   r_steps = (0,) + tuple(config.reft.loss_steps)
   models = [m for m in label if m != PRESENT]
-  plots.save(plots.curves(
+  save(lambda: plots.curves(
       r_steps, {label[m]: logs['reft_' + m].series('twist_loss', r_steps) for m in models},
       'reFT iteration', 'loss on Twist stories', 'Figs 11 right, 33: reFT Twist-story loss',
       logx=True), fig_dir / 'reft_twist_loss.png')
   s_steps = (0,) + tuple(config.reft.score_steps)
-  plots.save(plots.curves(
+  save(lambda: plots.curves(
       s_steps, {label[m]: logs['reft_' + m].series('twist_fraction', s_steps) for m in models},
       'reFT iteration', '% generations with a twist', 'Table 1 / Fig. 34: reFT twist fraction',
       logx=True, ylim=(-3, 103)), fig_dir / 'reft_twist_fraction.png')
   sites = list(range(config.model.n_layers + 1))
   for f in next(iter(probes.values())):
-    plots.save(plots.curves(
+    save(lambda: plots.curves(
         sites, {label[m]: probes[m][f] for m in probes}, 'block (B0 = embeddings)',
         f'{f} probe accuracy (%)', f'Figs 11 left, 35-38: {f} probe'),
         fig_dir / f'probe_{f}.png')
@@ -188,6 +193,8 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
          f'{fmt(logs[NOT_IN_PT].get("twist_fraction", p.steps), ".0f")}%.')
   points = (0,) + tuple(config.reft.score_steps)
   del_rows, reft_rows = loss_rows
+  fig = lambda *stems: ''.join(f'\n\n![{s}](figures/{s}.png)' for s in stems
+                               if (pathlib.Path(workdir) / 'figures' / f'{s}.png').exists())
   sections = [
       ('Scale and data', _scale(config, world)),
       ('Claims, checked', claims_scale(config) + '\n\n' + tables.markdown_table(
@@ -198,23 +205,22 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
        table1_markdown(config, rows) + f'\n\nOur reFT iterations {points} stand for the '
        f'paper\'s {paper.PAPER_TABLE1_POINTS} (reFT {config.reft.steps} vs '
        f'{paper.PAPER_REFT_STEPS} iterations). {config.eval.num_generations} generations per '
-       f'cell (paper {paper.PAPER_GENERATIONS}). ' + ref),
+       f'cell (paper {paper.PAPER_GENERATIONS}). ' + ref + fig('reft_twist_fraction')),
       ('Twist classifier (scores the generations)',
        f'Held-out accuracy on the test split: {clf["accuracy"]:.1f}% (balanced '
        f'{clf["balanced_accuracy"]:.1f}%, majority baseline {clf["majority_baseline"]:.1f}%; '
        f'{clf["n_train"]} training / {clf["n_test"]} test stories). Paper (GPT-3.5 fine-tuned): '
        f'{paper.PAPER_CLASSIFIER_ACCURACY:g}%.'),
       ('Loss on Twist stories during deletion (Fig. 31; step 0 = Present)',
-       tables.markdown_table(del_rows)),
+       tables.markdown_table(del_rows) + fig('deletion_twist_loss')),
       ('Loss on Twist stories during reFT (Figs 11 right, 33; step 0 = before reFT)',
-       tables.markdown_table(reft_rows)),
+       tables.markdown_table(reft_rows) + fig('reft_twist_loss')),
       (f'Probe accuracy (%) on {len(world.probe_test.labels_NxF)} test stories, '
        f'{len(world.probe_train.labels_NxF)} training stories (Figs 11 left, 35-38)',
        probe_table(config, probes, world) + '\n\nB0 averages token embeddings over the final 10 '
        'story tokens, so a feature whose signature words fall there (on the synthetic data: the '
-       'moral and the ending sentences) is decodable at B0 already.'),
-      ('Figures', '\n'.join(f'- figures/{f.name}' for f in sorted(
-          (pathlib.Path(workdir) / 'figures').glob('*.png')))),
+       'moral and the ending sentences) is decodable at B0 already.' +
+       fig(*[f'probe_{f}' for f in next(iter(probes.values()), {})])),
       ('Time (s)', tables.markdown_table(timing.rows) + '\n\n' + timing.note()),
   ]
   title = 'TinyStories study' + (' (TOY SCALE, SYNTHETIC DATA)' if not config.data.path else '')

@@ -110,7 +110,7 @@ def run_phase(ctx: Context, phase: Phase, step0: Optional[dict] = None):
     new = {k: v for k, v in step0.items() if v is not None and log.get(k, 0) is None}
     if new:
       log.record(0, new)
-      ctx.writer.write_scalars(0, {f'{phase.name}/eval/{k}': v for k, v in new.items()})
+      ctx.writer.run(phase.name).write_scalars(0, {f'eval/{k}': v for k, v in new.items()})
   windows = data.lm_windows(ctx.world.streams[phase.data], ctx.world.tok.bos_id,
                             config.model.max_len, phase.batch_size,
                             config.seed * 1000 + phase.salt, config.data.align_windows)
@@ -135,7 +135,7 @@ def run_phase(ctx: Context, phase: Phase, step0: Optional[dict] = None):
     state = train.train_loop(
         state=state, tx=phase.tx, loss_fn=losses.next_token_loss_fn(cfg), batch_fn=windows.batch,
         total_steps=phase.steps, workdir=str(workdir),
-        writer=metrics.PrefixedWriter(ctx.writer, phase.name), checkpointer=ckpt,
+        writer=ctx.writer.run(phase.name), checkpointer=ckpt,
         log_every=phase.log_every,
         evaluators={'eval': (tuple(sorted(set(phase.eval_steps) | set(phase.score_steps))),
                              evaluate)},
@@ -198,3 +198,30 @@ def reverse_finetune(ctx: Context, finals: dict, logs: dict) -> None:
           batch_size=r.batch_size, eval_steps=tuple(r.loss_steps),
           score_steps=tuple(r.score_steps), save_every=r.save_every, log_every=r.log_every,
           salt=100 + i), step0=_end_metrics(logs[model], end))
+
+
+def write_hparams(ctx: Context, logs: dict) -> None:
+  """TensorBoard's HParams tab for the two grids: deletion (protocol x lr) and reFT (source).
+
+  Each grid is a run (`deletion`, `reft`) with one member run per training run,
+  named by its hyperparameters (`deletion/protocol=F+MM,lr=0.0001`), holding its
+  final twist loss and fraction and its HParams session.
+  """
+  config = ctx.config
+  end = {NOT_IN_PT: config.pretrain.steps}
+  grids = {
+      'deletion': [(deletion_name(p, lr), {'protocol': p, 'lr': lr}, config.deletion.steps)
+                   for p, lr, _ in deletion_runs(config)],
+      'reft': [('reft_' + m, {'source': m, 'lr': config.reft.lr}, config.reft.steps)
+               for m in reft_models(config)]}
+  for grid, runs in grids.items():
+    names = [','.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in h.items())
+             for _, h, _ in runs]
+    writer = metrics.PopulationWriter(ctx.writer.run(grid), names)
+    final = {f'final/{k}': np.array([np.nan if v is None else v for v in vals], np.float64)
+             for k, vals in zip(('twist_loss', 'twist_fraction'), zip(*[
+                 _end_metrics(logs[name], end.get(name, steps)).values()
+                 for name, _, steps in runs]))}
+    writer.write_scalars(0, final)
+    writer.write_hparams([h for _, h, _ in runs], sorted(final))
+    writer.flush()

@@ -20,7 +20,9 @@ import numpy as np
 
 from wrapper_study import model as model_lib
 from wrapper_study import losses
+from wrapper_study import metrics
 from wrapper_study import population
+from wrapper_study import progress
 from wrapper_study.analysis import pruning
 from wrapper_study.analysis import readout
 from wrapper_study.tracr import paper
@@ -89,7 +91,8 @@ def attention_corr(tm, params_P, inputs_NxT, layer: int = 0) -> np.ndarray:
   ref = activations(tm, tm.params, inputs_NxT, [name])[name]
   n = pruning.member_count(params_P)
   return np.array([_similarity(activations(tm, population.member_params(params_P, i),
-                                           inputs_NxT, [name])[name], ref) for i in range(n)])
+                                           inputs_NxT, [name])[name], ref)
+                   for i in progress.progress(range(n), f'block-{layer} attention of {n} models')])
 
 
 def n_distinct(tm, position, params_P, test_sets) -> np.ndarray:
@@ -133,7 +136,7 @@ def member_rows(config, data, members, params_P, history, test_sets, finite) -> 
 
 
 def prune_population(config, data: tracr_train.TaskData, members, params_P, test_sets,
-                     units_by_gran: Mapping[str, pruning.Units]):
+                     units_by_gran: Mapping[str, pruning.Units], cache_dir=None):
   """Pruning curves of the members with C_Tr in pruning.c_trs, and of their controls.
 
   Controls (issue 11): the C_Tr=0 members at the same lrs and, per seed, the
@@ -142,9 +145,10 @@ def prune_population(config, data: tracr_train.TaskData, members, params_P, test
   ({granularity: [M, K+1, 3] on C_Te=0}, {granularity: top units per member},
   the M pruned members (controls last; noised-only ones have source
   paper.NOISED), the number of them that are pruning.c_trs members, [M] not
-  diverged). Per member
-  and K: Acc O_PT (%), Acc O_FT (%) and the number of distinct classes
-  predicted (Fig. 59's check that a pruned model has not collapsed).
+  diverged). Per member and K: Acc O_PT (%), Acc O_FT (%) and the number of
+  distinct classes predicted (Fig. 59's check that a pruned model has not
+  collapsed). With cache_dir, each granularity's result is loaded if computed
+  before from the same inputs.
   """
   tm, spec, position = data.tm, data.spec, data.position
   idx = [i for i, m in enumerate(members) if m.c_tr in config.pruning.c_trs]
@@ -168,12 +172,24 @@ def prune_population(config, data: tracr_train.TaskData, members, params_P, test
     return jnp.stack([(pred_N == label_pt).mean() * 100, (pred_N == label_ft).mean() * 100,
                       readout.n_distinct(pred_N, tm.config.n_outputs).astype(jnp.float32)])
 
-  curves, top = {}, {}
-  for gran, units in units_by_gran.items():
+  def compute(units):
     ranks_MxU = jax.vmap(pruning.prune_order)(
         pruning.scores_population(loss_fn, params_M, grad_batch, units))
-    curves[gran] = np.asarray(pruning.search(
-        evaluate, params_M, units, ranks_MxU, np.arange(len(chosen)), ks,
-        chunk_size=config.pruning.chunk_size or None))
-    top[gran] = [pruning.top_units(units, ranks_MxU[i], 3) for i in range(len(chosen))]
+    return {'curves': pruning.search(evaluate, params_M, units, ranks_MxU,
+                                     np.arange(len(chosen)), ks,
+                                     chunk_size=config.pruning.chunk_size or None),
+            'ranks': ranks_MxU}
+
+  # Keyed by every input (models, batches, K), so a changed config never reuses a result.
+  key = metrics.digest(params_M, grad_batch, ts.inputs, ts.label_pt, ts.label_ft, ks, position,
+                       str(tm.config))
+  curves, top = {}, {}
+  bar = progress.Progress(f'{spec.task}: pruning {len(chosen)} models x {len(ks)} K, '
+                          f'granularity ({", ".join(units_by_gran)})', len(units_by_gran))
+  for gran, units in units_by_gran.items():
+    path = None if cache_dir is None else cache_dir / f'pruning_{spec.task}_{gran}_{key}.npz'
+    out = compute(units) if path is None else metrics.cached_arrays(path, lambda: compute(units))
+    curves[gran] = np.asarray(out['curves'])
+    top[gran] = [pruning.top_units(units, out['ranks'][i], 3) for i in range(len(chosen))]
+    bar.update()
   return curves, top, chosen, n_main, population.finite_members(params_M)

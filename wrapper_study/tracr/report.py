@@ -12,11 +12,14 @@ and figure, never shown as 0% accuracy.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Callable
 
 import numpy as np
 
+from wrapper_study import metrics
 from wrapper_study import population
+from wrapper_study import progress
 from wrapper_study.analysis import reft
 from wrapper_study.report import plots
 from wrapper_study.report import tables
@@ -95,7 +98,7 @@ def table3_markdown(rows) -> str:
 
 def curves_figure(members, history, metric_pairs, title, logx=False,
                   group: Callable = lambda m: f'C_Tr={m.c_tr:g}',
-                  panel: Callable = lambda m: f'lr={m.lr:g}', finite=None):
+                  panel: Callable = lambda m: f'lr={m.lr:g}', finite=None, hline=None):
   """Panels (one per `panel` value) x rows (metrics); one line per `group`; seed bands.
 
   finite: [P] bool; diverged members are left out of the means (never drawn as 0%).
@@ -110,7 +113,7 @@ def curves_figure(members, history, metric_pairs, title, logx=False,
   return plots.grouped_curves(
       figs[0][0], values, rows_members, panel=lambda km: panel(km[1]),
       group=lambda km: group(km[1]), rows=lambda km: f'({km[0] + 1}) {figs[km[0]][2]}',
-      ylabel='accuracy (%)', xlabel='iteration', title=title, logx=logx)
+      ylabel='accuracy (%)', xlabel='iteration', title=title, logx=logx, hline=hline)
 
 
 def finetune_figure(task, members, history, finite=None):
@@ -123,11 +126,12 @@ def finetune_figure(task, members, history, finite=None):
                        finite=finite)
 
 
-def reft_figure(task, reft_members, history, finite=None):
+def reft_figure(task, reft_members, history, finite=None, threshold=None):
   return curves_figure(reft_members, history, [('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 (%)')],
                        f'{task}: reverse fine-tuning vs Scr.+FT (Figs 27, 39)', logx=True,
                        group=lambda m: m.source, panel=lambda m: f'reFT lr={m.lr:g}',
-                       finite=finite)
+                       finite=finite, hline=None if threshold is None else (
+                           threshold, f'revival threshold ({threshold:g}%)'))
 
 
 # -------------------------------------------------------------------- maps ----
@@ -141,26 +145,41 @@ def map_figures(config, data, members, params_P, test_sets, workdir, writer) -> 
   inputs = test_sets['c_te0'].inputs[:n]
   seed0 = config.finetune.seeds[0]
   shown = [('compiled', tm.params)]
-  for lr in config.finetune.lrs:
+  for lr in sorted(config.finetune.lrs):  # Ascending, as in every figure.
     for c in config.figures.c_trs:
       i = next(i for i, m in enumerate(members) if (m.lr, m.c_tr, m.seed) == (lr, c, seed0))
       shown.append((f'lr={lr:g} C_Tr={c:g}', population.member_params(params_P, i)))
   names = [f'blocks.{l}.attn.hook_pattern' for l in range(tm.config.n_layers)]
+  mlp = 'blocks.0.mlp.hook_post'
+
+  def compute():  # [n, S, L, T, T] attention (head 0) and [S, T, d_mlp] MLP of input 0.
+    pats = []
+    for j in progress.progress(range(n), f'{task}: attention and MLP maps of {len(shown)} models'):
+      pats.append(np.stack([np.stack([analysis.activations(tm, p, inputs[j:j + 1], names)[nm][0, 0]
+                                      for nm in names]) for _, p in shown]))
+    acts = np.stack([analysis.activations(tm, p, inputs[:1], [mlp])[mlp][0] for _, p in shown])
+    return {'attention': np.stack(pats), 'mlp': acts}
+
+  key = metrics.digest([p for _, p in shown], inputs, str(tm.config))
+  maps = metrics.cached_arrays(workdir / 'results' / f'maps_{task}_{key}.npz', compute)
   written = []
   labels = analysis.token_labels(tm, inputs)
+  titles = [s for s, _ in shown]
   for j in range(n):
-    pats = np.stack([np.stack([analysis.activations(tm, p, inputs[j:j + 1], names)[nm][0, 0]
-                               for nm in names]) for _, p in shown])
-    fig = plots.attention_maps(pats, [labels[j]] * len(shown), [s for s, _ in shown],
-                               title=f'{task}: attention per block, input {j} '
-                                     f'(O_PT={data.spec.operand_pt})')
-    writer.write_images(0, {f'{task}/attention/input{j}': fig})
-    written.append(plots.save(fig, workdir / 'figures' / f'attention_{task}_input{j}.png'))
-  mlp = 'blocks.0.mlp.hook_post'
-  acts = np.stack([analysis.activations(tm, p, inputs[:1], [mlp])[mlp][0] for _, p in shown])
-  fig = plots.activation_map(acts, [labels[0]] * len(shown), [s for s, _ in shown],
-                             title=f'{task}: first MLP activations (input 0)')
-  written.append(plots.save(fig, workdir / 'figures' / f'mlp_{task}.png'))
+    path = workdir / 'figures' / f'attention_{task}_input{j}.png'
+    fkey = plots.figure_key(metrics.digest(key, labels[j], titles), sys.modules[__name__])
+    if not plots.rendered(path, fkey):  # A rerun keeps the figure (and its TensorBoard image).
+      fig = plots.attention_maps(maps['attention'][j], [labels[j]] * len(shown), titles,
+                                 title=f'{task}: attention per block, input {j} '
+                                       f'(O_PT={data.spec.operand_pt})')
+      writer.write_images(0, {f'{task}/attention/input{j}': fig})
+      plots.save(fig, path, fkey)
+    written.append(path)
+  written.append(plots.save_once(
+      lambda: plots.activation_map(maps['mlp'], [labels[0]] * len(shown), titles,
+                                   title=f'{task}: first MLP activations (input 0)'),
+      workdir / 'figures' / f'mlp_{task}.png', metrics.digest(key, labels[0], titles),
+      sys.modules[__name__]))
   return written
 
 
@@ -236,8 +255,9 @@ def pruning_member_rows(task, pruned, curves, finite) -> list[dict]:
 
 def pruning_figure(config, task, gran, members, curves, finite=None):
   ks = np.arange(config.pruning.k_max + 1)
-  lrs = config.finetune.lrs
-  fig, axes = plots.plt.subplots(2, len(lrs), figsize=(3.3 * len(lrs), 5.4), squeeze=False)
+  lrs = sorted(config.finetune.lrs)  # Ascending, as in every figure.
+  fig, axes = plots.plt.subplots(2, len(lrs), figsize=(3.4 * len(lrs) + 0.5, 6.4),
+                                 squeeze=False, layout='constrained')
   for col, lr in enumerate(lrs):
     for row, (j, name) in enumerate([(0, 'Acc O_PT'), (1, 'Acc O_FT')]):
       ax = axes[row, col]
@@ -253,14 +273,14 @@ def pruning_figure(config, task, gran, members, curves, finite=None):
       if base:  # The control: the same pruning of models never fine-tuned.
         ax.plot(ks, curves[base, :, j].mean(0), 'k--', lw=1, label=paper.NOISED)
       ax.set_ylim(-3, 103)
-      ax.set_title(f'lr={lr:g}', fontsize=8)
-      ax.set_xlabel(f'pruned {gran}s (K)', fontsize=8)
-      ax.set_ylabel(f'{name} (C_Te=0)', fontsize=8)
+      ax.set_title(f'lr={lr:g}', fontsize=plots.LABEL)
+      ax.set_xlabel(f'pruned {gran}s (K)', fontsize=plots.LABEL)
+      ax.set_ylabel(f'{name} (C_Te=0)', fontsize=plots.LABEL)
+      ax.tick_params(labelsize=plots.TICK)
       ax.grid(alpha=0.3)
-  axes[0, -1].legend(fontsize=6)
+  plots.figure_legend(fig)
   fig.suptitle(f'{task}: {gran} pruning by grad x weight of the O_PT loss '
-               '(Figs 55-58 style; band 95% over seeds)', fontsize=10)
-  fig.tight_layout()
+               '(Figs 55-58 style; band 95% over seeds)', fontsize=plots.TITLE)
   return fig
 
 
@@ -334,7 +354,8 @@ def reft_member_rows(task, reft_members, history, threshold, finite) -> list[dic
 def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[str, str]]:
   """The report sections of one task."""
   sections = [(f'{task}: Table 3 (after {config.finetune.steps} iterations)',
-               table3_markdown(t3) + f'\n\n![curves](figures/finetune_curves_{task}.png)')]
+               table3_markdown(t3) +
+               f'\n\n![{task}: accuracy during fine-tuning](figures/finetune_curves_{task}.png)')]
   if prows:
     sections.append((f'{task}: pruning (C_Te=0, mean over seeds)',
                      tables.markdown_table(prows, PRUNING_COLUMNS) + '\n\ngain_k1: Acc O_PT '
@@ -344,7 +365,8 @@ def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[
                      'k_max) is shown for the curves only. classes_*: distinct answers predicted '
                      'on the test set (a gain with ~1 class is a collapse to the most frequent '
                      'count, not a revived capability).\n\n' + '\n'.join(
-                         f'![{g}](figures/pruning_{g}_{task}.png)' for g in units)))
+                         f'![{task}: {g} pruning curves](figures/pruning_{g}_{task}.png)'
+                         for g in units)))
   sections.append((f'{task}: reverse fine-tuning (revived: Acc O_PT >= '
                    f'{config.reft.revival_threshold:g}%)',
                    tables.markdown_table(rrows, ['source', 'reft_lr', 'acc_o_pt_start',
@@ -352,7 +374,7 @@ def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[
                                                  'iters_to_revival_median',
                                                  'iters_to_revival_each', 'diverged']) +
                    '\n\nMedian over all seeds, a seed that never revived counting as never.' +
-                   f'\n\n![reft](figures/reft_{task}.png)'))
+                   f'\n\n![{task}: reverse fine-tuning](figures/reft_{task}.png)'))
   maps = sorted(p.name for p in (workdir / 'figures').glob(f'*_{task}*.png')
                 if p.name.startswith(('attention', 'mlp')))
   sections.append((f'{task}: attention and MLP maps',

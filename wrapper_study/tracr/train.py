@@ -44,10 +44,15 @@ def compile_model(spec: tasks.TaskSpec, operand=None, cache_dir=None) -> tracr_m
       program_kwargs={spec.impl.operand_kwarg: operand}, cache_dir=cache_dir or None)
 
 
-def compile_pair(spec: tasks.TaskSpec, cache_dir=None):
-  """(compiled for O_PT, compiled for O_FT): Scr.+FT starts from the latter, so shapes must match."""
-  tm = compile_model(spec, cache_dir=cache_dir)
-  ft_tm = compile_model(spec, spec.operand_ft, cache_dir)
+def compile_pair(spec: tasks.TaskSpec, cache_dir=None, precision: str = 'fp32'):
+  """(compiled for O_PT, compiled for O_FT): Scr.+FT starts from the latter, so shapes must match.
+
+  Both run at `precision` (model.PRECISIONS), which changes compute, not the fp32 weights.
+  """
+  with_precision = lambda m: dataclasses.replace(
+      m, config=dataclasses.replace(m.config, precision=precision))
+  tm = with_precision(compile_model(spec, cache_dir=cache_dir))
+  ft_tm = with_precision(compile_model(spec, spec.operand_ft, cache_dir))
   if model_lib.param_shapes(ft_tm.params) != model_lib.param_shapes(tm.params):
     raise ValueError(f'{spec.task} compiled for O_FT={spec.operand_ft!r} has another shape '
                      'than for O_PT; Scr.+FT needs both in one population.')
@@ -147,7 +152,7 @@ def noisy_params(params, members: Sequence[population.Member], seed: int, std: f
 
 def run_population(*, name: str, tm: tracr_model.TracrModel, position: int, members, params_P,
                    opt_cfg, total_steps: int, batch_fn, test_sets, eval_steps, workdir, writer,
-                   save_every: int, log_every: int):
+                   save_every: int, log_every: int, run=None):
   """population.run_population with the answer loss and test-set accuracies at `position`."""
   return population.run_population(
       name=name, model_config=tm.config, members=members, params_P=params_P, opt_cfg=opt_cfg,
@@ -155,7 +160,7 @@ def run_population(*, name: str, tm: tracr_model.TracrModel, position: int, memb
       loss_fn=losses.answer_loss_fn(tm.config, position),
       evaluate=lambda p: accuracies(tm.config, position, p, test_sets),
       eval_steps=eval_steps, workdir=workdir, writer=writer, save_every=save_every,
-      log_every=log_every)
+      log_every=log_every, run=run)
 
 
 def sgd_config(config, warmup_steps: int) -> dict:
@@ -178,7 +183,7 @@ def finetune_grid(config, data: TaskData, test_sets, workdir, writer):
       params_P=params_P, opt_cfg=sgd_config(config, f.warmup_steps), total_steps=f.steps,
       batch_fn=make_batch_fn(data, members, f.batch_size, config.seed, data.spec.operand_ft),
       test_sets=test_sets, eval_steps=eval_steps, workdir=workdir, writer=writer,
-      save_every=f.save_every, log_every=f.log_every)
+      save_every=f.save_every, log_every=f.log_every, run=f'{name}/finetune')
   return members, params_P, history
 
 
@@ -211,5 +216,6 @@ def reft_population(config, data: TaskData, ft_tm: tracr_model.TracrModel, membe
       batch_fn=make_batch_fn(data, reft_members, config.finetune.batch_size, config.seed,
                              data.spec.operand_pt, salt=1),
       test_sets={'c_te0': test_sets['c_te0']}, eval_steps=eval_steps, workdir=workdir,
-      writer=writer, save_every=config.finetune.save_every, log_every=config.finetune.log_every)
+      writer=writer, save_every=config.finetune.save_every, log_every=config.finetune.log_every,
+      run=f'{name}/reft')
   return reft_members, history, population.finite_members(params)
