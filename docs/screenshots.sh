@@ -15,12 +15,13 @@ tb=$!
 trap 'kill $tb 2>/dev/null || true' EXIT
 for _ in $(seq 60); do curl -sf "http://localhost:$port/data/runs" >/dev/null && break; sleep 1; done
 shoot() {  # shoot <tab> <url fragment>
-  chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,1000 \
-    --virtual-time-budget=20000 --screenshot="docs/tensorboard_$1.png" \
+  # Software WebGL (swiftshader) draws the charts; the virtual time lets every request finish.
+  chromium --headless=new --no-sandbox --enable-unsafe-swiftshader --hide-scrollbars \
+    --window-size=1600,1100 --virtual-time-budget=60000 --screenshot="docs/tensorboard_$1.png" \
     "http://localhost:$port/$2" >/dev/null 2>&1
   echo "docs/tensorboard_$1.png"
 }
-shoot scalars '?runFilter=finetune#timeseries'
+shoot scalars '#scalars&regexInput=counter/finetune&tagFilter=eval%2Fc_te'
 shoot images '#images'
 shoot hparams '#hparams'
 shoot text '#text'
