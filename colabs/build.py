@@ -220,9 +220,9 @@ display(Markdown(tables.markdown_table(
 writer.close()"""),
         ('markdown', """\
 Acc O_PT during reverse fine-tuning: the fine-tuned models (left from the compiled Counter)
-against Scr.+FT. The dashed line is the revival threshold."""),
+against Scr.+FT. The dotted line is the revival threshold."""),
         ('code', """\
-report.reft_figure('counter', reft_members, reft_history, rfinite);"""),
+report.reft_figure('counter', reft_members, reft_history, rfinite, threshold);"""),
     ]
 
 # ------------------------------------------------------------------ PCFG ----

@@ -70,6 +70,9 @@ def test_progress_logger():
   assert p.update(5, {'loss': 1.0}) is None
   line = p.update(10, {'loss': 1.0})
   assert line.startswith('step 10/100, loss 1, ') and 'steps/s' in line and 'ETA' in line
+  resumed = metrics.ProgressLogger(total_steps=100, log_every=10, start_step=40)
+  assert resumed.update(41).startswith('step 41/100: compiled and ran the first step in ')
+  assert resumed.update(42) is None and resumed.update(50).startswith('step 50/100, ')
 
 
 def _csv(workdir):

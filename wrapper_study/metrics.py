@@ -334,12 +334,23 @@ class ProgressLogger:
     self.log_every = max(int(log_every), 1)
     self._last_step = start_step
     self._last_time = time.monotonic()
+    self._first_done = False
 
   def update(self, step: int, scalars: Optional[Mapping[str, Any]] = None) -> Optional[str]:
-    """Logs (and returns) a progress line if `step` is due, else None."""
+    """Logs (and returns) a progress line if `step` is due, else None.
+
+    The first step after a (re)start is always due: it says how long compiling took.
+    """
+    now = time.monotonic()
+    if step == self._last_step + 1 and not self._first_done:
+      self._first_done = True
+      line = (f'step {step}/{self.total_steps}: compiled and ran the first step in '
+              f'{format_duration(now - self._last_time)}')
+      self._last_step, self._last_time = step, now
+      logging.info(line)
+      return line
     if step % self.log_every and step != self.total_steps:
       return None
-    now = time.monotonic()
     rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
     eta = format_duration((self.total_steps - step) / rate) if rate > 0 else '?'

@@ -229,9 +229,10 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
              f'was not saved; last good checkpoint: step {last}.')
       logging.error(msg)
       raise FloatingPointError(msg)
-    if step % log_every == 0 or step == total_steps:
-      if writer is not None:
-        writer.write_scalars(step, _scalars('train', metrics))
+    due = step % log_every == 0 or step == total_steps
+    if due and writer is not None:
+      writer.write_scalars(step, _scalars('train', metrics))
+    if due or step == start + 1:  # The first step's line says how long compiling took.
       loss = np.asarray(metrics.get('loss', np.nan))
       progress.update(step, {'loss': np.nanmean(loss) if loss.ndim else loss})
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Mapping, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -184,6 +185,8 @@ def prune_population(config, data: tracr_train.TaskData, members, params_P, test
   key = metrics.digest(params_M, grad_batch, ts.inputs, ts.label_pt, ts.label_ft, ks, position,
                        str(tm.config))
   curves, top = {}, {}
+  logging.info('%s: pruning: grad x weight scores, then every K masked and evaluated, one '
+               'compiled search per granularity (%s)', spec.task, ', '.join(units_by_gran))
   bar = progress.Progress(f'{spec.task}: pruning {len(chosen)} models x {len(ks)} K, '
                           f'granularity ({", ".join(units_by_gran)})', len(units_by_gran))
   for gran, units in units_by_gran.items():

@@ -153,12 +153,21 @@ def map_figures(config, data, members, params_P, test_sets, workdir, writer) -> 
   mlp = 'blocks.0.mlp.hook_post'
 
   def compute():  # [n, S, L, T, T] attention (head 0) and [S, T, d_mlp] MLP of input 0.
+    bar = progress.Progress(f'{task}: attention and MLP maps of {len(shown)} models',
+                            (n + 1) * len(shown), every_s=3.0)
     pats = []
-    for j in progress.progress(range(n), f'{task}: attention and MLP maps of {len(shown)} models'):
-      pats.append(np.stack([np.stack([analysis.activations(tm, p, inputs[j:j + 1], names)[nm][0, 0]
-                                      for nm in names]) for _, p in shown]))
-    acts = np.stack([analysis.activations(tm, p, inputs[:1], [mlp])[mlp][0] for _, p in shown])
-    return {'attention': np.stack(pats), 'mlp': acts}
+    for j in range(n):
+      row = []
+      for _, p in shown:
+        row.append(np.stack([analysis.activations(tm, p, inputs[j:j + 1], names)[nm][0, 0]
+                             for nm in names]))
+        bar.update()
+      pats.append(np.stack(row))
+    acts = []
+    for _, p in shown:
+      acts.append(analysis.activations(tm, p, inputs[:1], [mlp])[mlp][0])
+      bar.update()
+    return {'attention': np.stack(pats), 'mlp': np.stack(acts)}
 
   key = metrics.digest([p for _, p in shown], inputs, str(tm.config))
   maps = metrics.cached_arrays(workdir / 'results' / f'maps_{task}_{key}.npz', compute)
