@@ -15,6 +15,7 @@ import math
 import sys
 from typing import Callable
 
+from absl import logging
 import numpy as np
 
 from wrapper_study import metrics
@@ -178,11 +179,13 @@ def map_figures(config, data, members, params_P, test_sets, workdir, writer) -> 
     path = workdir / 'figures' / f'attention_{task}_input{j}.png'
     fkey = plots.figure_key(metrics.digest(key, labels[j], titles), sys.modules[__name__])
     if not plots.rendered(path, fkey):  # A rerun keeps the figure (and its TensorBoard image).
+      logging.info('%s: drawing %s (%d models x %d blocks)', task, path.name, len(shown),
+                   tm.config.n_layers)
       fig = plots.attention_maps(maps['attention'][j], [labels[j]] * len(shown), titles,
                                  title=f'{task}: attention per block, input {j} '
                                        f'(O_PT={data.spec.operand_pt})')
-      writer.write_images(0, {f'{task}/attention/input{j}': fig})
-      plots.save(fig, path, fkey)
+      plots.save(fig, path, fkey)  # Rendered once: TensorBoard gets the file's PNG.
+      writer.write_images(0, {f'{task}/attention/input{j}': path.read_bytes()})
     written.append(path)
   written.append(plots.save_once(
       lambda: plots.activation_map(maps['mlp'], [labels[0]] * len(shown), titles,
