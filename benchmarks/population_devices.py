@@ -63,7 +63,9 @@ def main(_):
     tx = optim.make_optimizer(ft.sgd_config(config, f.warmup_steps), f.steps)
     params = ft.noisy_params(tm.params, members, 0, f.noise_std, ft.FROZEN)
     lr_P = np.array([m.lr for m in members], np.float32)
-    step = train.make_train_step(losses.answer_loss_fn(tm.config, data.position), tx, vmap=True)
+    # One vmap (member_chunk=0) on both sides: the member axis is what gets sharded.
+    step = train.make_train_step(losses.answer_loss_fn(tm.config, data.position), tx, vmap=True,
+                                 member_chunk=0)
     batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, spec.operand_ft)
 
     def spread(x):  # Member-axis leaves over the devices, the rest replicated.

@@ -3,10 +3,13 @@ r"""The full Table 3 grid batched in one jit vs one configuration at a time.
   python benchmarks/tracr_grid.py [--config=paper|default] [--timed_steps=10]
 
 For each program: the median seconds per step of the whole grid (lrs x C_Tr x
-seeds as one vmapped population, data generation included) against a
+seeds as one population in one jit, data generation included) against a
 population of one (the same step, one configuration), and the extrapolation to
-the full run: grid = steps x t_grid, one at a time = P x steps x t_one. Prints
-the machine. Nothing here is asserted; it reports.
+the full run: grid = steps x t_grid, one at a time = P x steps x t_one. The
+grid is timed both ways a population can be mapped (train.over_members): one
+vmap over all members (member_chunk=0) and lax.map one member at a time
+(member_chunk=1), side by side in one run; the library's default for this
+backend is marked. Prints the machine. Nothing here is asserted; it reports.
 """
 
 import os
@@ -33,14 +36,16 @@ _CONFIG = flags.DEFINE_enum('config', 'paper', ['paper', 'default'], 'Which scal
 _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
 
 
-def _seconds_per_step(config, tm, data, members) -> tuple[float, float, float]:
+def _seconds_per_step(config, tm, data, members, member_chunk=None
+                      ) -> tuple[float, float, float]:
   """(median s/step, first-call s incl. compile, FLOPs per step) of the population's train step."""
   f = config.finetune
   opt_cfg = ft.sgd_config(config, f.warmup_steps)
   tx = optim.make_optimizer(opt_cfg, f.steps)
   params = ft.noisy_params(tm.params, members, 0, f.noise_std, ft.FROZEN)
   state = train.create_population(params, tx, np.array([m.lr for m in members], np.float32))
-  step = train.make_train_step(losses.answer_loss_fn(tm.config, data.position), tx, vmap=True)
+  step = train.make_train_step(losses.answer_loss_fn(tm.config, data.position), tx, vmap=True,
+                               member_chunk=member_chunk)
   batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
   flops = machine.step_flops(step, state, batch_fn(0))
   t0 = time.perf_counter()
@@ -70,8 +75,11 @@ def main(_):
     tm = ft.compile_model(spec, cache_dir=config.cache_dir)
     data = ft.TaskData(spec, tm)
     members = population.grid(f.lrs, f.c_trs, f.seeds)
-    t_grid, c_grid, f_grid = _seconds_per_step(config, tm, data, members)
-    t_one, c_one, f_one = _seconds_per_step(config, tm, data, members[:1])
+    # FLOPs from the vmap (XLA's cost analysis counts a lax.map body once, not P times).
+    t_vmap, c_vmap, f_grid = _seconds_per_step(config, tm, data, members, member_chunk=0)
+    t_map, c_map, _ = _seconds_per_step(config, tm, data, members, member_chunk=1)
+    t_grid, c_grid = (t_map, c_map) if train.default_member_chunk() == 1 else (t_vmap, c_vmap)
+    t_one, c_one, f_one = _seconds_per_step(config, tm, data, members[:1], member_chunk=0)
     grid_min = f.steps * t_grid / 60
     one_min = len(members) * f.steps * t_one / 60
     total_grid += grid_min
@@ -82,6 +90,10 @@ def main(_):
           f'{one_min:8.1f} min = {one_min / grid_min:5.1f}x')
     print('  ' + machine.floor_line(f'grid of {len(members)}', f_grid, t_grid, peak))
     print('  ' + machine.floor_line('one config', f_one, t_one, peak))
+    default = train.default_member_chunk()
+    mark = lambda chunk: ' (default here)' if chunk == default else ''
+    print(f'  grid mapped as one vmap{mark(0)}: {t_vmap * 1e3:.1f} ms/step; lax.map one member at '
+          f'a time{mark(1)}: {t_map * 1e3:.1f} ms/step; vmap / lax.map: {t_vmap / t_map:.2f}x')
     print(f'  one at a time x{len(members)}: {t_one * len(members) * 1e3:.1f} ms vs grid '
           f'{t_grid * 1e3:.1f} ms: batching buys {t_one * len(members) / t_grid:.2f}x')
   print(f'all tasks: grid {total_grid:.1f} min vs one at a time {total_one:.1f} min '

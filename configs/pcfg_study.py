@@ -43,6 +43,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = 'pcfg_study'  # Which wrapper_study.experiments module runs.
   c.seed = 0  # Every random choice derives from this.
+  # Population mapping (train.over_members): -1 backend default, 0 one vmap, k chunks of k.
+  c.member_chunk = -1
   # '' = the paper's Fig. 14 grammar; else a grammar file or text (format: wrapper_study/pcfg/grammar.py).
   # Every phase draws its text from it: pretraining, fine-tuning, test sets, probes, pruning, reFT and
   # the Scr.+FT base (wrapper_study/pcfg/model.py). Its terminals are the operands: with other than

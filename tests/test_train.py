@@ -105,14 +105,15 @@ def test_steps_lower_loss_and_write_metrics(tmp_path):
   assert os.path.exists(tmp_path / 'ckpt' / '30')  # Final save is forced.
 
 
-def test_vmapped_population_equals_members():
+@pytest.mark.parametrize('member_chunk', [0, 1, 2])  # One vmap; one at a time; 2 + remainder 1.
+def test_mapped_population_equals_members(member_chunk):
   lrs = np.array([1e-3, 1e-2, 1e-1], np.float32)
   _, tx, _ = _setup()
   loss_fn = _loss_fn(CFG)
   params_P = train.stack([model.init_params(CFG, jax.random.key(i)) for i in range(3)])
   pop = train.create_population(params_P, tx, lrs)
   members = train.unstack(pop)  # Each keeps its own lr.
-  pop_step = train.make_train_step(loss_fn, tx, vmap=True)
+  pop_step = train.make_train_step(loss_fn, tx, vmap=True, member_chunk=member_chunk)
   one_step = train.make_train_step(loss_fn, tx)
   for t in range(3):
     batch_P = train.stack([_batch_fn(10 * t + i) for i in range(3)])
@@ -126,6 +127,12 @@ def test_vmapped_population_equals_members():
   # The effective lr is peak x schedule, per member.
   np.testing.assert_allclose(m_P['lr'] / lrs, m_P['lr'][0] / lrs[0], rtol=1e-6)
   assert len(set(np.asarray(m_P['lr']).tolist())) == 3
+
+
+def test_member_chunk_default_and_bad_value():
+  assert train.default_member_chunk() == (1 if jax.default_backend() == 'cpu' else 0)
+  with pytest.raises(ValueError, match='member_chunk=-2'):
+    train.over_members(lambda x: x, -2)
 
 
 def test_resume_after_exception_is_bitwise_identical(tmp_path):

@@ -45,6 +45,14 @@ def non_negative_int(config, *paths: str) -> None:
       fail(p, v, 'must be an integer >= 0')
 
 
+def member_chunk(config, path: str = 'member_chunk') -> None:
+  """How populations are mapped (train.over_members): -1 default, 0 one vmap, k >= 1 chunks."""
+  v = get(config, path)
+  if isinstance(v, bool) or not isinstance(v, int) or v < -1:
+    fail(path, v, 'must be -1 (the backend default), 0 (one vmap over all members) or k >= 1 '
+         '(lax.map over chunks of k members)')
+
+
 def one_of(config, path: str, choices: Iterable) -> None:
   choices = list(choices)
   v = get(config, path)

@@ -149,14 +149,17 @@ class History:
 def run_population(*, name: str, model_config, members: Sequence[Member], params_P, opt_cfg,
                    total_steps: int, batch_fn, loss_fn, evaluate: Callable, eval_steps,
                    workdir: pathlib.Path, writer, save_every: int, log_every: int,
-                   meta_extra: Optional[Mapping] = None, run: Optional[str] = None):
+                   meta_extra: Optional[Mapping] = None, run: Optional[str] = None,
+                   member_chunk: Optional[int] = None):
   """Trains every member for total_steps in one vmapped jit; resumable.
 
   evaluate(params_P) -> {metric: [P] array}, run at eval_steps (0 included if
   listed) and kept in a History. writer (a MetricWriter or one of its runs, or
   None): every member gets its own TensorBoard run `<run>/<member.run_name>`
   (run defaults to name) with train/* and eval/* and, at the end, its HParams
-  session (the experiment in `<run>`). Returns (final stacked params, History).
+  session (the experiment in `<run>`). member_chunk: how the members are
+  mapped (train.over_members; None = the backend's default). Returns (final
+  stacked params, History).
   """
   tx = optim.make_optimizer(opt_cfg, total_steps)
   lr_P = jnp.asarray([m.lr for m in members], jnp.float32)
@@ -187,7 +190,8 @@ def run_population(*, name: str, model_config, members: Sequence[Member], params
     state = train.train_loop(
         state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=total_steps,
         workdir=str(workdir), writer=pop_writer, checkpointer=ckpt, log_every=log_every,
-        evaluators={'eval': (sorted(s for s in eval_steps if s > 0), evaluator)}, vmap=True)
+        evaluators={'eval': (sorted(s for s in eval_steps if s > 0), evaluator)}, vmap=True,
+        member_chunk=member_chunk)
   if pop_writer is not None:
     keys = sorted({k for r in history.rows for k in r if k != 'step'})
     pop_writer.write_hparams([{'population': run or name, **m.hparams} for m in members],

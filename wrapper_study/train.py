@@ -1,8 +1,10 @@
 """The one train core every experiment uses.
 
 `train_step` is a pure function of (state, batch); `make_train_step` jits it
-with the state donated, optionally vmapped over a population of states (e.g. a
-grid of learning rates x data x seeds, see optim.set_learning_rate).
+with the state donated, optionally mapped over a population of states (e.g. a
+grid of learning rates x data x seeds, see optim.set_learning_rate): all members
+in one vmap, or in chunks under lax.map (`over_members`; on CPU one member at a
+time is the faster of the two, benchmarks/tracr_grid.py).
 `train_loop` adds resume, periodic evals, checkpoints, metrics (fetched one step
 late so dispatch stays asynchronous) and a NaN/Inf stop.
 
@@ -79,6 +81,27 @@ def train_step(state: TrainState, batch: PyTree, *, loss_fn: LossFn,
   returned state) and lr (effective lr of this update, if tx is from optim).
   """
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+  return apply_gradients(state, grads, loss, aux, tx=tx)
+
+
+def population_train_step(state_P: TrainState, batch_P: PyTree, *, loss_fn: LossFn,
+                          tx: optax.GradientTransformation, member_chunk: Optional[int] = None
+                          ) -> tuple[TrainState, dict]:
+  """train_step for every member of a population (leading axis P everywhere).
+
+  The gradients are mapped with over_members (member_chunk); the optimizer
+  update, a few hundred small elementwise ops, is one vmap over all members,
+  where a per-member loop would pay each op's dispatch P times. Each member's
+  result is its own train_step's.
+  """
+  grad_fn = over_members(jax.value_and_grad(loss_fn, has_aux=True), member_chunk)
+  (loss_P, aux_P), grads_P = grad_fn(state_P.params, batch_P)
+  return jax.vmap(functools.partial(apply_gradients, tx=tx))(state_P, grads_P, loss_P, aux_P)
+
+
+def apply_gradients(state: TrainState, grads: PyTree, loss: jax.Array, aux: Mapping,
+                    *, tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
+  """The update of train_step from its gradients: (new state, metrics)."""
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(aux)
@@ -91,22 +114,54 @@ def train_step(state: TrainState, batch: PyTree, *, loss_fn: LossFn,
   return new_state, metrics
 
 
+def default_member_chunk() -> int:
+  """Members per vmapped chunk when a population is mapped: 0 = all at once.
+
+  Measured with benchmarks/tracr_grid.py (members one at a time under lax.map
+  vs the whole grid in one vmap, same jit): on CPU the sequential map is
+  1.6-2x faster, since XLA's CPU batched matmuls of many small per-member
+  matrices run slower than the same matmuls one by one; accelerators want the
+  one wide vmap.
+  """
+  return 1 if jax.default_backend() == 'cpu' else 0
+
+
+def over_members(fn: Callable, member_chunk: Optional[int] = None) -> Callable:
+  """fn mapped over the leading (member) axis of every argument and output.
+
+  member_chunk: 0 = one jax.vmap over all members; k >= 1 = lax.map over
+  chunks of k members (k = 1: one member at a time, no vmap); None or -1 =
+  the backend's default (default_member_chunk). Each member's arithmetic is the
+  same per-example program either way; only the batching of matmuls differs.
+  """
+  chunk = default_member_chunk() if member_chunk is None or member_chunk == -1 else int(member_chunk)
+  if chunk < 0:
+    raise ValueError(f'member_chunk={chunk} must be >= -1 (-1: the default, 0: one vmap).')
+  if chunk == 0:
+    return jax.vmap(fn)
+  return lambda *args: jax.lax.map(lambda a: fn(*a), args, batch_size=chunk if chunk > 1 else None)
+
+
 @functools.lru_cache(maxsize=16)
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                    vmap: bool = False, mesh: Optional[Mesh] = None
+                    vmap: bool = False, mesh: Optional[Mesh] = None,
+                    member_chunk: Optional[int] = None
                     ) -> Callable[[TrainState, PyTree], tuple[TrainState, dict]]:
-  """jit(train_step) with the state donated; vmap=True maps over a population.
+  """jit(train_step) with the state donated; vmap=True maps over a population
+  (over_members: member_chunk members at a time, None = the backend's default).
 
   mesh: data parallelism (sharded jit): every batch leaf is split along its
   leading axis over all the mesh's devices, the state is replicated, and XLA
   inserts the gradient all-reduce. The same step runs on 1 or N devices.
 
-  Cached on (loss_fn, tx, vmap, mesh), so a relaunched loop in the same process
+  Cached on (loss_fn, tx, vmap, mesh, member_chunk), so a relaunched loop in the same process
   (an eval, a resumed run, a test) reuses the compiled step.
   """
-  step = functools.partial(train_step, loss_fn=loss_fn, tx=tx)
   if vmap:
-    step = jax.vmap(step)
+    step = functools.partial(population_train_step, loss_fn=loss_fn, tx=tx,
+                             member_chunk=member_chunk)
+  else:
+    step = functools.partial(train_step, loss_fn=loss_fn, tx=tx)
   if mesh is None:
     return jax.jit(step, donate_argnums=0)
   replicated, split = data_shardings(mesh)
@@ -163,7 +218,8 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
                total_steps: int, workdir: Optional[str] = None, writer=None,
                checkpointer=None, log_every: int = 100,
                evaluators: Optional[Evaluators] = None, nan_check: bool = True,
-               vmap: bool = False, mesh: Optional[Mesh] = None) -> TrainState:
+               vmap: bool = False, mesh: Optional[Mesh] = None,
+               member_chunk: Optional[int] = None) -> TrainState:
   """Trains to total_steps, resuming from the checkpointer's latest step.
 
   A run killed at any moment and relaunched with the same arguments ends with
@@ -190,6 +246,7 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
     nan_check: raise FloatingPointError on a non-finite loss, grad or param
       norm (for a population: only when every member is non-finite).
     vmap: state and batches are populations (leading axis P).
+    member_chunk: with vmap, members per chunk (over_members; None = default).
     mesh: train data-parallel over this mesh (see make_train_step, data_mesh).
 
   Returns:
@@ -204,7 +261,7 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
   if start > total_steps:
     raise ValueError(f'Checkpoint step {start} is past total_steps={total_steps}; '
                      'use another --workdir or a larger total_steps.')
-  step_fn = make_train_step(loss_fn, tx, vmap=vmap, mesh=mesh)
+  step_fn = make_train_step(loss_fn, tx, vmap=vmap, mesh=mesh, member_chunk=member_chunk)
   if mesh is not None:
     state = jax.device_put(state, data_shardings(mesh)[0])
     get_batch = lambda s: shard_batch(batch_fn(s), mesh)

@@ -73,6 +73,7 @@ def validate(config) -> None:
     cc.fail('finetune.noise_std', config.finetune.noise_std, 'must be >= 0 (a standard deviation)')
   cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)
   cc.one_of(config, 'precision', model_lib.PRECISIONS)
+  cc.member_chunk(config)
   for path in ('reft.source_c_trs', 'figures.c_trs', 'pruning.c_trs'):
     cc.subset_of(config, path, config.finetune.c_trs, allow_empty=True)
   cc.subset_of(config, 'reft.source_lrs', config.finetune.lrs, allow_empty=True)

@@ -258,7 +258,8 @@ def finetune(config, prior, pt_step: int, params, workdir, writer, name: str | N
       batch_fn=finetune_batch_fn(config, prior, members, salt),
       loss_fn=losses.next_token_loss_fn(cfg), evaluate=evaluate,
       eval_steps=(0,) + tuple(f.eval_steps), workdir=workdir,
-      writer=writer, save_every=f.save_every, log_every=f.log_every)
+      writer=writer, save_every=f.save_every, log_every=f.log_every,
+      member_chunk=config.member_chunk)
   return members, history, params_P
 
 
@@ -318,5 +319,5 @@ def reft(config, sources, scr_ft_params, workdir, writer):
       loss_fn=losses.next_token_loss_fn(cfg), evaluate=evaluate,
       eval_steps=(0,) + tuple(a.reft_eval_steps), workdir=workdir,
       writer=writer, save_every=f.save_every,
-      log_every=f.log_every)
+      log_every=f.log_every, member_chunk=config.member_chunk)
   return members, history

@@ -26,6 +26,7 @@ def _wrap(fn, field):
 def study(config) -> None:
   """The grammar, families, priors, model and both training phases; raises ConfigError."""
   cc.non_negative_int(config, 'seed')
+  cc.member_chunk(config)
   cc.positive(config, 'data.window_length', 'data.o_prime_count', 'data.o_prime_index',
               'model.n_layers', 'model.n_heads', 'model.d_model', 'model.d_mlp',
               'pretrain.steps', 'pretrain.batch_size', 'pretrain.eval_every',

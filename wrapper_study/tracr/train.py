@@ -152,7 +152,7 @@ def noisy_params(params, members: Sequence[population.Member], seed: int, std: f
 
 def run_population(*, name: str, tm: tracr_model.TracrModel, position: int, members, params_P,
                    opt_cfg, total_steps: int, batch_fn, test_sets, eval_steps, workdir, writer,
-                   save_every: int, log_every: int, run=None):
+                   save_every: int, log_every: int, run=None, member_chunk=None):
   """population.run_population with the answer loss and test-set accuracies at `position`."""
   return population.run_population(
       name=name, model_config=tm.config, members=members, params_P=params_P, opt_cfg=opt_cfg,
@@ -160,7 +160,7 @@ def run_population(*, name: str, tm: tracr_model.TracrModel, position: int, memb
       loss_fn=losses.answer_loss_fn(tm.config, position),
       evaluate=lambda p: accuracies(tm.config, position, p, test_sets),
       eval_steps=eval_steps, workdir=workdir, writer=writer, save_every=save_every,
-      log_every=log_every, run=run)
+      log_every=log_every, run=run, member_chunk=member_chunk)
 
 
 def sgd_config(config, warmup_steps: int) -> dict:
@@ -183,7 +183,8 @@ def finetune_grid(config, data: TaskData, test_sets, workdir, writer):
       params_P=params_P, opt_cfg=sgd_config(config, f.warmup_steps), total_steps=f.steps,
       batch_fn=make_batch_fn(data, members, f.batch_size, config.seed, data.spec.operand_ft),
       test_sets=test_sets, eval_steps=eval_steps, workdir=workdir, writer=writer,
-      save_every=f.save_every, log_every=f.log_every, run=f'{name}/finetune')
+      save_every=f.save_every, log_every=f.log_every, run=f'{name}/finetune',
+      member_chunk=config.member_chunk)
   return members, params_P, history
 
 
@@ -217,5 +218,5 @@ def reft_population(config, data: TaskData, ft_tm: tracr_model.TracrModel, membe
                              data.spec.operand_pt, salt=1),
       test_sets={'c_te0': test_sets['c_te0']}, eval_steps=eval_steps, workdir=workdir,
       writer=writer, save_every=config.finetune.save_every, log_every=config.finetune.log_every,
-      run=f'{name}/reft')
+      run=f'{name}/reft', member_chunk=config.member_chunk)
   return reft_members, history, population.finite_members(params)

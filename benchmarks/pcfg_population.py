@@ -1,0 +1,93 @@
+r"""The PCFG fine-tuning population (lrs x C_Tr x seeds) in one jit vs one member at a time.
+
+  python benchmarks/pcfg_population.py [--config=cpu|paper] [--timed_steps=10]
+
+The population of `configs/pcfg_study.py` (CPU scale by default) on a freshly
+initialised model of its shape (speed does not depend on the weights): the
+median seconds per step of the whole grid, with its members mapped both ways
+(train.over_members: one vmap over all, member_chunk=0; lax.map one member at
+a time, member_chunk=1), against a population of one, with data generation
+included as in a run, and each as a fraction of the FLOP floor (the machine's
+measured fp32 matmul rate). Prints the machine. Nothing here is asserted.
+"""
+
+import os
+import statistics
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+import machine  # benchmarks/machine.py  # pylint: disable=g-import-not-at-top
+from configs import pcfg_study as pcfg_config  # pylint: disable=g-import-not-at-top
+from wrapper_study import losses  # pylint: disable=g-import-not-at-top
+from wrapper_study import model as model_lib  # pylint: disable=g-import-not-at-top
+from wrapper_study import optim  # pylint: disable=g-import-not-at-top
+from wrapper_study import population  # pylint: disable=g-import-not-at-top
+from wrapper_study import train  # pylint: disable=g-import-not-at-top
+from wrapper_study.pcfg import model as pcfg_model  # pylint: disable=g-import-not-at-top
+from wrapper_study.pcfg import train as pcfg_train  # pylint: disable=g-import-not-at-top
+
+_CONFIG = flags.DEFINE_enum('config', 'cpu', ['cpu', 'paper'], 'Which scale to time.')
+_TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
+
+
+def _seconds_per_step(config, members, member_chunk) -> tuple[float, float]:
+  """(median s/step, FLOPs per step) of the population's train step, data included."""
+  f = config.finetune
+  cfg = pcfg_model.model_config(config)
+  params = model_lib.init_params(cfg, jax.random.PRNGKey(0))
+  params_P = jax.tree.map(lambda x: jnp.stack([x] * len(members)), params)
+  tx = optim.make_optimizer(pcfg_train._adamw(1.0, config.pretrain.weight_decay,  # pylint: disable=protected-access
+                                              f.warmup_fraction), f.steps)
+  state = train.create_population(params_P, tx, np.array([m.lr for m in members], np.float32))
+  step = train.make_train_step(losses.next_token_loss_fn(cfg), tx, vmap=True,
+                               member_chunk=member_chunk)
+  batch_fn = pcfg_train.finetune_batch_fn(config, config.pretrain.priors[0], members, 0)
+  flops = machine.step_flops(step, state, batch_fn(0)) if member_chunk == 0 else float('nan')
+  state, m = step(state, batch_fn(0))
+  jax.block_until_ready(m)
+  times = []
+  for s in range(1, _TIMED.value + 1):
+    t0 = time.perf_counter()
+    state, m = step(state, batch_fn(s))
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), flops
+
+
+def main(_):
+  config = pcfg_config.get_config('paper' if _CONFIG.value == 'paper' else '')
+  f = config.finetune
+  print('\n'.join(machine.describe()))
+  peak = machine.matmul_flops_per_s()
+  print(f'peak fp32 matmul (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s')
+  m = config.model
+  print(f'scale: {_CONFIG.value}: model {m.n_layers} x {m.d_model}, batch {f.batch_size}, '
+        f'window {config.data.window_length}; {len(f.lrs)} lrs x {len(f.c_trs)} C_Tr x '
+        f'{len(f.seeds)} seeds')
+  members = population.grid(f.lrs, f.c_trs, f.seeds)
+  t_vmap, flops = _seconds_per_step(config, members, 0)
+  t_map, _ = _seconds_per_step(config, members, 1)
+  t_one, flops_one = _seconds_per_step(config, members[:1], 0)
+  default = train.default_member_chunk()
+  mark = lambda chunk: ' (default here)' if chunk == default else ''
+  p = len(members)
+  print(f'P={p}: one vmap{mark(0)} {t_vmap * 1e3:.1f} ms/step | lax.map one member at a '
+        f'time{mark(1)} {t_map * 1e3:.1f} ms/step | one member {t_one * 1e3:.2f} ms/step')
+  print('  ' + machine.floor_line(f'grid of {p} (vmap)', flops, t_vmap, peak))
+  print('  ' + machine.floor_line(f'grid of {p} (lax.map)', flops, t_map, peak))
+  print('  ' + machine.floor_line('one member', flops_one, t_one, peak))
+  t_grid = t_map if default == 1 else t_vmap
+  print(f'  vmap / lax.map: {t_vmap / t_map:.2f}x; one at a time x{p}: {t_one * p * 1e3:.1f} ms '
+        f'vs grid {t_grid * 1e3:.1f} ms: batching buys {t_one * p / t_grid:.2f}x')
+
+
+if __name__ == '__main__':
+  machine.ensure_fast_allocator()  # The launcher's allocator: same speed as a run.
+  app.run(main)
