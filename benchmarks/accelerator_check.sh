@@ -9,8 +9,9 @@
 #   PRECISIONS=tf32 bash benchmarks/accelerator_check.sh
 #   SCALE=cpu bash benchmarks/accelerator_check.sh       # the CPU shapes: checks the script itself
 #
-# Each step has its own time limit (2 x (80 + 100) + 120 s = 8 min), so one slow part
-# cannot eat the others' time.
+# PCFG times both model.attention paths (fused, explicit); TinyStories the :paper config's
+# fused one (cuDNN flash attention under bf16). Each step has its own time limit
+# (2 x (80 + 100) + 120 s = 8 min), so one slow part cannot eat the others' time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PRECISIONS=${PRECISIONS:-"fp32 bf16"}
@@ -24,7 +25,7 @@ for precision in $PRECISIONS; do
     --no-torch --precision="$precision" || echo "PCFG step: exit $?"
   echo "=== TinyStories train step ($SCALE shape, $precision)"
   timeout 100 python benchmarks/tinystories_throughput.py --shape="$SCALE" --steps=5 --warmup=2 \
-    --no-sampling --precision="$precision" || echo "TinyStories step: exit $?"
+    --no-sampling --precision="$precision" --attention=fused || echo "TinyStories step: exit $?"
 done
 echo "=== Tracr grid step ($tracr scale, fp32: compiled weights need it)"
 timeout 120 python benchmarks/tracr_grid.py --config="$tracr" --timed_steps=5 || echo "Tracr grid: exit $?"

@@ -11,11 +11,14 @@ the same random tokens, next-token cross-entropy over every position, fp32, no
 dropout, global-norm clip 1.0 then AdamW (lr 1e-3, weight decay 0.1 on every
 parameter, as optax.adamw does):
 
-  jax               `model.Transformer` (layer_norm, causal, exact GELU), AdamW
+  jax (fused)       `model.Transformer` (layer_norm, causal, exact GELU), attention
+                    `model.attention='fused'` (jax.nn.dot_product_attention); AdamW
                     from `optim.make_optimizer`, loss `losses.weighted_cross_entropy`,
                     step `train.make_train_step` (jit, state donated). Its step
                     also computes the train loop's metrics (accuracy, grad /
                     update / param norms), which PyTorch does not.
+  jax (explicit)    the same with `model.attention='explicit'` (scores, masked
+                    softmax, pattern: the order compiled Tracr models need).
   torch (sdpa)      a minGPT-equivalent written below, attention through
                     `torch.nn.functional.scaled_dot_product_attention(is_causal=True)`;
   torch (explicit)  the same with minGPT's classic masked softmax (att = q k^T /
@@ -106,13 +109,14 @@ def _machine(torch) -> list[str]:
 
 # ----------------------------------------------------------------------------- jax
 
-def make_jax(shape: dict, steps: int, seed: int, precision: str = 'fp32'):
+def make_jax(shape: dict, steps: int, seed: int, precision: str = 'fp32',
+             attention: str = 'explicit'):
   """(step() -> None, param count, params, config, flops(batch)) for our Flax model."""
   config = model.TransformerConfig(
       vocab_size=shape['vocab'], max_len=shape['seq'], d_model=shape['d_model'],
       n_layers=shape['n_layers'], n_heads=shape['n_heads'], d_head=shape['d_head'],
       d_mlp=shape['d_mlp'], activation='gelu', layer_norm=True, causal=True,
-      precision=precision)
+      precision=precision, attention=attention)
   params = model.init_params(config, jax.random.key(seed))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   tx = optim.make_optimizer(OPT, steps)
@@ -281,6 +285,9 @@ def main():
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--precision', default='fp32', choices=tuple(model.PRECISIONS),
                       help='JAX model.precision: fp32, tf32 (GPU/TPU), bf16 compute (torch: fp32)')
+  parser.add_argument('--jax-attention', default='fused,explicit',
+                      help=f'comma list of {model.ATTENTIONS} (model.attention): one JAX row each; '
+                           'the first is the one in the "ratio JAX / torch" lines')
   parser.add_argument('--no-floor', action='store_true',
                       help='skip the peak-matmul measurement and the FLOP-floor line')
   args = parser.parse_args()
@@ -293,6 +300,10 @@ def main():
   bad = [a for a in attentions if a not in ATTENTIONS]
   if bad or not attentions:
     parser.error(f'--torch-attention: unknown {bad}; valid: {ATTENTIONS}')
+  jax_attentions = [a.strip() for a in args.jax_attention.split(',') if a.strip()]
+  bad = [a for a in jax_attentions if a not in model.ATTENTIONS]
+  if bad or not jax_attentions:
+    parser.error(f'--jax-attention: unknown {bad}; valid: {model.ATTENTIONS}')
   if min(shape['batch'], shape['seq'], args.steps) < 1 or args.warmup < 0:
     parser.error('--batch, --seq and --steps must be >= 1, --warmup >= 0')
 
@@ -320,10 +331,15 @@ def main():
   inputs, targets = data_BxT1[:, :-1], data_BxT1[:, 1:]
 
   impls = {}  # name -> (step fn, batch, n_params)
-  jax_step, jax_n, jax_params, config, jax_flops = make_jax(
-      shape, args.warmup + args.steps, args.seed, args.precision)
   jax_batch = dict(inputs=jnp.asarray(inputs, jnp.int32), targets=jnp.asarray(targets, jnp.int32))
-  impls['jax (flax, jit)'] = (jax_step, jax_batch, jax_n)
+  jax_names = []
+  for i, attention in enumerate(jax_attentions):
+    jax_step, jax_n, params, cfg, flops = make_jax(
+        shape, args.warmup + args.steps, args.seed, args.precision, attention)
+    if i == 0:
+      jax_params, config, jax_flops = params, cfg, flops
+    jax_names.append(f'jax ({attention})')
+    impls[jax_names[-1]] = (jax_step, jax_batch, jax_n)
   if torch is not None:
     torch_batch = (torch.from_numpy(inputs), torch.from_numpy(targets))
     for attention in attentions:
@@ -369,10 +385,15 @@ def main():
     f = f'{first[name]:>10.2f}' if name in first else f"{'-':>10}"
     print(f'{name:<18} {f} {medians[name]:>13.3f} {min(v):>7.3f} {max(v):>7.3f} '
           f'{tps[name]:>9.0f}  {losses_seen[name][0]:.3f}..{losses_seen[name][-1]:.3f}')
-  jax_name = next(iter(impls))
+  jax_name = jax_names[0]
   for name in impls:
-    if name != jax_name:
-      print(f'ratio JAX / {name} tokens/s: {tps[jax_name] / tps[name]:.2f}x')
+    if name not in jax_names:
+      print(f'ratio JAX / {name} tokens/s: {tps[jax_name] / tps[name]:.2f}x  (JAX = {jax_name})')
+  for other in jax_names[1:]:
+    print(f'ratio {jax_name} / {other} tokens/s: {tps[jax_name] / tps[other]:.2f}x')
+    for name in impls:
+      if name not in jax_names:
+        print(f'ratio {other} / {name} tokens/s: {tps[other] / tps[name]:.2f}x')
   if not args.no_floor:
     peak = machine.matmul_flops_per_s(precision=args.precision)
     print(machine.floor_line(f'JAX step ({args.precision})', jax_flops(jax_batch),

@@ -57,12 +57,13 @@ PAPER_PRETRAIN_TOKENS = 30_000 * 128 * 1024  # Per pretrained model (two of them
 PAPER_FINETUNE_TOKENS = 4000 * 128 * 1024  # Per deletion or reFT run (6 + 7 of them).
 
 
-def model_config(shape: dict, precision: str = 'fp32') -> model.TransformerConfig:
+def model_config(shape: dict, precision: str = 'fp32',
+                 attention: str = 'explicit') -> model.TransformerConfig:
   """The study's factory (tinystories/model.py): the `model` section with flavour 'llama'."""
   return model_factory.from_config(dict(
       flavour='llama', vocab_size=shape['vocab'], max_len=shape['context'],
       d_model=shape['d_model'], n_layers=shape['n_layers'], n_heads=shape['n_heads'],
-      multiple_of=shape['multiple_of'], precision=precision))
+      multiple_of=shape['multiple_of'], precision=precision, attention=attention))
 
 
 def time_training(cfg, batch: int, steps: int, warmup: int, seed: int) -> dict:
@@ -127,6 +128,9 @@ def main():
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--precision', default='fp32', choices=tuple(model.PRECISIONS),
                       help='model.precision: fp32, tf32 (GPU/TPU), bf16 compute')
+  parser.add_argument('--attention', default='explicit', choices=model.ATTENTIONS,
+                      help="model.attention: 'explicit', or 'fused' (the :paper config's; cuDNN "
+                           'flash attention on GPU under bf16)')
   args = parser.parse_args()
 
   print('\n'.join(machine.describe()))
@@ -142,7 +146,7 @@ def main():
     for key in ('batch', 'gen_batch', 'new_tokens'):
       if getattr(args, key) is not None:
         shape[key] = getattr(args, key)
-    cfg = model_config(shape, args.precision)
+    cfg = model_config(shape, args.precision, args.attention)
     t = time_training(cfg, shape['batch'], args.steps, args.warmup, args.seed)
     print(f"\nshape '{name}': {cfg.n_layers} layers x {cfg.d_model} ({cfg.n_heads} heads, SwiGLU "
           f"{cfg.d_mlp}), vocab {cfg.vocab_size}, context {cfg.max_len}; {t['n_params']:,} params")

@@ -417,3 +417,60 @@ def test_checkpoint_meta_ignores_precision(params):
   assert fp32 == bf16 and 'precision' not in fp32['model']
   assert checkpoint.meta_differences(fp32, checkpoint.make_meta(
       'x', dataclasses.replace(CFG, d_mlp=CFG.d_mlp + 1), params))
+
+
+@pytest.mark.parametrize('cfg,padded', [(LLAMA, True), (GPT, True), (CFG, False)],
+                         ids=['llama-left-padded', 'gpt-left-padded', 'bidirectional'])
+def test_fused_attention_is_the_explicit_function(cfg, padded):
+  """model.attention='fused' (jax.nn.dot_product_attention): same logits and gradients
+  up to float rounding, also with padding and causal masks and in KV-cache decoding."""
+  fused = dataclasses.replace(cfg, attention='fused')
+  p = _noisy_params(cfg)
+  toks, mask = _left_padded(cfg, n_pads=(0, 2, 5) if padded else (0, 0, 0))
+  kwargs = dict(pad_mask_BxT=mask, positions_BxT=m.positions_from_pad_mask(mask)) if padded else {}
+  real = np.asarray(mask)
+  want, _ = _run(cfg, p, toks, **kwargs)
+  got, _ = _run(fused, p, toks, **kwargs)
+  assert np.isfinite(np.asarray(got)).all()  # Fully masked (pad) rows give no NaN either.
+  np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], rtol=1e-5, atol=1e-5)
+
+  def loss(c, params):
+    logits, _ = m.run_with_cache(c, params, toks, **kwargs)
+    return (jnp.where(real[..., None], logits, 0.0) ** 2).mean()
+  g_want = jax.jit(jax.grad(functools.partial(loss, cfg)))(p)
+  g_got = jax.jit(jax.grad(functools.partial(loss, fused)))(p)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_got, g_want)
+  if cfg.causal:
+    kv = m.init_kv_cache(fused, 3, length=10)
+    step = jax.jit(functools.partial(m.forward_with_kv_cache, fused))
+    logits, kv = step(p, toks, kv, **kwargs)
+    np.testing.assert_allclose(np.asarray(logits)[real], np.asarray(want)[real],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_fused_attention_asked_for_its_pattern_computes_it_explicitly():
+  """A cache or hook asking for the scores/pattern gets the explicit path (under 'fused' no
+  pattern exists otherwise; equal to float rounding, since XLA's CPU matmuls may split work
+  differently between compilations on a loaded machine)."""
+  fused = dataclasses.replace(CFG, attention='fused')
+  p = _noisy_params(CFG)
+  names = ('blocks.1.attn.hook_pattern',)
+  want_logits, want = _run(CFG, p, _tokens(), names=names)
+  got_logits, got = _run(fused, p, _tokens(), names=names)
+  np.testing.assert_allclose(got['blocks.1.attn.hook_pattern'],
+                             want['blocks.1.attn.hook_pattern'], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(got_logits, want_logits, rtol=1e-5, atol=1e-5)
+  first_token_only = lambda x: x.at[:, 0].set(0.0).at[:, 0, :, 0].set(1.0)  # Head 0 -> key 0.
+  hooked = lambda c: m.run_with_cache(c, p, _tokens(), hooks={
+      'blocks.0.attn.hook_pattern': first_token_only})[0]
+  np.testing.assert_allclose(hooked(fused), hooked(CFG), rtol=1e-5, atol=1e-5)  # Hook ran too.
+  assert np.abs(hooked(CFG) - want_logits).max() > 1e-2
+  with pytest.raises(ValueError, match=r"model.attention='flash' is unknown"):
+    dataclasses.replace(CFG, attention='flash').validate()
+
+
+def test_checkpoint_meta_ignores_attention(params):
+  from wrapper_study import checkpoint  # pylint: disable=g-import-not-at-top
+  explicit = checkpoint.make_meta('x', CFG, params)
+  assert explicit == checkpoint.make_meta('x', dataclasses.replace(CFG, attention='fused'), params)
+  assert 'attention' not in explicit['model']

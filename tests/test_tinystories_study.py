@@ -231,5 +231,7 @@ def test_batch_not_divisible_by_devices_is_refused(monkeypatch):
 def test_model_factory_gives_the_architecture_checkpoints_were_saved_with():
   for arg in ('', 'paper', 'smoke'):
     m = ts_config.get_config(arg).model
+    # attention is how to compute, not architecture (checkpoint meta leaves it out).
     assert ts_model.model_config(ts_config.get_config(arg)) == model_lib.llama_config(
-        m.vocab_size, m.max_len, m.d_model, m.n_layers, m.n_heads, multiple_of=m.multiple_of)
+        m.vocab_size, m.max_len, m.d_model, m.n_layers, m.n_heads, multiple_of=m.multiple_of,
+        attention=m.attention)

@@ -38,6 +38,8 @@ from wrapper_study import model as model_lib
 
 STATE = 'state'
 META = 'meta'
+# TransformerConfig fields that choose how to compute, not what: left out of meta.
+COMPUTE_FIELDS = ('precision', 'attention')
 
 
 def make_meta(name: str, model_config=None, params=None, **extra) -> dict:
@@ -46,8 +48,10 @@ def make_meta(name: str, model_config=None, params=None, **extra) -> dict:
   if model_config is not None:
     meta['model'] = (model_config.to_dict() if hasattr(model_config, 'to_dict')
                      else dict(model_config))
-    # Compute precision is not architecture: an fp32 checkpoint resumes under bf16.
-    meta['model'].pop('precision', None)
+    # Compute choices are not architecture: an fp32 checkpoint resumes under bf16,
+    # one trained with explicit attention under fused.
+    for compute in COMPUTE_FIELDS:
+      meta['model'].pop(compute, None)
   if params is not None:
     meta['param_shapes'] = model_lib.param_shapes(params)
   meta.update(extra)
@@ -92,7 +96,7 @@ def _with_model_defaults(saved: Mapping) -> Mapping:
   if not isinstance(saved.get('model'), Mapping):
     return saved
   defaults = {f.name: f.default for f in dataclasses.fields(model_lib.TransformerConfig)
-              if f.default is not dataclasses.MISSING and f.name != 'precision'}  # Not in meta.
+              if f.default is not dataclasses.MISSING and f.name not in COMPUTE_FIELDS}
   return {**saved, 'model': {**_jsonable(defaults), **saved['model']}}
 
 

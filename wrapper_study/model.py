@@ -7,7 +7,8 @@ LLaMA-style flavour of the TinyStories world (the authors' llama2.c fork) is
 `norm='rms'`, `pos_embedding='rope'`, `mlp='swiglu'`, `tied_embeddings=True`,
 `use_bias=False`; see `llama_config`. Every new field defaults to the old
 behaviour, so older configs give the same parameter tree and outputs.
-`precision` (fp32 / tf32 / bf16 compute) never changes the fp32 params.
+`precision` (fp32 / tf32 / bf16 compute) never changes the fp32 params;
+`attention` ('explicit' / 'fused') changes how attention is computed, not what.
 
 A forward pass can return a cache of named activations. Only the names asked
 for are kept, so memory stays small when a probe needs one layer. Hooks with the
@@ -26,9 +27,11 @@ import dataclasses
 from typing import Callable, Iterable, Mapping, Optional, Union
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
+
+# Decoding state, in its own module; model.KVCache and model.positions_from_pad_mask stay valid.
+from wrapper_study.kv_cache import KVCache, positions_from_pad_mask  # pylint: disable=unused-import
 
 # Tracr masks with -1e30 rather than -inf; keep its value so a masked row that
 # is all-masked behaves the same in both implementations.
@@ -43,6 +46,11 @@ ACTIVATIONS = {
 NORMS = ('layer', 'rms')
 POS_EMBEDDINGS = ('learned', 'rope', 'none')
 MLPS = ('standard', 'swiglu')
+# Attention, the same function up to float rounding: 'explicit' scores -> softmax -> pattern
+# (the float order compiled Tracr models need: their logits tie exactly), or 'fused'
+# jax.nn.dot_product_attention, which need not materialise [B, H, T, S] (cuDNN flash on GPU
+# for bf16 inputs); a hook or cache asking for the scores or pattern gets 'explicit'.
+ATTENTIONS = ('explicit', 'fused')
 # precision -> (compute dtype, jax matmul precision). Params stay fp32 always.
 PRECISIONS = {'fp32': (jnp.float32, 'float32'), 'tf32': (jnp.float32, 'tensorfloat32'),
               'bf16': (jnp.bfloat16, 'bfloat16')}
@@ -70,6 +78,7 @@ class TransformerConfig:
   mlp: str = 'standard'  # MLPS: fc_out(act(fc_in x)), or fc_out(act(fc_gate x) * fc_in x).
   tied_embeddings: bool = False  # Logits = x @ embed.T; no `unembed` param.
   precision: str = 'fp32'  # PRECISIONS; not architecture (checkpoints ignore it). tf32: GPU/TPU.
+  attention: str = 'explicit'  # ATTENTIONS; not architecture (checkpoints ignore it).
 
   @property
   def n_outputs(self) -> int:
@@ -92,7 +101,7 @@ class TransformerConfig:
   def validate_flavour(self) -> None:
     """The architecture-choice fields only (cheap; checked on every forward)."""
     for name, valid in (('norm', NORMS), ('pos_embedding', POS_EMBEDDINGS), ('mlp', MLPS),
-                        ('precision', tuple(PRECISIONS))):
+                        ('precision', tuple(PRECISIONS)), ('attention', ATTENTIONS)):
       if getattr(self, name) not in valid:
         raise ValueError(f'model.{name}={getattr(self, name)!r} is unknown; valid: {valid}.')
     if self.pos_embedding == 'rope':
@@ -197,6 +206,10 @@ class _Recorder:
     self.hooks = dict(hooks or {})
     self.cache: dict[str, jax.Array] = {}
 
+  def wants(self, *names: str) -> bool:
+    """Whether any of these activations is cached or hooked (else it need not exist)."""
+    return any(n in self.names or n in self.hooks for n in names)
+
   def __call__(self, name: str, x: jax.Array) -> jax.Array:
     if name in self.hooks:
       x = self.hooks[name](x)
@@ -221,15 +234,6 @@ def _norm(config: TransformerConfig, name: str) -> nn.Module:
   return nn.LayerNorm(epsilon=1e-5, name=name, dtype=_dtype(config))
 
 
-def positions_from_pad_mask(pad_mask_BxT: jax.Array) -> jax.Array:
-  """Position of each token counting real tokens only: left padding shifts nothing.
-
-  Pad slots before the first real token get 0 (their value never matters: no
-  real token attends to them).
-  """
-  return jnp.maximum(jnp.cumsum(pad_mask_BxT.astype(jnp.int32), axis=-1) - 1, 0)
-
-
 def apply_rope(x_BxTxHxK: jax.Array, positions_BxT: jax.Array, base: float) -> jax.Array:
   """Rotary position embedding of q or k, in llama2.c's pairing convention.
 
@@ -248,34 +252,6 @@ def apply_rope(x_BxTxHxK: jax.Array, positions_BxT: jax.Array, base: float) -> j
   out_BxTxHxJx2 = jnp.stack([re_BxTxHxJ * cos - im_BxTxHxJ * sin,
                              re_BxTxHxJ * sin + im_BxTxHxJ * cos], axis=-1)
   return out_BxTxHxJx2.reshape(x_BxTxHxK.shape).astype(x_BxTxHxK.dtype)
-
-
-@flax.struct.dataclass
-class KVCache:
-  """Keys and values of every layer for the tokens decoded so far.
-
-  Slot s of every row holds the token fed at step s of that batch (left padding
-  included, so all rows write the same slot at once). valid_BxS marks the slots
-  holding real tokens; padding and not-yet-written slots are never attended to.
-  Keys are stored after RoPE, so a slot never needs its position again.
-  """
-  k_LxBxSxHxK: jax.Array
-  v_LxBxSxHxK: jax.Array
-  valid_BxS: jax.Array  # bool
-  index: jax.Array  # int32 []: the next slot to write.
-
-  @property
-  def length(self) -> int:
-    return self.valid_BxS.shape[1]
-
-  def write(self, layer: int, k_BxTxHxK: jax.Array, v_BxTxHxK: jax.Array) -> 'KVCache':
-    """Stores one layer's keys/values of a chunk at slots [index, index + T)."""
-    start = (layer, 0, self.index, 0, 0)
-    k = jax.lax.dynamic_update_slice(self.k_LxBxSxHxK,
-                                     k_BxTxHxK[None].astype(self.k_LxBxSxHxK.dtype), start)
-    v = jax.lax.dynamic_update_slice(self.v_LxBxSxHxK,
-                                     v_BxTxHxK[None].astype(self.v_LxBxSxHxK.dtype), start)
-    return self.replace(k_LxBxSxHxK=k, v_LxBxSxHxK=v)
 
 
 def init_kv_cache(config: TransformerConfig, batch_size: int, length: Optional[int] = None,
@@ -317,14 +293,21 @@ class Attention(nn.Module):
       kv_cache, layer = kv
       kv_cache = kv_cache.write(layer, k_BxTxHxK, v_BxTxHxK)
       k_BxSxHxK, v_BxSxHxK = kv_cache.k_LxBxSxHxK[layer], kv_cache.v_LxBxSxHxK[layer]
-    scores_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK)
-    scores_BxHxTxS = scores_BxHxTxS / jnp.sqrt(jnp.asarray(c.d_head, x_BxTxD.dtype))
-    scores_BxHxTxS = jnp.where(mask_BxTxS[:, None], scores_BxHxTxS, MASK_VALUE)
-    scores_BxHxTxS = rec(f'{prefix}.hook_attn_scores', scores_BxHxTxS)
-    pattern_BxHxTxS = rec(f'{prefix}.hook_pattern',  # Softmax in fp32 also under bf16.
-                          jax.nn.softmax(scores_BxHxTxS.astype(jnp.float32), axis=-1))
-    z_BxTxHxK = rec(f'{prefix}.hook_z', jnp.einsum('bhts,bshk->bthk',
-                                                   pattern_BxHxTxS.astype(v_BxSxHxK.dtype), v_BxSxHxK))
+    if c.attention == 'fused' and not rec.wants(f'{prefix}.hook_attn_scores',
+                                                f'{prefix}.hook_pattern'):
+      z_BxTxHxK = jax.nn.dot_product_attention(
+          q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_BxTxS[:, None],
+          scale=1.0 / float(c.d_head) ** 0.5)
+    else:
+      scores_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK)
+      scores_BxHxTxS = scores_BxHxTxS / jnp.sqrt(jnp.asarray(c.d_head, x_BxTxD.dtype))
+      scores_BxHxTxS = jnp.where(mask_BxTxS[:, None], scores_BxHxTxS, MASK_VALUE)
+      scores_BxHxTxS = rec(f'{prefix}.hook_attn_scores', scores_BxHxTxS)
+      pattern_BxHxTxS = rec(f'{prefix}.hook_pattern',  # Softmax in fp32 also under bf16.
+                            jax.nn.softmax(scores_BxHxTxS.astype(jnp.float32), axis=-1))
+      z_BxTxHxK = jnp.einsum('bhts,bshk->bthk', pattern_BxHxTxS.astype(v_BxSxHxK.dtype),
+                             v_BxSxHxK)
+    z_BxTxHxK = rec(f'{prefix}.hook_z', z_BxTxHxK)
     out_BxTxD = _dense(c.d_model, c, 'out')(z_BxTxHxK.reshape(B, T, c.n_heads * c.d_head))
     return out_BxTxD, kv_cache
 
