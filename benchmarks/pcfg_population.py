@@ -37,8 +37,9 @@ _CONFIG = flags.DEFINE_enum('config', 'cpu', ['cpu', 'paper'], 'Which scale to t
 _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
 
 
-def _seconds_per_step(config, members, member_chunk) -> tuple[float, float]:
-  """(median s/step, FLOPs per step) of the population's train step, data included."""
+def _seconds_per_step(config, members, member_chunk) -> tuple[float, float, int]:
+  """(median s/step, FLOPs per step, the library's default member_chunk) of the
+  population's train step, data included."""
   f = config.finetune
   cfg = pcfg_model.model_config(config)
   params = model_lib.init_params(cfg, jax.random.PRNGKey(0))
@@ -50,6 +51,7 @@ def _seconds_per_step(config, members, member_chunk) -> tuple[float, float]:
                                member_chunk=member_chunk)
   batch_fn = pcfg_train.finetune_batch_fn(config, config.pretrain.priors[0], members, 0)
   flops = machine.step_flops(step, state, batch_fn(0)) if member_chunk == 0 else float('nan')
+  default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)))
   state, m = step(state, batch_fn(0))
   jax.block_until_ready(m)
   times = []
@@ -58,7 +60,7 @@ def _seconds_per_step(config, members, member_chunk) -> tuple[float, float]:
     state, m = step(state, batch_fn(s))
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
-  return statistics.median(times), flops
+  return statistics.median(times), flops, default
 
 
 def main(_):
@@ -72,10 +74,9 @@ def main(_):
         f'window {config.data.window_length}; {len(f.lrs)} lrs x {len(f.c_trs)} C_Tr x '
         f'{len(f.seeds)} seeds')
   members = population.grid(f.lrs, f.c_trs, f.seeds)
-  t_vmap, flops = _seconds_per_step(config, members, 0)
-  t_map, _ = _seconds_per_step(config, members, 1)
-  t_one, flops_one = _seconds_per_step(config, members[:1], 0)
-  default = train.default_member_chunk()
+  t_vmap, flops, default = _seconds_per_step(config, members, 0)
+  t_map, _, _ = _seconds_per_step(config, members, 1)
+  t_one, flops_one, _ = _seconds_per_step(config, members[:1], 0)
   mark = lambda chunk: ' (default here)' if chunk == default else ''
   p = len(members)
   print(f'P={p}: one vmap{mark(0)} {t_vmap * 1e3:.1f} ms/step | lax.map one member at a '

@@ -37,8 +37,9 @@ _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (med
 
 
 def _seconds_per_step(config, tm, data, members, member_chunk=None
-                      ) -> tuple[float, float, float]:
-  """(median s/step, first-call s incl. compile, FLOPs per step) of the population's train step."""
+                      ) -> tuple[float, float, float, int]:
+  """(median s/step, first-call s incl. compile, FLOPs per step, the library's default
+  member_chunk for these members) of the population's train step."""
   f = config.finetune
   opt_cfg = ft.sgd_config(config, f.warmup_steps)
   tx = optim.make_optimizer(opt_cfg, f.steps)
@@ -48,6 +49,7 @@ def _seconds_per_step(config, tm, data, members, member_chunk=None
                                member_chunk=member_chunk)
   batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
   flops = machine.step_flops(step, state, batch_fn(0))
+  default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)))
   t0 = time.perf_counter()
   state, m = step(state, batch_fn(0))
   jax.block_until_ready(m)
@@ -58,7 +60,7 @@ def _seconds_per_step(config, tm, data, members, member_chunk=None
     state, m = step(state, batch_fn(s))
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
-  return statistics.median(times), first, flops
+  return statistics.median(times), first, flops, default
 
 
 def main(_):
@@ -76,10 +78,10 @@ def main(_):
     data = ft.TaskData(spec, tm)
     members = population.grid(f.lrs, f.c_trs, f.seeds)
     # FLOPs from the vmap (XLA's cost analysis counts a lax.map body once, not P times).
-    t_vmap, c_vmap, f_grid = _seconds_per_step(config, tm, data, members, member_chunk=0)
-    t_map, c_map, _ = _seconds_per_step(config, tm, data, members, member_chunk=1)
-    t_grid, c_grid = (t_map, c_map) if train.default_member_chunk() == 1 else (t_vmap, c_vmap)
-    t_one, c_one, f_one = _seconds_per_step(config, tm, data, members[:1], member_chunk=0)
+    t_vmap, c_vmap, f_grid, default = _seconds_per_step(config, tm, data, members, member_chunk=0)
+    t_map, c_map, _, _ = _seconds_per_step(config, tm, data, members, member_chunk=1)
+    t_grid, c_grid = (t_map, c_map) if default == 1 else (t_vmap, c_vmap)
+    t_one, c_one, f_one, _ = _seconds_per_step(config, tm, data, members[:1], member_chunk=0)
     grid_min = f.steps * t_grid / 60
     one_min = len(members) * f.steps * t_one / 60
     total_grid += grid_min
@@ -90,7 +92,6 @@ def main(_):
           f'{one_min:8.1f} min = {one_min / grid_min:5.1f}x')
     print('  ' + machine.floor_line(f'grid of {len(members)}', f_grid, t_grid, peak))
     print('  ' + machine.floor_line('one config', f_one, t_one, peak))
-    default = train.default_member_chunk()
     mark = lambda chunk: ' (default here)' if chunk == default else ''
     print(f'  grid mapped as one vmap{mark(0)}: {t_vmap * 1e3:.1f} ms/step; lax.map one member at '
           f'a time{mark(1)}: {t_map * 1e3:.1f} ms/step; vmap / lax.map: {t_vmap / t_map:.2f}x')

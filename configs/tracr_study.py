@@ -82,9 +82,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   # Matmuls of the loaded models: 'fp32' (compiled weights are exact only there), 'tf32', 'bf16'.
   c.precision = 'fp32'
   # How a population's members are mapped in its jitted step (train.over_members):
-  # -1 = the backend's default (CPU: one member at a time under lax.map, measured
-  # faster by benchmarks/tracr_grid.py; accelerators: one vmap), 0 = one vmap,
-  # k = lax.map over chunks of k. Results agree to float rounding.
+  # -1 = the default by measurement (train.default_member_chunk: accelerators and tiny
+  # members, as this scale's, one vmap; larger members on CPU, as :paper's, one at a time
+  # under lax.map), 0 = one vmap, k = lax.map over chunks of k. Equal to float rounding.
   c.member_chunk = -1
 
   c.counter = ml_collections.ConfigDict(dict(

@@ -28,8 +28,8 @@ from wrapper_study.report import tables
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-# The smoke record was made with each population in one vmap (the CPU default maps members one
-# at a time, equal to float rounding: tests/test_train.py).
+# The smoke record was made with each population in one vmap; pinned, since the default picks
+# the mapping by member size (train.default_member_chunk; equal to float rounding).
 RECORDED_MAPPING = '--config.member_chunk=0'
 
 

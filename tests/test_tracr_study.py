@@ -99,9 +99,9 @@ def test_k_above_prunable_units_fails_in_validate(tracr_cache, tmp_path):
   assert not (tmp_path / 'checkpoints').exists()
 
 
-# The smoke record (tests/smoke_tables.py) was made with each population in one vmap; the CPU
-# default maps members one at a time (train.over_members), which agrees to float rounding
-# (tests/test_train.py) but not digit for digit after training amplifies it.
+# The smoke record (tests/smoke_tables.py) was made with each population in one vmap; pinned,
+# since the default picks the mapping by member size (train.default_member_chunk), and lax.map
+# agrees with vmap to float rounding (tests/test_train.py), not digit for digit after training.
 RECORDED_MAPPING = '--config.member_chunk=0'
 
 

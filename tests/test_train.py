@@ -130,7 +130,13 @@ def test_mapped_population_equals_members(member_chunk):
 
 
 def test_member_chunk_default_and_bad_value():
-  assert train.default_member_chunk() == (1 if jax.default_backend() == 'cpu' else 0)
+  cpu = jax.default_backend() == 'cpu'
+  assert train.default_member_chunk() == (1 if cpu else 0)
+  assert train.default_member_chunk(train.SMALL_MEMBER_FLOPS / 2) == 0  # Tiny members: one vmap.
+  assert train.default_member_chunk(train.SMALL_MEMBER_FLOPS * 2) == (1 if cpu else 0)
+  params_P = {'w': np.zeros((5, 3, 4), np.float32), 'b': np.zeros((5, 4), np.float32)}
+  batch_P = {'tokens': np.zeros((5, 2, 7), np.int32), 'labels': np.zeros((5, 2), np.int32)}
+  assert train.member_flops(params_P, batch_P) == 6 * 16 * 14  # 6 x params x tokens.
   with pytest.raises(ValueError, match='member_chunk=-2'):
     train.over_members(lambda x: x, -2)
 

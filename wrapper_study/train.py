@@ -4,7 +4,7 @@
 with the state donated, optionally mapped over a population of states (e.g. a
 grid of learning rates x data x seeds, see optim.set_learning_rate): all members
 in one vmap, or in chunks under lax.map (`over_members`; on CPU one member at a
-time is the faster of the two, benchmarks/tracr_grid.py).
+time is the faster of the two unless members are tiny: default_member_chunk).
 `train_loop` adds resume, periodic evals, checkpoints, metrics (fetched one step
 late so dispatch stays asynchronous) and a NaN/Inf stop.
 
@@ -94,7 +94,8 @@ def population_train_step(state_P: TrainState, batch_P: PyTree, *, loss_fn: Loss
   where a per-member loop would pay each op's dispatch P times. Each member's
   result is its own train_step's.
   """
-  grad_fn = over_members(jax.value_and_grad(loss_fn, has_aux=True), member_chunk)
+  grad_fn = over_members(jax.value_and_grad(loss_fn, has_aux=True), member_chunk,
+                         member_flops(state_P.params, batch_P))
   (loss_P, aux_P), grads_P = grad_fn(state_P.params, batch_P)
   return jax.vmap(functools.partial(apply_gradients, tx=tx))(state_P, grads_P, loss_P, aux_P)
 
@@ -114,27 +115,52 @@ def apply_gradients(state: TrainState, grads: PyTree, loss: jax.Array, aux: Mapp
   return new_state, metrics
 
 
-def default_member_chunk() -> int:
-  """Members per vmapped chunk when a population is mapped: 0 = all at once.
+# Per-member training FLOPs (6 x params x tokens) below which CPU maps members in one vmap.
+# benchmarks/tracr_grid.py and pcfg_population.py, idle 2-core CPU, vmap / lax.map step time:
+# Tracr Counter ~0.014 GFLOP per member 0.81x, Max-identifier ~0.04 1.03x (default scale);
+# PCFG CPU population ~0.8 GFLOP 1.24x; paper-scale Tracr 0.26-5 GFLOP 1.32-1.48x.
+SMALL_MEMBER_FLOPS = 1e8
 
-  Measured with benchmarks/tracr_grid.py (members one at a time under lax.map
-  vs the whole grid in one vmap, same jit): on CPU the sequential map is
-  1.6-2x faster, since XLA's CPU batched matmuls of many small per-member
-  matrices run slower than the same matmuls one by one; accelerators want the
-  one wide vmap.
+
+def default_member_chunk(flops_per_member: Optional[float] = None) -> int:
+  """Members per chunk when a population is mapped: 0 = one vmap over all, 1 = one at a time.
+
+  Accelerators want the one wide vmap. On CPU, XLA's batched matmuls of many
+  per-member matrices run slower than the same matmuls one by one under lax.map
+  once a member's step is more than tiny (SMALL_MEMBER_FLOPS); tiny members
+  (the default-scale Tracr grid) run faster in the vmap, where each op's
+  dispatch is paid once for all members. Unknown size: one at a time.
   """
-  return 1 if jax.default_backend() == 'cpu' else 0
+  if jax.default_backend() != 'cpu':
+    return 0
+  return 0 if flops_per_member is not None and flops_per_member < SMALL_MEMBER_FLOPS else 1
 
 
-def over_members(fn: Callable, member_chunk: Optional[int] = None) -> Callable:
+def member_flops(params: PyTree, batch: PyTree) -> float:
+  """6 x parameters x tokens of ONE member's step (leading axis P stripped from both).
+
+  Tokens: the largest integer leaf of the member's batch (token ids).
+  """
+  n_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree.leaves(params))
+  ints = [int(np.prod(x.shape[1:])) for x in jax.tree.leaves(batch)
+          if jnp.issubdtype(x.dtype, jnp.integer)]
+  return 6.0 * n_params * max(ints, default=1)
+
+
+def over_members(fn: Callable, member_chunk: Optional[int] = None,
+                 flops_per_member: Optional[float] = None) -> Callable:
   """fn mapped over the leading (member) axis of every argument and output.
 
   member_chunk: 0 = one jax.vmap over all members; k >= 1 = lax.map over
   chunks of k members (k = 1: one member at a time, no vmap); None or -1 =
-  the backend's default (default_member_chunk). Each member's arithmetic is the
-  same per-example program either way; only the batching of matmuls differs.
+  default_member_chunk(flops_per_member). Each member's arithmetic is the same
+  per-example program either way; only the batching of matmuls differs, so
+  results agree to float rounding.
   """
-  chunk = default_member_chunk() if member_chunk is None or member_chunk == -1 else int(member_chunk)
+  if member_chunk is None or member_chunk == -1:
+    chunk = default_member_chunk(flops_per_member)
+  else:
+    chunk = int(member_chunk)
   if chunk < 0:
     raise ValueError(f'member_chunk={chunk} must be >= -1 (-1: the default, 0: one vmap).')
   if chunk == 0:
