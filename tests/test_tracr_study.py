@@ -76,6 +76,9 @@ def test_members_differing_only_in_lr_see_the_same_batches(tracr_cache):
     (('finetune', 'lrs', (0.1, -1.0)), r'config.finetune.lrs=.*> 0'),
     (('reft', 'lrs', (1.0,)), r'config.reft.lrs=.*below the fine-tuning lr'),
     (('max_identifier', 'operand_ft', 5), r'max_identifier.operand_ft equals'),
+    (('finetune', 'noise_std', -0.5), r'config.finetune.noise_std=-0.5.*or -1'),
+    (('calibration', 'anchor_pct', 0.0), r'config.calibration.anchor_pct=0.0'),
+    (('calibration', 'noise_grid', ()), r'config.calibration.noise_grid=\(\) is invalid'),
 ])
 def test_bad_config_fails_before_compute(tracr_cache, override, match):
   config = _smoke_config(tracr_cache)
@@ -163,8 +166,20 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
     assert (workdir / name).exists(), name
   text = (workdir / 'report.md').read_text()
   assert 'Table 3' in text and 'Claims of the paper' in text
+  assert 'max_identifier: calibration, the starting point' in text
   compiled = tables.read_csv(workdir / 'tables' / 'compiled_accuracy.csv')
   assert [float(r['c_te0/acc_o_pt']) for r in compiled] == [100.0, 100.0]
+  # Issue 13: the starting point, per task, level and seed, and the same numbers as the
+  # fine-tuning grid's step-0 models (each member's TensorBoard run).
+  calib = tables.read_csv(workdir / 'tables' / 'calibration.csv')
+  f = tracr_config.get_config('smoke').finetune
+  assert len(calib) == 2 * 3 * len(f.seeds)
+  for m in population.grid(f.lrs, f.c_trs, f.seeds):
+    step0 = metrics.read_scalars(str(workdir / 'tb' / 'counter' / 'finetune' / m.run_name))[
+        'eval/c_te0/acc_o_pt'][0]
+    row = [r for r in calib if r['task'] == 'counter' and float(r['noise_std']) == f.noise_std
+           and int(r['seed']) == m.seed]
+    assert step0 == (0, pytest.approx(float(row[0]['acc_o_pt']), abs=0.051))
   _check_tensorboard(workdir, invocations=1)
   table = tables.read_csv(workdir / 'tables' / 'table3_counter.csv')
   # Every number recorded before the move into wrapper_study/tracr/ is reproduced, except
@@ -360,3 +375,38 @@ def test_natural_c_te0_set_allows_chance_agreement(tracr_cache):
   # The other sets are drawn as before the natural one was added.
   old = ft.make_test_sets(data, 500, 0, natural=False)
   np.testing.assert_array_equal(old['c_te0'].tokens, sets['c_te0'].tokens)
+
+
+def test_calibration_measures_the_start_and_chooses_by_the_anchor(tracr_cache):
+  """Issue 13: noised-only accuracy per seed and level, from the very noise draws fine-tuning
+  starts from; noise_std=-1 takes the largest level that passes the anchor on every seed."""
+  from wrapper_study.tracr import analysis  # pylint: disable=g-import-not-at-top
+  config = _smoke_config(tracr_cache)
+  spec = tracr_study.task_spec(config, 'max_identifier')
+  data = ft.TaskData(spec, ft.compile_model(spec, cache_dir=config.cache_dir))
+  sets = ft.make_test_sets(data, 200, config.seed)
+  config.calibration.noise_grid = (1e-4, 3e-3)
+  config.finetune.noise_std = 1e-2  # Not in the grid: measured too.
+  rows = analysis.calibration_rows(config, data, sets, 100.0)
+  assert sorted({r['noise_std'] for r in rows}) == [1e-4, 3e-3, 1e-2]
+  assert len(rows) == 3 * len(config.finetune.seeds)
+  at = lambda std: {r['seed']: r for r in rows if r['noise_std'] == std}
+  assert all(r['passes'] for r in at(1e-4).values())  # 1e-4 keeps Max-identifier intact...
+  assert not all(r['passes'] for r in at(1e-2).values())  # ...1e-2 breaks it.
+  # The same numbers as the fine-tuning grid's own starting models (same noise draws).
+  members = [population.Member(0.1, 0.0, s, 'compiled') for s in config.finetune.seeds]
+  start = ft.accuracies(data.tm.config, data.position, ft.noisy_params(
+      data.tm.params, members, config.seed, 1e-2, ft.FROZEN), {'c_te0': sets['c_te0']})
+  assert [at(1e-2)[s]['acc_o_pt'] for s in config.finetune.seeds] == [
+      round(float(a), 1) for a in start['c_te0/acc_o_pt']]
+  std, why = analysis.start_noise(config, rows)
+  assert std == 1e-2 and 'FAILS the anchor' in why  # Configured and failing: said so.
+  config.finetune.noise_std = -1
+  passing = [g for g in config.calibration.noise_grid if all(r['passes'] for r in at(g).values())]
+  assert analysis.start_noise(config, rows) == (
+      max(passing), 'chosen: the largest level of calibration.noise_grid that passes')
+  failing = [dict(r, passes=False) for r in rows]
+  std, why = analysis.start_noise(config, failing)
+  assert std == 1e-4 and 'no level passes' in why
+  config = ft.with_noise(config, 3e-4)
+  assert config.finetune.noise_std == 3e-4

@@ -69,8 +69,12 @@ def validate(config) -> None:
     cc.fail('finetune.momentum', config.finetune.momentum, 'must lie in [0, 1)')
   if config.finetune.grad_clip_norm < 0:
     cc.fail('finetune.grad_clip_norm', config.finetune.grad_clip_norm, 'must be >= 0 (0: off)')
-  if config.finetune.noise_std < 0:
-    cc.fail('finetune.noise_std', config.finetune.noise_std, 'must be >= 0 (a standard deviation)')
+  if config.finetune.noise_std < 0 and config.finetune.noise_std != -1:
+    cc.fail('finetune.noise_std', config.finetune.noise_std,
+            'must be >= 0 (a standard deviation) or -1 (the calibration\'s choice)')
+  cc.positive_list(config, 'calibration.noise_grid')
+  if not 0 < config.calibration.anchor_pct <= 100:
+    cc.fail('calibration.anchor_pct', config.calibration.anchor_pct, 'must lie in (0, 100]')
   cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)
   cc.one_of(config, 'precision', model_lib.PRECISIONS)
   cc.member_chunk(config)
@@ -123,6 +127,11 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
     row, acc0 = analysis.compiled_row(data, test_sets)
     results['compiled'].append(row)
     writer.run(f'{name}/compiled').write_scalars(0, acc0)
+    # The starting point before any training: each seed's noised-only model per noise level.
+    crows = analysis.calibration_rows(config, data, test_sets, acc0['c_te0/acc_o_pt'])
+    results['calibration'] += crows
+    noise, why = analysis.start_noise(config, crows)
+    config = train.with_noise(config, noise)
 
   with times.timed(f'{name}/finetune'):  ######## Fine-tuning grid (one jit) ########
     members, params_P, history = train.finetune_grid(config, data, test_sets, workdir, writer)
@@ -184,13 +193,15 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   results['table3'] += t3
   results['pruning'] += prows
   results['reft'] += rrows
-  return report.task_sections(config, name, t3, prows, rrows, units, workdir)
+  return ([report.calibration_section(config, name, crows, why)] +
+          report.task_sections(config, name, t3, prows, rrows, units, workdir))
 
 
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
-  results = {k: [] for k in ('compiled', 'table3', 'pruning', 'reft', 'claims', 'skipped_claims')}
+  results = {k: [] for k in ('compiled', 'calibration', 'table3', 'pruning', 'reft', 'claims',
+                             'skipped_claims')}
   specs = [task_spec(config, name) for name in task_names(config)]
   sections, times = [], metrics.PhaseTimes(workdir, 'timing', plan=[
       f'{s.task}/{p}' for s in specs for p in ('compile', 'finetune', 'maps', 'pruning', 'reft')])
@@ -200,6 +211,7 @@ def run(config, workdir) -> dict:
   times.add_total()
   results['timing'] = times.rows
   tables.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', results['compiled'])
+  tables.write_csv(workdir / 'tables' / 'calibration.csv', results['calibration'])
   tables.write_csv(workdir / 'tables' / 'claims.csv', results['claims'], claims_lib.CLAIMS_COLUMNS)
   tables.write_csv(workdir / 'tables' / 'timing.csv', results['timing'])
   about = {s.task: s.impl.description or s.program_name for s in specs}

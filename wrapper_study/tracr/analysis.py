@@ -43,6 +43,41 @@ def compiled_row(data: tracr_train.TaskData, test_sets) -> tuple[dict, dict]:
   return row, {k: float(v[0]) for k, v in acc.items()}
 
 
+def calibration_rows(config, data: tracr_train.TaskData, test_sets, acc_compiled: float
+                     ) -> list[dict]:
+  """Noised-only Acc O_PT (C_Te=0) per seed, at each level of calibration.noise_grid and at
+  finetune.noise_std: the same noise draws the fine-tuning grid starts from (issue 13)."""
+  f, anchor = config.finetune, config.calibration.anchor_pct
+  levels = sorted(set(config.calibration.noise_grid) | ({f.noise_std} if f.noise_std >= 0 else set()))
+  seeds = [population.Member(0.0, None, s, 'noised') for s in f.seeds]
+  rows = []
+  for std in levels:
+    params_P = tracr_train.noisy_params(data.tm.params, seeds, config.seed, std,
+                                        tracr_train.FROZEN)
+    acc = tracr_train.accuracies(data.tm.config, data.position, params_P,
+                                 {'c_te0': test_sets['c_te0']})['c_te0/acc_o_pt']
+    for m, a in zip(seeds, acc):
+      pct = 100.0 * float(a) / acc_compiled if acc_compiled else float('nan')
+      rows.append(dict(task=data.spec.task, noise_std=float(std), seed=m.seed,
+                       acc_o_pt=round(float(a), 1), pct_of_compiled=round(pct, 1),
+                       anchor_pct=anchor, passes=bool(pct >= anchor)))
+  return rows
+
+
+def start_noise(config, rows: Sequence[Mapping]) -> tuple[float, str]:
+  """(noise std fine-tuning starts from, why): the configured one, or with noise_std=-1 the
+  largest level of calibration.noise_grid at which every seed passes the anchor."""
+  passing = lambda std: all(r['passes'] for r in rows if r['noise_std'] == std)
+  if config.finetune.noise_std >= 0:
+    std = float(config.finetune.noise_std)
+    return std, 'configured (finetune.noise_std)' + ('' if passing(std) else ': FAILS the anchor')
+  ok = [s for s in config.calibration.noise_grid if passing(s)]
+  if ok:
+    return float(max(ok)), 'chosen: the largest level of calibration.noise_grid that passes'
+  return (float(min(config.calibration.noise_grid)),
+          'chosen: no level passes the anchor, so the smallest (FAILS the anchor)')
+
+
 def noised_columns(history, metrics: Sequence[str]) -> dict:
   """Step-0 accuracies of the fine-tuning population (compiled + noise), mean over members."""
   return {f'noised {m}': round(float(history.curve(m)[1][0].mean()), 1) for m in metrics}

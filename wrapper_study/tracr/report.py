@@ -363,6 +363,34 @@ def reft_member_rows(task, reft_members, history, threshold, finite) -> list[dic
 # ----------------------------------------------------------------- report ----
 
 
+def calibration_section(config, task, rows, why: str) -> tuple[str, str]:
+  """The starting point: each seed's noised-only Acc O_PT as % of the compiled model's."""
+  anchor, std = config.calibration.anchor_pct, config.finetune.noise_std
+  levels = sorted({r['noise_std'] for r in rows})
+  seeds = sorted({r['seed'] for r in rows})
+  table = []
+  for level in levels:
+    at = {r['seed']: r for r in rows if r['noise_std'] == level}
+    table.append({'noise_std': f'{level:g}' + (' (fine-tuned from)' if level == std else ''),
+                  **{f'seed {s}': at[s]['pct_of_compiled'] for s in seeds},
+                  'min': min(at[s]['pct_of_compiled'] for s in seeds),
+                  f'every seed >= {anchor:g}%': 'yes' if all(at[s]['passes'] for s in seeds)
+                  else 'NO'})
+  start = [r for r in rows if r['noise_std'] == std]
+  worst = min(start, key=lambda r: r['pct_of_compiled'])
+  verdict = (f'Fine-tuning starts from noise_std = {std:g} ({why}); its worst seed keeps '
+             f"{worst['pct_of_compiled']:g}% of the compiled Acc O_PT.")
+  if not worst['passes']:
+    verdict += (' The starting point is already broken: pruning gains and reverse fine-tuning '
+                'then partly measure the repair of noise, not a capability that fine-tuning '
+                'hid (read them against the noised-only controls).')
+  return (f'{task}: calibration, the starting point',
+          f'Noised-only models (compiled + each seed\'s weight noise, never fine-tuned): Acc '
+          f'O_PT on the C_Te=0 set as % of the compiled model\'s. Anchor, fixed before any run '
+          f'(calibration.anchor_pct): a sound start keeps >= {anchor:g}% on every seed.\n\n' +
+          tables.markdown_table(table) + '\n\n' + verdict)
+
+
 def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[str, str]]:
   """The report sections of one task."""
   sections = [(f'{task}: Table 3 (after {config.finetune.steps} iterations)',

@@ -150,6 +150,13 @@ def noisy_params(params, members: Sequence[population.Member], seed: int, std: f
   return train.stack(copies)
 
 
+def with_noise(config, noise_std: float):
+  """A copy of config whose fine-tuning (and Scr.+FT) starts at this weight-noise std."""
+  config = config.copy_and_resolve_references()
+  config.finetune.noise_std = float(noise_std)
+  return config
+
+
 def run_population(*, name: str, tm: tracr_model.TracrModel, position: int, members, params_P,
                    opt_cfg, total_steps: int, batch_fn, test_sets, eval_steps, workdir, writer,
                    save_every: int, log_every: int, run=None, member_chunk=None):
