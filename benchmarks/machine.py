@@ -8,6 +8,7 @@ to it (XLA's own count of the step's FLOPs / that peak / the measured time).
 import os
 import pathlib
 import platform
+import statistics
 import sys
 import time
 
@@ -73,6 +74,22 @@ def step_flops(jitted, *args) -> float:
   cost = jitted.lower(*args).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get('flops', float('nan')))
+
+
+def time_train_steps(step, state, batch_fn, timed: int) -> tuple[float, float]:
+  """(median s/step over `timed` steps, first call's s incl. compile) of step(state, batch),
+  each step timed to completion, batches from batch_fn(step) as a run draws them."""
+  t0 = time.perf_counter()
+  state, m = step(state, batch_fn(0))
+  jax.block_until_ready(m)
+  first = time.perf_counter() - t0
+  times = []
+  for s in range(1, timed + 1):
+    t0 = time.perf_counter()
+    state, m = step(state, batch_fn(s))
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), first
 
 
 def floor_line(name: str, flops: float, seconds: float, peak: float) -> str:

@@ -12,9 +12,7 @@ measured fp32 matmul rate). Prints the machine. Nothing here is asserted.
 """
 
 import os
-import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -52,15 +50,8 @@ def _seconds_per_step(config, members, member_chunk) -> tuple[float, float, int]
   batch_fn = pcfg_train.finetune_batch_fn(config, config.pretrain.priors[0], members, 0)
   flops = machine.step_flops(step, state, batch_fn(0)) if member_chunk == 0 else float('nan')
   default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)))
-  state, m = step(state, batch_fn(0))
-  jax.block_until_ready(m)
-  times = []
-  for s in range(1, _TIMED.value + 1):
-    t0 = time.perf_counter()
-    state, m = step(state, batch_fn(s))
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), flops, default
+  median, _ = machine.time_train_steps(step, state, batch_fn, _TIMED.value)
+  return median, flops, default
 
 
 def main(_):

@@ -13,9 +13,7 @@ backend is marked. Prints the machine. Nothing here is asserted; it reports.
 """
 
 import os
-import statistics
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -50,17 +48,8 @@ def _seconds_per_step(config, tm, data, members, member_chunk=None
   batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
   flops = machine.step_flops(step, state, batch_fn(0))
   default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)))
-  t0 = time.perf_counter()
-  state, m = step(state, batch_fn(0))
-  jax.block_until_ready(m)
-  first = time.perf_counter() - t0
-  times = []
-  for s in range(1, _TIMED.value + 1):
-    t0 = time.perf_counter()
-    state, m = step(state, batch_fn(s))
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times), first, flops, default
+  median, first = machine.time_train_steps(step, state, batch_fn, _TIMED.value)
+  return median, first, flops, default
 
 
 def main(_):
