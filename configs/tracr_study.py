@@ -42,14 +42,17 @@ Choices where the paper is silent, with reasons:
 - max_identifier.seq_len = 10 (Fig. 13 shows 10 letters); operand_ft = 6 with
   q = 1: the paper's own example of q ("if the O_PT-th token is 'a' then the
   O_FT-th is 'b'") needs adjacent ranks.
-- finetune.momentum = 0.9 (SGD's usual value); finetune.noise_std = 0.001 read
-  as a standard deviation (a variance of 0.001 would be std 0.032, larger than
-  most compiled weights' useful margins). The report's calibration section
-  measures what that noise does before any training (every seed's noised-only
-  Acc O_PT against the anchor: >= 95% of the compiled model's); at this scale
-  Max-identifier fails it at 1e-3 (12.5-100% by seed in the smoke run), which the
-  report flags. finetune.noise_std = -1 starts from the largest level of
-  calibration.noise_grid that passes; the default stays the paper's 1e-3 for now.
+- finetune.momentum = 0.9 (SGD's usual value). The weight noise is read as a
+  standard deviation (a variance of 0.001 would be std 0.032, larger than most
+  compiled weights' useful margins). Its level is calibrated before any
+  training (issue 13): every seed's noised-only model must keep >= 95% of the
+  compiled Acc O_PT (calibration.anchor_pct, fixed before any run), and
+  finetune.noise_std = -1 starts from the largest level of calibration.noise_grid
+  (1e-4, 3e-4, 1e-3) that passes. The paper's 1e-3 breaks the start at this
+  scale (measured, seeds 0-9: Counter 6.8-99.8%, Max-identifier 0-65%), so it is
+  a sensitivity arm: calibration.arms reruns the grid at noise 1e-3 and with
+  clipping at 10 and 100 and reports each Table 3 beside the main one. 5 seeds.
+  `:paper` keeps the paper's 1e-3 and 3 seeds.
 - finetune.grad_clip_norm = 1.0 (global norm): without clipping, SGD diverges on
   the compiled weights, whose gradients start at norm 130-250 (measured: lr
   1e-1 and 1e-2 with C_Tr=0 reach NaN within 100 steps). 1.0 is minGPT's
@@ -115,12 +118,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.finetune = ml_collections.ConfigDict(dict(
       lrs=(1e-1, 1e-2, 1e-3, 1e-4),  # eta_L, eta_M, eta_S, eta_VS.
       c_trs=(0.0, 0.2, 0.5, 0.6, 0.8, 0.9, 1.0),  # Table 3's C_Tr.
-      seeds=(0, 1, 2),  # Weight-noise and data seeds.
+      seeds=(0, 1, 2, 3, 4),  # Weight-noise and data seeds (5: intervals over seeds).
       steps=500,  # Paper: 10K.
       warmup_steps=100,  # Paper: 2K (20%); then cosine to lr/100.
       batch_size=16,  # Paper: 96.
       momentum=0.9,  # SGD momentum (paper silent).
-      noise_std=1e-3,  # Std of the N(0, 0.001) weight noise; -1: calibration's choice.
+      noise_std=-1.0,  # Std of the weight noise; -1: calibration's choice (paper: 1e-3).
       grad_clip_norm=1.0,  # Global-norm clipping (paper silent; see docstring). 0: off.
       num_evals=10,  # Accuracy evaluations during fine-tuning.
       save_every=100,  # Checkpoint interval (steps).
@@ -135,6 +138,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.calibration = ml_collections.ConfigDict(dict(
       noise_grid=(1e-4, 3e-4, 1e-3),
       anchor_pct=95.0,
+      # Sensitivity arms: the fine-tuning grid again with one field changed, its Table 3
+      # reported beside the main one ('noise=<std>' or 'clip=<global norm>').
+      arms=('noise=0.001', 'clip=10', 'clip=100'),
   ))
   c.pruning = ml_collections.ConfigDict(dict(
       k_max=20,  # Curves over K = 0..k_max pruned units (Figs 55-58).
@@ -167,6 +173,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.finetune.log_every = 200
     c.reft.steps = 10_000
     c.reft.warmup_steps = 2_000
+    c.finetune.seeds = (0, 1, 2)
+    c.finetune.noise_std = 1e-3  # The paper's own setting (App. C.1); calibration still reported.
+    c.calibration.arms = ()
   elif arg == 'smoke':
     c.counter.seq_len = 6
     c.max_identifier.seq_len = 7
@@ -174,6 +183,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.finetune.lrs = (1e-1, 1e-2)
     c.finetune.c_trs = (0.0, 1.0)
     c.finetune.seeds = (0, 1)
+    c.finetune.noise_std = 1e-3  # The smoke record's start.
+    c.calibration.arms = ()
     c.finetune.steps = 6
     c.finetune.warmup_steps = 2
     c.finetune.batch_size = 8

@@ -410,3 +410,44 @@ def test_calibration_measures_the_start_and_chooses_by_the_anchor(tracr_cache):
   assert std == 1e-4 and 'no level passes' in why
   config = ft.with_noise(config, 3e-4)
   assert config.finetune.noise_std == 3e-4
+
+
+def test_calibrated_start_and_sensitivity_arms_end_to_end(tracr_cache, tmp_path):
+  """Issue 13: noise_std=-1 fine-tunes from the calibration's choice; each arm reruns the grid
+  (its own checkpoints and TensorBoard runs) and its Table 3 is reported beside the main one."""
+  workdir = tmp_path / 'run'
+  proc = _run_binary(workdir, tracr_cache, '--config.tasks=("counter",)',
+                     '--config.finetune.noise_std=-1',
+                     '--config.calibration.arms=("noise=0.01","clip=10")')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config = tracr_config.get_config('smoke')
+  calib = tables.read_csv(workdir / 'tables' / 'calibration.csv')
+  passing = [g for g in config.calibration.noise_grid
+             if all(r['passes'] == 'True' for r in calib if float(r['noise_std']) == g)]
+  start = max(passing)
+  text = (workdir / 'report.md').read_text()
+  assert f'Fine-tuning starts from noise_std = {start:g} (chosen' in text
+  ckpts = {p.name for p in (workdir / 'checkpoints').iterdir()}
+  assert {f'counter_finetune_noise{start:g}_clip1', 'counter_finetune_noise0.01_clip1',
+          f'counter_finetune_noise{start:g}_clip10', f'counter_reft_noise{start:g}_clip1'} <= ckpts
+  arms = tables.read_csv(workdir / 'tables' / 'table3_arms_counter.csv')
+  f = config.finetune
+  assert [r['arm'] for r in arms] == (['noise=0.01'] * (len(f.lrs) * len(f.c_trs)) +
+                                      ['clip=10'] * (len(f.lrs) * len(f.c_trs)))
+  # A 10x larger start noise breaks the model: the arm starts lower than the main grid.
+  step0 = lambda run: np.mean([metrics.read_scalars(str(workdir / 'tb' / 'counter' / run / m.run_name))
+                               ['eval/c_te0/acc_o_pt'][0][1]
+                               for m in population.grid(f.lrs, f.c_trs, f.seeds)])
+  assert step0('finetune[noise=0.01]') < step0('finetune') - 20
+  assert 'counter: Table 3, sensitivity arm clip=10' in text
+  assert '[3/6] counter/sensitivity' in proc.stderr
+
+
+@pytest.mark.parametrize('arms, match', [
+    (('noise=abc',), 'noise=abc'), (('lr=0.1',), "key one of \\['clip', 'noise'\\]"),
+    (('clip=-1',), 'clip=-1')])
+def test_bad_arm_fails_before_compute(tracr_cache, arms, match):
+  config = _smoke_config(tracr_cache)
+  config.calibration.arms = arms
+  with pytest.raises(config_check.ConfigError, match=match):
+    tracr_study.validate(config)

@@ -73,6 +73,11 @@ def validate(config) -> None:
     cc.fail('finetune.noise_std', config.finetune.noise_std,
             'must be >= 0 (a standard deviation) or -1 (the calibration\'s choice)')
   cc.positive_list(config, 'calibration.noise_grid')
+  for arm in config.calibration.arms:
+    try:
+      train.parse_arm(arm)
+    except ValueError as e:
+      cc.fail('calibration.arms', tuple(config.calibration.arms), str(e))
   if not 0 < config.calibration.anchor_pct <= 100:
     cc.fail('calibration.anchor_pct', config.calibration.anchor_pct, 'must lie in (0, 100]')
   cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)
@@ -107,6 +112,22 @@ def _check_k_max(config) -> None:
         raise cc.ConfigError(
             f'config.pruning.k_max={config.pruning.k_max} exceeds the {n} prunable {gran}s of '
             f'{name}; valid: 0..{n}. Fix it with --config.pruning.k_max=...')
+
+
+def sensitivity_rows(config, data, test_sets, workdir, writer) -> list[dict]:
+  """Table 3 of the grid rerun under each of calibration.arms (how much the start decides it)."""
+  rows = []
+  for arm in config.calibration.arms:
+    acfg = train.arm_config(config, arm)
+    members, params_P, history = train.finetune_grid(acfg, data, test_sets, workdir, writer,
+                                                     arm=arm)
+    final = {m: c[-1] for m in report.METRICS + report.NATURAL_METRICS
+             if (c := history.curve(m)[1]).size}
+    distinct = analysis.n_distinct(data.tm, data.position, params_P, test_sets)
+    rows += [{'arm': arm, **r} for r in report.table3_rows(
+        acfg, data.spec.task, members, final, population.finite_members(params_P), distinct)]
+  tables.write_csv(workdir / 'tables' / f'table3_arms_{data.spec.task}.csv', rows)
+  return rows
 
 
 def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, str]]:
@@ -154,6 +175,11 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
                     metrics.digest(history.curve(report.METRICS[0])[0], accs, str(members),
                                    finite), report)
 
+  arm_rows = []
+  if config.calibration.arms:
+    with times.timed(f'{name}/sensitivity'):  ######## The same grid under other starts ########
+      arm_rows = sensitivity_rows(config, data, test_sets, workdir, writer)
+
   with times.timed(f'{name}/maps'):  ######## Attention and MLP maps ########
     report.map_figures(config, data, members, params_P, test_sets, workdir,
                        writer.run(f'{name}/maps'))
@@ -194,7 +220,8 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   results['pruning'] += prows
   results['reft'] += rrows
   return ([report.calibration_section(config, name, crows, why)] +
-          report.task_sections(config, name, t3, prows, rrows, units, workdir))
+          report.task_sections(config, name, t3, prows, rrows, units, workdir) +
+          report.arm_sections(config, name, arm_rows))
 
 
 def run(config, workdir) -> dict:
@@ -204,7 +231,9 @@ def run(config, workdir) -> dict:
                              'skipped_claims')}
   specs = [task_spec(config, name) for name in task_names(config)]
   sections, times = [], metrics.PhaseTimes(workdir, 'timing', plan=[
-      f'{s.task}/{p}' for s in specs for p in ('compile', 'finetune', 'maps', 'pruning', 'reft')])
+      f'{s.task}/{p}' for s in specs for p in ('compile', 'finetune', 'sensitivity', 'maps',
+                                                 'pruning', 'reft')
+      if p != 'sensitivity' or config.calibration.arms])
   with metrics.MetricWriter(workdir) as writer:
     for spec in specs:
       sections += run_task(config, spec, workdir, writer, times, results)

@@ -48,7 +48,8 @@ def calibration_rows(config, data: tracr_train.TaskData, test_sets, acc_compiled
   """Noised-only Acc O_PT (C_Te=0) per seed, at each level of calibration.noise_grid and at
   finetune.noise_std: the same noise draws the fine-tuning grid starts from (issue 13)."""
   f, anchor = config.finetune, config.calibration.anchor_pct
-  levels = sorted(set(config.calibration.noise_grid) | ({f.noise_std} if f.noise_std >= 0 else set()))
+  configured = {f.noise_std} if f.noise_std >= 0 else set()
+  levels = sorted(set(config.calibration.noise_grid) | configured)
   seeds = [population.Member(0.0, None, s, 'noised') for s in f.seeds]
   rows = []
   for std in levels:

@@ -391,6 +391,20 @@ def calibration_section(config, task, rows, why: str) -> tuple[str, str]:
           tables.markdown_table(table) + '\n\n' + verdict)
 
 
+def arm_sections(config, task, arm_rows) -> list[tuple[str, str]]:
+  """Table 3 again for each sensitivity arm (calibration.arms), beside the main one."""
+  sections = []
+  for arm in dict.fromkeys(r['arm'] for r in arm_rows):
+    rows = [r for r in arm_rows if r['arm'] == arm]
+    field, value = arm.split('=')
+    sections.append((f'{task}: Table 3, sensitivity arm {arm}',
+                     f'The main grid with one change, {arm} (finetune.'
+                     f'{"noise_std" if field == "noise" else "grad_clip_norm"} = {value}), to '
+                     f'show how much the starting point or the clipping decides Table 3. The '
+                     f'claims are judged on the main grid only.\n\n' + table3_markdown(rows)))
+  return sections
+
+
 def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[str, str]]:
   """The report sections of one task."""
   sections = [(f'{task}: Table 3 (after {config.finetune.steps} iterations)',

@@ -157,6 +157,38 @@ def with_noise(config, noise_std: float):
   return config
 
 
+# Sensitivity arms (calibration.arms): 'key=value' overriding one fine-tuning field.
+ARM_FIELDS = {'noise': 'noise_std', 'clip': 'grad_clip_norm'}
+
+
+def parse_arm(arm: str) -> tuple[str, float]:
+  """'noise=0.001' -> ('noise_std', 0.001); ValueError naming the valid keys otherwise."""
+  key, sep, value = str(arm).partition('=')
+  try:
+    number = float(value)
+  except ValueError:
+    number = float('nan')
+  if not sep or key.strip() not in ARM_FIELDS or not number >= 0:
+    raise ValueError(f'arm {arm!r}: expected key=value with key one of {sorted(ARM_FIELDS)} '
+                     'and a value >= 0 (e.g. "noise=0.001", "clip=10")')
+  return ARM_FIELDS[key.strip()], number
+
+
+def arm_config(config, arm: str):
+  """A copy of config with the arm's fine-tuning field set."""
+  field, value = parse_arm(arm)
+  config = config.copy_and_resolve_references()
+  config.finetune[field] = value
+  return config
+
+
+def start_tag(config) -> str:
+  """The start and clipping a population was trained with, in its checkpoint name, so a
+  workdir never resumes a grid that started from other noise or clipped otherwise."""
+  f = config.finetune
+  return f'noise{f.noise_std:g}_clip{f.grad_clip_norm:g}'
+
+
 def run_population(*, name: str, tm: tracr_model.TracrModel, position: int, members, params_P,
                    opt_cfg, total_steps: int, batch_fn, test_sets, eval_steps, workdir, writer,
                    save_every: int, log_every: int, run=None, member_chunk=None):
@@ -177,8 +209,12 @@ def sgd_config(config, warmup_steps: int) -> dict:
               grad_clip_norm=config.finetune.grad_clip_norm)
 
 
-def finetune_grid(config, data: TaskData, test_sets, workdir, writer):
-  """The Table 3 grid (lrs x C_Tr x seeds) as one population: (members, params, history)."""
+def finetune_grid(config, data: TaskData, test_sets, workdir, writer, arm: str = ''):
+  """The Table 3 grid (lrs x C_Tr x seeds) as one population: (members, params, history).
+
+  arm: a sensitivity arm's name (its TensorBoard run is <task>/finetune[<arm>]); config is
+  then already arm_config(config, arm).
+  """
   f, name, tm = config.finetune, data.spec.task, data.tm
   members = population.grid(f.lrs, f.c_trs, f.seeds)
   params_P = noisy_params(tm.params, members, config.seed, f.noise_std, FROZEN)
@@ -186,12 +222,13 @@ def finetune_grid(config, data: TaskData, test_sets, workdir, writer):
   logging.info('%s: fine-tuning %d members (%d lrs x %d C_Tr x %d seeds) for %d steps in one jit',
                name, len(members), len(f.lrs), len(f.c_trs), len(f.seeds), f.steps)
   params_P, history = run_population(
-      name=f'{name}_finetune', tm=tm, position=data.position, members=members,
-      params_P=params_P, opt_cfg=sgd_config(config, f.warmup_steps), total_steps=f.steps,
+      name=f'{name}_finetune_{start_tag(config)}', tm=tm, position=data.position,
+      members=members, params_P=params_P, opt_cfg=sgd_config(config, f.warmup_steps),
+      total_steps=f.steps,
       batch_fn=make_batch_fn(data, members, f.batch_size, config.seed, data.spec.operand_ft),
       test_sets=test_sets, eval_steps=eval_steps, workdir=workdir, writer=writer,
-      save_every=f.save_every, log_every=f.log_every, run=f'{name}/finetune',
-      member_chunk=config.member_chunk)
+      save_every=f.save_every, log_every=f.log_every,
+      run=f'{name}/finetune' + (f'[{arm}]' if arm else ''), member_chunk=config.member_chunk)
   return members, params_P, history
 
 
@@ -219,7 +256,7 @@ def reft_population(config, data: TaskData, ft_tm: tracr_model.TracrModel, membe
   logging.info('%s: reverse fine-tuning %d members (incl. %d Scr.+FT) for %d steps',
                name, len(reft_members), len(scratch), r.steps)
   params, history = run_population(
-      name=f'{name}_reft', tm=tm, position=data.position, members=reft_members,
+      name=f'{name}_reft_{start_tag(config)}', tm=tm, position=data.position, members=reft_members,
       params_P=params, opt_cfg=sgd_config(config, r.warmup_steps), total_steps=r.steps,
       batch_fn=make_batch_fn(data, reft_members, config.finetune.batch_size, config.seed,
                              data.spec.operand_pt, salt=1),
