@@ -146,7 +146,8 @@ display(Markdown(tables.markdown_table([compiled_row])))"""),
         ('markdown', """\
 ## 2. Fine-tune the grid (one vmapped jit)
 
-Every (lr, C_Tr, seed) member starts from the compiled weights plus N(0, 0.001) noise and is
+Every (lr, C_Tr, seed) member starts from the compiled weights plus N(0, 0.001) noise (the study's
+default calibrates that level: see its report's calibration section) and is
 trained on O_FT, all members in one jitted step. Table 3's layout: accuracy on O_PT and O_FT,
 on test sets where the correlation holds (C_Te=1) and where it never does (C_Te=0). A model
 that only learned the wrapper still answers O_PT where the correlation is broken."""),
