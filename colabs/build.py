@@ -100,7 +100,7 @@ print('JAX', jax.__version__, 'on', jax.devices())"""),
         ('markdown', """\
 ## The config
 
-`get_config('')` is the reduced study (the whole Table 3 grid, both tasks, ~8 min on 2 CPU
+`get_config('')` is the reduced study (the whole Table 3 grid, both tasks, ~12 min on 2 CPU
 cores); `get_config('paper')` is the paper's scale. Here: the tests' `smoke` config, cut to
 the Counter, one seed and a 3 x 3 grid of learning rates x C_Tr, so it runs in about a minute.
 `validate` runs every check that needs no compute."""),
@@ -211,7 +211,7 @@ display(Markdown(tables.markdown_table(reft_rows)))"""),
 
 Each claim has a manipulation check (did fine-tuning change what the claim is about?), a
 matched control and a 95% interval over seeds. With one seed and 60 steps these verdicts
-demonstrate the machinery; `get_config('')` (3 seeds, 500 steps) is the reduced study."""),
+demonstrate the machinery; `get_config('')` (5 seeds, 500 steps) is the reduced study."""),
         ('code', """\
 evidence = claims.Evidence(member_rows, prune_members, reft_member_rows, config.reft.steps,
                            threshold)
