@@ -112,6 +112,8 @@ def test_binary_pretrains_fine_tunes_and_resumes(tmp_path):
     ('data.o_prime_count', 30, r'config.data.o_prime_count'),
     ('grammar', 's -> s s\n%terminals a', r'config.grammar'),
     ('finetune.task', 'sorter', r"config.finetune: task='sorter'"),
+    ('model.attention', 'flash', r"config.model: model.attention='flash' is unknown"),
+    ('model.precision', 'fp16', r"config.model: model.precision='fp16' is unknown"),
 ])
 def test_bad_config_fails_before_compute(field, value, match):
   config = pcfg_config.get_config('smoke')
