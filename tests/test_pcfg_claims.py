@@ -366,3 +366,10 @@ def test_each_population_and_member_writes_its_own_run(tmp_path):
                         ('finetune_low_8000', 'finetune_high_8000') for c in (0, 1))
   assert metrics.read_scalars(str(tmp_path / 'tb' / runs[1])) == {
       'train/loss': [(1, 2.0)], 'eval/c_te0/acc_o_pt': [(1, 4.0)]}
+
+
+def test_p3_check_names_the_condition_that_failed():
+  """Both of P3's conditions are printed; each says whether it was met."""
+  row = judge_analysis(**ANALYSIS_NOT_MEASURED['P3'][0])['P3']
+  assert 'needs >= floor + 5: NOT met' in row['manipulation_check'], row
+  assert '(needs one: met)' in row['manipulation_check'], row

@@ -272,11 +272,13 @@ def p3(config, prior: str, r: dict, claim) -> Optional[dict]:
   changed = [(lr, *grid.changed(lr, c)) for lr in use for c in config.finetune.c_trs]
   kept = sorted({lr for lr, ok, _ in changed if ok})
   above = floor is None or pre_best >= floor + paper.PROBE_FLOOR_MARGIN
+  met = lambda ok: 'met' if ok else 'NOT met'  # Both conditions are shown; say which failed.
   desc = (f'pretrained probe of O_PT {pre_best:.1f}% vs the majority class '
           f'{"n/a" if floor is None else f"{floor:.1f}"}% (needs >= floor + '
-          f'{paper.PROBE_FLOOR_MARGIN}); '
+          f'{paper.PROBE_FLOOR_MARGIN}: {met(above)}); '
           f'fine-tuning changed the model (>= {paper.FT_CHANGED_MIN} points) at lrs '
-          f'{", ".join(f"{lr:g}" for lr in kept) or "none"} of {", ".join(f"{x:g}" for x in use)}')
+          f'{", ".join(f"{lr:g}" for lr in kept) or "none"} of {", ".join(f"{x:g}" for x in use)}'
+          f' (needs one: {met(bool(kept))})')
   check = claims_lib.Check(
       above and bool(kept), desc, 'fine-tuning did not change the model' if above else
       'the pretrained model does not decode O_PT above the floor: nothing to keep')
