@@ -117,7 +117,7 @@ def apply_gradients(state: TrainState, grads: PyTree, loss: jax.Array, aux: Mapp
 
 # Per-member training FLOPs (6 x params x tokens) below which CPU maps members in one vmap.
 # benchmarks/tracr_grid.py and pcfg_population.py, idle 2-core CPU, vmap / lax.map step time:
-# Tracr Counter ~0.014 GFLOP per member 0.81x, Max-identifier ~0.04 1.03x (default scale);
+# Tracr Counter ~0.016 GFLOP per member 0.81-0.85x, Max-identifier ~0.045 0.96-1.03x (default);
 # PCFG CPU population ~0.8 GFLOP 1.24x; paper-scale Tracr 0.26-5 GFLOP 1.32-1.48x.
 SMALL_MEMBER_FLOPS = 1e8
 

@@ -26,6 +26,7 @@ from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import analysis
 from wrapper_study.tracr import paper
+from wrapper_study.tracr import train as tracr_train
 
 METRICS = paper.TABLE3_COLUMNS
 NATURAL_METRICS = (f'{paper.NATURAL}/acc_o_pt', f'{paper.NATURAL}/acc_o_ft')
@@ -396,10 +397,9 @@ def arm_sections(config, task, arm_rows) -> list[tuple[str, str]]:
   sections = []
   for arm in dict.fromkeys(r['arm'] for r in arm_rows):
     rows = [r for r in arm_rows if r['arm'] == arm]
-    field, value = arm.split('=')
+    field, value = tracr_train.parse_arm(arm)
     sections.append((f'{task}: Table 3, sensitivity arm {arm}',
-                     f'The main grid with one change, {arm} (finetune.'
-                     f'{"noise_std" if field == "noise" else "grad_clip_norm"} = {value}), to '
+                     f'The main grid with one change, {arm} (finetune.{field} = {value:g}), to '
                      f'show how much the starting point or the clipping decides Table 3. The '
                      f'claims are judged on the main grid only.\n\n' + table3_markdown(rows)))
   return sections

@@ -150,11 +150,16 @@ def noisy_params(params, members: Sequence[population.Member], seed: int, std: f
   return train.stack(copies)
 
 
+def _with_finetune(config, field: str, value: float):
+  """A copy of config with finetune.<field> = value (the caller's config is left as it is)."""
+  config = config.copy_and_resolve_references()
+  config.finetune[field] = float(value)
+  return config
+
+
 def with_noise(config, noise_std: float):
   """A copy of config whose fine-tuning (and Scr.+FT) starts at this weight-noise std."""
-  config = config.copy_and_resolve_references()
-  config.finetune.noise_std = float(noise_std)
-  return config
+  return _with_finetune(config, 'noise_std', noise_std)
 
 
 # Sensitivity arms (calibration.arms): 'key=value' overriding one fine-tuning field.
@@ -176,10 +181,7 @@ def parse_arm(arm: str) -> tuple[str, float]:
 
 def arm_config(config, arm: str):
   """A copy of config with the arm's fine-tuning field set."""
-  field, value = parse_arm(arm)
-  config = config.copy_and_resolve_references()
-  config.finetune[field] = value
-  return config
+  return _with_finetune(config, *parse_arm(arm))
 
 
 def start_tag(config) -> str:
@@ -256,8 +258,8 @@ def reft_population(config, data: TaskData, ft_tm: tracr_model.TracrModel, membe
   logging.info('%s: reverse fine-tuning %d members (incl. %d Scr.+FT) for %d steps',
                name, len(reft_members), len(scratch), r.steps)
   params, history = run_population(
-      name=f'{name}_reft_{start_tag(config)}', tm=tm, position=data.position, members=reft_members,
-      params_P=params, opt_cfg=sgd_config(config, r.warmup_steps), total_steps=r.steps,
+      name=f'{name}_reft_{start_tag(config)}', tm=tm, position=data.position,
+      members=reft_members, params_P=params, opt_cfg=sgd_config(config, r.warmup_steps), total_steps=r.steps,
       batch_fn=make_batch_fn(data, reft_members, config.finetune.batch_size, config.seed,
                              data.spec.operand_pt, salt=1),
       test_sets={'c_te0': test_sets['c_te0']}, eval_steps=eval_steps, workdir=workdir,
