@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from wrapper_study import attention_ops
 from wrapper_study import model as m
 
 CFG = m.TransformerConfig(vocab_size=11, max_len=9, d_model=16, n_layers=2, n_heads=2,
@@ -419,11 +420,14 @@ def test_checkpoint_meta_ignores_precision(params):
       'x', dataclasses.replace(CFG, d_mlp=CFG.d_mlp + 1), params))
 
 
+@pytest.mark.parametrize('block', [64, 3], ids=['one-block', 'blocks-of-3'])
 @pytest.mark.parametrize('cfg,padded', [(LLAMA, True), (GPT, True), (CFG, False)],
                          ids=['llama-left-padded', 'gpt-left-padded', 'bidirectional'])
-def test_fused_attention_is_the_explicit_function(cfg, padded):
-  """model.attention='fused' (jax.nn.dot_product_attention): same logits and gradients
-  up to float rounding, also with padding and causal masks and in KV-cache decoding."""
+def test_fused_attention_is_the_explicit_function(cfg, padded, block, monkeypatch):
+  """model.attention='fused' (on CPU: causal query blocks with heads-major projections):
+  same logits and gradients up to float rounding, also with padding and causal masks, with
+  several query blocks, and in KV-cache decoding."""
+  monkeypatch.setattr(attention_ops, 'CAUSAL_BLOCK', block)
   fused = dataclasses.replace(cfg, attention='fused')
   p = _noisy_params(cfg)
   toks, mask = _left_padded(cfg, n_pads=(0, 2, 5) if padded else (0, 0, 0))
@@ -446,6 +450,29 @@ def test_fused_attention_is_the_explicit_function(cfg, padded):
     logits, kv = step(p, toks, kv, **kwargs)
     np.testing.assert_allclose(np.asarray(logits)[real], np.asarray(want)[real],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('platform', ['cpu', 'gpu'])
+@pytest.mark.parametrize('causal_self', [True, False])
+def test_every_fused_form_is_softmax_attention(platform, causal_self):
+  """attention_ops.fused on each platform's branch (gpu: jax.nn.dot_product_attention, which
+  also runs on CPU) against plain softmax attention, with a causal or a random mask."""
+  rng = np.random.default_rng(0)
+  B, T, H, K = 2, 7, 3, 4
+  q, k, v = (jnp.asarray(rng.normal(size=(B, T, H, K)), jnp.float32) for _ in range(3))
+  causal = np.tril(np.ones((T, T), bool))[None] & np.ones((B, 1, 1), bool)
+  mask = causal if causal_self else (rng.random((B, T, T)) < 0.6) | np.eye(T, dtype=bool)
+  scores = np.einsum('bthk,bshk->bhts', q, k) / np.sqrt(K)
+  scores = np.where(mask[:, None], scores, -np.inf)
+  pattern = np.exp(scores - scores.max(-1, keepdims=True))
+  pattern /= pattern.sum(-1, keepdims=True)
+  want = np.einsum('bhts,bshk->bthk', pattern, v)
+  got = attention_ops.fused(q, k, v, jnp.asarray(mask), 1 / np.sqrt(K), causal_self,
+                            platform=platform)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+  if causal_self:
+    blocks = attention_ops.causal_blocks(q, k, v, jnp.asarray(mask), 1 / np.sqrt(K), block=2)
+    np.testing.assert_allclose(np.asarray(blocks), want, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_attention_asked_for_its_pattern_computes_it_explicitly():

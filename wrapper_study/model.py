@@ -31,11 +31,10 @@ import jax
 import jax.numpy as jnp
 
 # Decoding state, in its own module; model.KVCache and model.positions_from_pad_mask stay valid.
+from wrapper_study import attention_ops
 from wrapper_study.kv_cache import KVCache, positions_from_pad_mask  # pylint: disable=unused-import
 
-# Tracr masks with -1e30 rather than -inf; keep its value so a masked row that
-# is all-masked behaves the same in both implementations.
-MASK_VALUE = -1e30
+MASK_VALUE = attention_ops.MASK_VALUE  # Tracr's -1e30, see there.
 
 ACTIVATIONS = {
     'relu': jax.nn.relu,
@@ -47,9 +46,9 @@ NORMS = ('layer', 'rms')
 POS_EMBEDDINGS = ('learned', 'rope', 'none')
 MLPS = ('standard', 'swiglu')
 # Attention, the same function up to float rounding: 'explicit' scores -> softmax -> pattern
-# (the float order compiled Tracr models need: their logits tie exactly), or 'fused'
-# jax.nn.dot_product_attention, which need not materialise [B, H, T, S] (cuDNN flash on GPU
-# for bf16 inputs); a hook or cache asking for the scores or pattern gets 'explicit'.
+# (the float order compiled Tracr models need: their logits tie exactly), or 'fused', the
+# platform's fastest form that shows no pattern (`attention_ops.fused`: cuDNN flash on GPU,
+# causal query blocks on CPU); a hook or cache asking for the scores or pattern gets 'explicit'.
 ATTENTIONS = ('explicit', 'fused')
 # precision -> (compute dtype, jax matmul precision). Params stay fp32 always.
 PRECISIONS = {'fp32': (jnp.float32, 'float32'), 'tf32': (jnp.float32, 'tensorfloat32'),
@@ -218,9 +217,9 @@ class _Recorder:
     return x
 
 
-def _dense(features: int, config: TransformerConfig, name: str) -> nn.Dense:
+def _dense(features: int, config: TransformerConfig, name: str, dot_general=None) -> nn.Dense:
   return nn.Dense(features, use_bias=config.use_bias, name=name, dtype=_dtype(config),
-                  kernel_init=nn.initializers.normal(config.init_std))
+                  kernel_init=nn.initializers.normal(config.init_std), dot_general=dot_general)
 
 
 def _dtype(config: TransformerConfig):
@@ -281,9 +280,16 @@ class Attention(nn.Module):
     c = self.config
     B, T, _ = x_BxTxD.shape
     split = lambda y: y.reshape(B, T, c.n_heads, c.d_head)
-    q_BxTxHxK = rec(f'{prefix}.hook_q', split(_dense(c.n_heads * c.d_head, c, 'query')(x_BxTxD)))
-    k_BxTxHxK = rec(f'{prefix}.hook_k', split(_dense(c.n_heads * c.d_head, c, 'key')(x_BxTxD)))
-    v_BxTxHxK = rec(f'{prefix}.hook_v', split(_dense(c.n_heads * c.d_head, c, 'value')(x_BxTxD)))
+    fused = c.attention == 'fused' and not rec.wants(f'{prefix}.hook_attn_scores',
+                                                     f'{prefix}.hook_pattern')
+    # Fused on CPU: per-head einsums let XLA keep [B, H, T, K] between projections and blocks.
+    blocks = fused and kv is None and c.causal and jax.default_backend() == 'cpu'
+    dot = lambda into_heads: (attention_ops.heads_major_dot(c.n_heads, into_heads) if blocks
+                              else None)
+    proj = lambda name: split(_dense(c.n_heads * c.d_head, c, name, dot(True))(x_BxTxD))
+    q_BxTxHxK = rec(f'{prefix}.hook_q', proj('query'))
+    k_BxTxHxK = rec(f'{prefix}.hook_k', proj('key'))
+    v_BxTxHxK = rec(f'{prefix}.hook_v', proj('value'))
     if c.pos_embedding == 'rope':
       q_BxTxHxK = rec(f'{prefix}.hook_rot_q', apply_rope(q_BxTxHxK, positions_BxT, c.rope_base))
       k_BxTxHxK = rec(f'{prefix}.hook_rot_k', apply_rope(k_BxTxHxK, positions_BxT, c.rope_base))
@@ -293,11 +299,10 @@ class Attention(nn.Module):
       kv_cache, layer = kv
       kv_cache = kv_cache.write(layer, k_BxTxHxK, v_BxTxHxK)
       k_BxSxHxK, v_BxSxHxK = kv_cache.k_LxBxSxHxK[layer], kv_cache.v_LxBxSxHxK[layer]
-    if c.attention == 'fused' and not rec.wants(f'{prefix}.hook_attn_scores',
-                                                f'{prefix}.hook_pattern'):
-      z_BxTxHxK = jax.nn.dot_product_attention(
-          q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask=mask_BxTxS[:, None],
-          scale=1.0 / float(c.d_head) ** 0.5)
+    if fused:
+      z_BxTxHxK = attention_ops.fused(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS,
+                                      scale=1.0 / float(c.d_head) ** 0.5,
+                                      causal_self=c.causal and kv is None)
     else:
       scores_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK)
       scores_BxHxTxS = scores_BxHxTxS / jnp.sqrt(jnp.asarray(c.d_head, x_BxTxD.dtype))
@@ -308,7 +313,8 @@ class Attention(nn.Module):
       z_BxTxHxK = jnp.einsum('bhts,bshk->bthk', pattern_BxHxTxS.astype(v_BxSxHxK.dtype),
                              v_BxSxHxK)
     z_BxTxHxK = rec(f'{prefix}.hook_z', z_BxTxHxK)
-    out_BxTxD = _dense(c.d_model, c, 'out')(z_BxTxHxK.reshape(B, T, c.n_heads * c.d_head))
+    out_BxTxD = _dense(c.d_model, c, 'out', dot(False))(
+        z_BxTxHxK.reshape(B, T, c.n_heads * c.d_head))
     return out_BxTxD, kv_cache
 
 

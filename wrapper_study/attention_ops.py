@@ -1,0 +1,93 @@
+"""Attention without hooks: the forms `model.attention='fused'` picks by platform.
+
+The explicit form in `model.Attention` materialises scores and pattern for every (query, key)
+pair so that hooks can read them. When nobody asks for them:
+
+- on GPU/TPU, `jax.nn.dot_product_attention` (cuDNN's flash kernel on GPU for bf16 inputs);
+- on CPU, XLA's version of that function materialises the same [B, H, T, S] tensors and was
+  1.7x slower than the explicit form for the paper's PCFG shape (fwd+bwd of one layer, 96 x
+  259, 6 heads: 271 vs 157 ms, `benchmarks/pcfg_train_throughput.py --jax-attention`), so a
+  causal model attends in query blocks instead: the block of queries [a, b) reads keys [0, b)
+  only, which skips most of the masked upper triangle (for 259 tokens in blocks of 64, 62% of
+  the pairs) and keeps each block's scores small (measured 0.6-0.7x the explicit form's time),
+  with heads leading ([B, H, T, K]) and the q/k/v/out projections written as per-head einsums
+  (`heads_major_dot`) so that XLA chooses no transposes between them (a further 0.75x for the
+  whole attention layer, fwd+bwd).
+
+Every form computes the same function as the explicit one up to float rounding, except on
+rows whose keys are all masked (padding queries, which no loss reads): there the explicit
+form averages all S values and a block form averages the first b.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+# Tracr masks with -1e30 rather than -inf (finite: a fully masked row gives a uniform
+# pattern, not NaN); model.MASK_VALUE is this value, so both forms agree with tracr.
+MASK_VALUE = -1e30
+CAUSAL_BLOCK = 96  # Queries per block on CPU; 48-96 measured alike, 32 and 128 slower.
+
+
+def softmax_attend(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, scale):
+  """softmax(q k^T * scale, masked) v, softmax in fp32; the explicit form without hooks."""
+  scores_BxHxTxS = jnp.einsum('bthk,bshk->bhts', q_BxTxHxK, k_BxSxHxK) * scale
+  scores_BxHxTxS = jnp.where(mask_BxTxS[:, None], scores_BxHxTxS, MASK_VALUE)
+  pattern_BxHxTxS = jax.nn.softmax(scores_BxHxTxS.astype(jnp.float32), axis=-1)
+  return jnp.einsum('bhts,bshk->bthk', pattern_BxHxTxS.astype(v_BxSxHxK.dtype), v_BxSxHxK)
+
+
+def _attend_heads_major(q_BxHxTxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS, scale):
+  scores_BxHxTxS = jnp.einsum('bhtk,bhsk->bhts', q_BxHxTxK, k_BxHxSxK) * scale
+  scores_BxHxTxS = jnp.where(mask_BxTxS[:, None], scores_BxHxTxS, MASK_VALUE)
+  pattern_BxHxTxS = jax.nn.softmax(scores_BxHxTxS.astype(jnp.float32), axis=-1)
+  return jnp.einsum('bhts,bhsk->bhtk', pattern_BxHxTxS.astype(v_BxHxSxK.dtype), v_BxHxSxK)
+
+
+def causal_blocks(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, mask_BxTxT, scale,
+                  block: Optional[int] = None):
+  """Causal attention by query blocks (default CAUSAL_BLOCK queries); mask_BxTxT must
+  already hold the causal mask."""
+  T = q_BxTxHxK.shape[1]
+  block = CAUSAL_BLOCK if block is None else block
+  # To heads-major; with `heads_major_dot` projections XLA cancels these transposes.
+  q, k, v = (y.transpose(0, 2, 1, 3) for y in (q_BxTxHxK, k_BxTxHxK, v_BxTxHxK))
+  outs_BxHxtxK = []
+  for a in range(0, T, block):  # Static: T is known at trace time.
+    b = min(a + block, T)
+    outs_BxHxtxK.append(_attend_heads_major(q[:, :, a:b], k[:, :, :b], v[:, :, :b],
+                                            mask_BxTxT[:, a:b, :b], scale))
+  return jnp.concatenate(outs_BxHxtxK, axis=2).transpose(0, 2, 1, 3)
+
+
+def heads_major_dot(n_heads: int, into_heads: bool):
+  """A `dot_general` for flax's Dense on [B, T, F] inputs, computing the same x @ W as one
+  einsum per head: into_heads for q/k/v (W [D, H*K]), else for the output (W [H*K, D]).
+  The result keeps Dense's [B, T, features] shape; only XLA's layout choice changes."""
+  def dot(x_BxTxF, kernel, dimension_numbers, precision=None, **kwargs):
+    del dimension_numbers, kwargs  # Dense contracts the last axis of x with W's first.
+    B, T, F = x_BxTxF.shape
+    if into_heads:
+      w_DxHxK = kernel.reshape(F, n_heads, -1)
+      y_BxHxTxK = jnp.einsum('btd,dhk->bhtk', x_BxTxF, w_DxHxK, precision=precision)
+      return y_BxHxTxK.transpose(0, 2, 1, 3).reshape(B, T, -1)
+    x_BxHxTxK = x_BxTxF.reshape(B, T, n_heads, -1).transpose(0, 2, 1, 3)
+    w_HxKxD = kernel.reshape(n_heads, -1, kernel.shape[-1])
+    return jnp.einsum('bhtk,hkd->btd', x_BxHxTxK, w_HxKxD, precision=precision)
+  return dot
+
+
+def fused(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, scale, causal_self: bool,
+          platform: Optional[str] = None):
+  """The fastest form on `platform` (default: JAX's backend). causal_self: causal
+  self-attention over the same T tokens (no KV cache), so key blocks after a query block are
+  all masked."""
+  if (platform or jax.default_backend()) != 'cpu':
+    return jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK,
+                                        mask=mask_BxTxS[:, None], scale=scale)
+  if causal_self:
+    return causal_blocks(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, scale)
+  return softmax_attend(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, scale)
