@@ -8,8 +8,8 @@ population of one (the same step, one configuration), and the extrapolation to
 the full run: grid = steps x t_grid, one at a time = P x steps x t_one. The
 grid is timed both ways a population can be mapped (train.over_members): one
 vmap over all members (member_chunk=0) and lax.map one member at a time
-(member_chunk=1), side by side in one run; the library's default for this
-backend is marked. Prints the machine. Nothing here is asserted; it reports.
+(member_chunk=1), side by side in one run, plus the library's default chunk
+when it is neither; the default for this backend is marked. Prints the machine. Nothing here is asserted; it reports.
 """
 
 import os
@@ -70,7 +70,10 @@ def main(_):
     # FLOPs from the vmap (XLA's cost analysis counts a lax.map body once, not P times).
     t_vmap, c_vmap, f_grid, default = _seconds_per_step(config, tm, data, members, member_chunk=0)
     t_map, c_map, _, _ = _seconds_per_step(config, tm, data, members, member_chunk=1)
-    t_grid, c_grid = (t_map, c_map) if default == 1 else (t_vmap, c_vmap)
+    timed = {0: (t_vmap, c_vmap), 1: (t_map, c_map)}
+    if default not in timed:  # Chunks of `default` members under lax.map.
+      timed[default] = _seconds_per_step(config, tm, data, members, member_chunk=default)[:2]
+    t_grid, c_grid = timed[default]
     t_one, c_one, f_one, _ = _seconds_per_step(config, tm, data, members[:1], member_chunk=0)
     grid_min = f.steps * t_grid / 60
     one_min = len(members) * f.steps * t_one / 60
@@ -83,8 +86,11 @@ def main(_):
     print('  ' + machine.floor_line(f'grid of {len(members)}', f_grid, t_grid, peak))
     print('  ' + machine.floor_line('one config', f_one, t_one, peak))
     mark = lambda chunk: ' (default here)' if chunk == default else ''
+    chunked = (f'; lax.map over chunks of {default}{mark(default)}: '
+               f'{t_grid * 1e3:.1f} ms/step' if default not in (0, 1) else '')
     print(f'  grid mapped as one vmap{mark(0)}: {t_vmap * 1e3:.1f} ms/step; lax.map one member at '
-          f'a time{mark(1)}: {t_map * 1e3:.1f} ms/step; vmap / lax.map: {t_vmap / t_map:.2f}x')
+          f'a time{mark(1)}: {t_map * 1e3:.1f} ms/step{chunked}; vmap / lax.map: '
+          f'{t_vmap / t_map:.2f}x')
     print(f'  one at a time x{len(members)}: {t_one * len(members) * 1e3:.1f} ms vs grid '
           f'{t_grid * 1e3:.1f} ms: batching buys {t_one * len(members) / t_grid:.2f}x')
   print(f'all tasks: grid {total_grid:.1f} min vs one at a time {total_one:.1f} min '

@@ -132,7 +132,9 @@ def test_mapped_population_equals_members(member_chunk):
 def test_member_chunk_default_and_bad_value():
   cpu = jax.default_backend() == 'cpu'
   assert train.default_member_chunk() == (1 if cpu else 0)
-  assert train.default_member_chunk(train.SMALL_MEMBER_FLOPS / 2) == 0  # Tiny members: one vmap.
+  assert train.default_member_chunk(train.TINY_MEMBER_FLOPS / 2) == 0  # Tiny members: one vmap.
+  assert train.default_member_chunk(train.SMALL_MEMBER_FLOPS / 2) == (
+      train.SMALL_MEMBER_CHUNK if cpu else 0)
   assert train.default_member_chunk(train.SMALL_MEMBER_FLOPS * 2) == (1 if cpu else 0)
   params_P = {'w': np.zeros((5, 3, 4), np.float32), 'b': np.zeros((5, 4), np.float32)}
   batch_P = {'tokens': np.zeros((5, 2, 7), np.int32), 'labels': np.zeros((5, 2), np.int32)}

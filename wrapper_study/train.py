@@ -119,7 +119,15 @@ def apply_gradients(state: TrainState, grads: PyTree, loss: jax.Array, aux: Mapp
 # benchmarks/tracr_grid.py and pcfg_population.py, idle 2-core CPU, vmap / lax.map step time:
 # Tracr Counter ~0.016 GFLOP per member 0.81-0.85x, Max-identifier ~0.045 0.96-1.03x (default);
 # PCFG CPU population ~0.8 GFLOP 1.24x; paper-scale Tracr 0.26-5 GFLOP 1.32-1.48x.
+# Member sizes (member_flops) where the CPU mapping changes, and the chunk between them.
+# Measured on a 2-core AMD EPYC, idle, ms/step of the whole grid, vmap | lax.map chunks of
+# 1 / 10 / 20 / 35 (the members mapped as in `benchmarks/tracr_grid.py`):
+#   Tracr Counter, default (1.6e7 FLOPs/member, 140 members): 54.8 | 62.2 / 69.7 / 68.3 / 59.0
+#   Tracr Max-identifier, default (4.5e7, 140): 146.2 | 109.7 / 100.3 / 96.8 / 103.2
+#   paper scale (2.7e8-5e9, 84) and the PCFG CPU population (27): one at a time fastest.
+TINY_MEMBER_FLOPS = 2.5e7
 SMALL_MEMBER_FLOPS = 1e8
+SMALL_MEMBER_CHUNK = 20
 
 
 def default_member_chunk(flops_per_member: Optional[float] = None) -> int:
@@ -127,13 +135,16 @@ def default_member_chunk(flops_per_member: Optional[float] = None) -> int:
 
   Accelerators want the one wide vmap. On CPU, XLA's batched matmuls of many
   per-member matrices run slower than the same matmuls one by one under lax.map
-  once a member's step is more than tiny (SMALL_MEMBER_FLOPS); tiny members
-  (the default-scale Tracr grid) run faster in the vmap, where each op's
-  dispatch is paid once for all members. Unknown size: one at a time.
+  once a member's step is more than small (SMALL_MEMBER_FLOPS); tiny members
+  (TINY_MEMBER_FLOPS: the default-scale Tracr Counter) run fastest in the vmap,
+  where each op's dispatch is paid once for all members, and the sizes between
+  in chunks of SMALL_MEMBER_CHUNK. Unknown size: one at a time.
   """
   if jax.default_backend() != 'cpu':
     return 0
-  return 0 if flops_per_member is not None and flops_per_member < SMALL_MEMBER_FLOPS else 1
+  if flops_per_member is None or flops_per_member >= SMALL_MEMBER_FLOPS:
+    return 1
+  return 0 if flops_per_member < TINY_MEMBER_FLOPS else SMALL_MEMBER_CHUNK
 
 
 def member_flops(params: PyTree, batch: PyTree) -> float:
