@@ -43,8 +43,9 @@ Choices where the paper is silent, with reasons:
   count a at the reFT learning rates.
 - reFT data: count-a prompts on fresh windows (the pretraining distribution
   restricted to the capability), answer-only loss, the fine-tuning optimizer
-  (AdamW, 20% warmup, cosine) at lr eta_M and eta_S (1e-5, 1e-6), starting from
-  the models fine-tuned at eta_L = 1e-4 with C_Tr in {0, 1} (paper Figs 9, 76).
+  (AdamW, 20% warmup, cosine) at lr eta_M and eta_S (paper 1e-5, 1e-6; at CPU scale
+  the calibrated ones), starting from the models fine-tuned at eta_L with C_Tr in
+  {0, 1} (paper Figs 9, 76).
 - Revived = Acc O_PT (C_Te = 0) >= 90% at an evaluation; iterations to revival
   are the first such evaluation.
 - Learned mask (beyond the paper): keep_u = sigmoid(logit_u) per neuron,
@@ -96,13 +97,15 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       mask_lr=0.1,
       mask_sparsity=0.01,  # Penalty per removed unit, in nats of the count-a loss.
       reft=True,  # Reverse fine-tuning with Scr.+FT and Scr. (Figs 9, 26, 28-29).
-      reft_lrs=(1e-5, 1e-6),  # eta_M, eta_S.
+      reft_lrs=(),  # eta_M, eta_S; () = those of the fine-tuning lrs (calibrated at CPU scale).
       reft_source_c_trs=(0.0, 1.0),  # Fine-tuned models reverse-fine-tuned (at the largest lr).
       reft_steps=500,  # Paper: 10K (as fine-tuning).
       reft_eval_steps=(5, 10, 20, 50, 100, 150, 225, 300, 400, 500),
       scr_ft_prior=(0.001, 0.999, 0.0),  # Pretraining prior of the Scr.+FT baseline.
       revival_threshold=90.0,  # Acc O_PT (%) that counts as revived.
   ))
+  if scale in ('paper', 'smoke'):
+    c.analysis.reft_lrs = (1e-5, 1e-6)  # eta_M, eta_S (App. C); smoke: fixed.
   if scale == 'paper':
     c.finetune.eval_steps = (500, 1_000, 2_000, 4_000, 6_000, 8_000, 10_000)
     c.analysis.probe_train_samples = 4000

@@ -105,9 +105,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       n_heads=4,  # Paper: 12.
       multiple_of=32,  # SwiGLU width rounding (llama2.c: 64 at 91M).
       precision='fp32',  # Matmuls: 'fp32', 'tf32' (GPU/TPU) or 'bf16' compute (params stay fp32).
-      # 'explicit' or 'fused' (jax.nn.dot_product_attention: cuDNN flash on GPU under bf16). The
-      # same function; on CPU they ran at the same speed (benchmarks/pcfg_train_throughput.py),
-      # so the CPU scale keeps the explicit one and :paper (GPU) takes 'fused'.
+      # 'explicit' or 'fused' (wrapper_study/attention_ops.py: cuDNN flash on GPU under bf16,
+      # causal query blocks on CPU). The same function; at the CPU scale's short sequences they
+      # ran at the same speed (1.02x, benchmarks/pcfg_train_throughput.py --shape=cpu), so it
+      # keeps the explicit one; :paper takes 'fused' (faster at 259 tokens on CPU too: README).
       attention='explicit',
   ))
   c.pretrain = ml_collections.ConfigDict(dict(

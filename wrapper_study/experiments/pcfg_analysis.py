@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from wrapper_study import metrics
 from wrapper_study.pcfg import analysis as pcfg_analysis
+from wrapper_study.pcfg import calibration as pcfg_calibration
 from wrapper_study.pcfg import claims as pcfg_claims
 from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import report as pcfg_report
@@ -32,9 +33,10 @@ def validate(config) -> None:
 def _plan(config) -> list[str]:
   """The phases run() times, in order (the `[i/n] phase` headers)."""
   a, plan = config.analysis, []
-  for prior in config.pretrain.priors:
+  for prior in pcfg_calibration.ordered_priors(config):
     name = pcfg_model.prior_name(prior)
     plan.append(f'pretrain {name}')
+    plan += pcfg_calibration.phases(config, prior)
     for arm in pcfg_train.arms(config):
       label = f'{name}/{arm.name}'
       plan += [f'fine-tune {label}', f'weight change {label}', f'probes {label}']
@@ -52,12 +54,15 @@ def run(config, workdir) -> dict:
   # Seconds of the run that completed each phase are kept: a rerun restores
   # finished phases in a moment, and the report still says what they cost.
   times = metrics.PhaseTimes(workdir, f'timing_analysis_{a.variant}', plan=_plan(config))
-  results, pre_rows = {}, []
+  results, pre_rows, calibration = {}, [], None
+  config = pcfg_calibration.fill_reft_lrs(config)
   with metrics.MetricWriter(workdir) as writer:
-    for prior in config.pretrain.priors:
+    for prior in pcfg_calibration.ordered_priors(config):
       name = pcfg_model.prior_name(prior)
       with times.timed(f'pretrain {name}'):
         acc = pcfg_train.pretrain(config, prior, workdir, writer)
+      config, found_lrs = pcfg_calibration.maybe_calibrate(config, prior, workdir, writer, times)
+      calibration = calibration or found_lrs
       pre_rows.append(dict(prior=name, steps=pt_step, **{k: round(v, 1) for k, v in acc.items()}))
       pre_params = pcfg_train.load_pretrained(config, prior, pt_step, workdir)
       for arm in pcfg_train.arms(config):
@@ -105,10 +110,13 @@ def run(config, workdir) -> dict:
     tables.write_csv(out_dir / f'analysis_{v}_learned_mask.csv', m_rows)
   if r_rows is not None:
     tables.write_csv(out_dir / f'analysis_{v}_reft.csv', r_rows)
+  if calibration is not None:
+    tables.write_csv(out_dir / 'calibration.csv', calibration['rows'])
   times.add_total()
   tables.write_csv(out_dir / f'analysis_{v}_timing.csv', times.rows)
   path = tables.write_report(workdir / f'report_{v}.md', f'PCFG wrapper analysis ({v})',
                              pcfg_report.analysis_sections(config, found, pre_rows, p_rows,
-                                                           m_rows, r_rows, w_rows, times.rows))
+                                                           m_rows, r_rows, w_rows, times.rows,
+                                                           calibration))
   metrics.write_report(workdir, path)  # Text and figures in TensorBoard.
   return {'claims': found, 'timing': times.rows, 'probes': p_rows, 'report': path}

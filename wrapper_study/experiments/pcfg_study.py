@@ -1,7 +1,8 @@
 """The PCFG world: pretrain on the grammar, fine-tune the lr x C_Tr x seed grid.
 
 Per operand prior: pretrain (`pcfg.train.pretrain`, checkpoints kept at
-pretrain.keep_steps) -> for each kept checkpoint, fine-tune the grid as one
+pretrain.keep_steps) -> with finetune.lrs=() and after the calibration prior's
+pretraining, pick eta_L/M/S by behaviour (`pcfg.calibration`) -> for each kept checkpoint, fine-tune the grid as one
 population (`pcfg.train.finetune`) -> Acc O_PT / Acc O_FT at C_Te = 0 and 1 at
 the two evaluation points in the layout of Tables 5-8 beside the paper
 (`pcfg.report`) -> the Table 5 signatures with verdicts (`pcfg.claims`).
@@ -11,6 +12,7 @@ Config: configs/pcfg_study.py.
 from __future__ import annotations
 
 from wrapper_study import metrics
+from wrapper_study.pcfg import calibration as pcfg_calibration
 from wrapper_study.pcfg import claims as pcfg_claims
 from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import report as pcfg_report
@@ -28,16 +30,20 @@ def validate(config) -> None:
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
-  plan = [p for prior in config.pretrain.priors for p in
+  priors = pcfg_calibration.ordered_priors(config)
+  plan = [p for prior in priors for p in
           [f'pretrain {pcfg_model.prior_name(prior)}'] +
+          pcfg_calibration.phases(config, prior) +
           [f'finetune {pcfg_model.prior_name(prior)}@{s}' for s in config.pretrain.keep_steps]]
   times = metrics.PhaseTimes(workdir, 'timing_pcfg_study', plan=plan)
-  rows, pre_rows = [], []
+  rows, pre_rows, calibration = [], [], None
   with metrics.MetricWriter(workdir) as writer:
-    for prior in config.pretrain.priors:
+    for prior in priors:
       name = pcfg_model.prior_name(prior)
       with times.timed(f'pretrain {name}'):
         acc = pcfg_train.pretrain(config, prior, workdir, writer)
+      config, found_lrs = pcfg_calibration.maybe_calibrate(config, prior, workdir, writer, times)
+      calibration = calibration or found_lrs
       pre_rows.append(dict(prior=name, steps=config.pretrain.steps,
                            **{k: round(v, 1) for k, v in acc.items()}))
       for pt_step in config.pretrain.keep_steps:
@@ -53,9 +59,12 @@ def run(config, workdir) -> dict:
   tables.write_csv(tables_dir / 'pretrained_accuracy.csv', pre_rows)
   tables.write_csv(tables_dir / f'finetune_{config.finetune.task}.csv', rows)
   tables.write_csv(tables_dir / 'claims.csv', found, claims_lib.CLAIMS_COLUMNS)
+  if calibration is not None:
+    tables.write_csv(tables_dir / 'calibration.csv', calibration['rows'])
   times.add_total()
   tables.write_csv(tables_dir / 'timing.csv', times.rows)
   tables.write_report(workdir / 'report.md', 'PCFG study', pcfg_report.study_sections(
-      config, pre_rows, rows, found, times.rows))
+      config, pre_rows, rows, found, times.rows, calibration,
+      f'figures/{pcfg_report.CALIBRATION_FIGURE}.png'))
   metrics.write_report(workdir, workdir / 'report.md')  # Text and figures in TensorBoard.
-  return {'pretrained': pre_rows, 'finetune': rows, 'claims': found}
+  return {'pretrained': pre_rows, 'finetune': rows, 'claims': found, 'calibration': calibration}

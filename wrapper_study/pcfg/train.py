@@ -85,6 +85,12 @@ def pretrain_eval_sets(config, n: int) -> dict[str, tasks.Batch]:
           for op in (config.finetune.operand_pt, config.finetune.operand_ft)}
 
 
+def init_params(config, prior_index: int):
+  """The initial parameters of the prior_index-th pretraining run."""
+  return model_lib.init_params(pcfg_model.model_config(config),
+                               jax.random.fold_in(jax.random.PRNGKey(config.seed), prior_index))
+
+
 def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | None = None) -> dict:
   """Trains one model on the mixture with `prior`; returns its final eval accuracies.
 
@@ -95,8 +101,7 @@ def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | No
   cfg = pcfg_model.model_config(config)
   if prior_index is None:
     prior_index = list(config.pretrain.priors).index(prior)
-  params = model_lib.init_params(cfg, jax.random.fold_in(jax.random.PRNGKey(config.seed),
-                                                         prior_index))
+  params = init_params(config, prior_index)
   meta = pretrain_meta(config, cfg, params, prior)
   tx = optim.make_optimizer(_adamw(p.lr, p.weight_decay, p.warmup_fraction), p.steps)
   state = train.create_state(params, tx)

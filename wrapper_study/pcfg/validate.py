@@ -34,7 +34,10 @@ def study(config) -> None:
               'finetune.batch_size', 'finetune.save_every', 'finetune.log_every',
               'eval.num_samples', 'eval.batch_size', integer=True)
   cc.positive(config, 'pretrain.lr')
-  cc.positive_list(config, 'finetune.lrs')
+  if tuple(config.finetune.lrs) or 'calibration' not in config:
+    cc.positive_list(config, 'finetune.lrs')
+  else:
+    _calibration(config)
   cc.fractions(config, 'finetune.c_trs')
   cc.fractions(config, 'finetune.pt_fraction')
   if config.model.d_model % config.model.n_heads:
@@ -79,6 +82,28 @@ def study(config) -> None:
       cc.fail(f'{phase}.warmup_fraction', config[phase].warmup_fraction, 'must lie in [0, 1)')
 
 
+def _calibration(config) -> None:
+  """finetune.lrs=(): the lr calibration's fields (wrapper_study/pcfg/calibration.py)."""
+  cal = config.calibration
+  cc.positive_list(config, 'calibration.lr_grid')
+  if len(set(cal.lr_grid)) < 3:
+    cc.fail('calibration.lr_grid', cal.lr_grid, 'must hold at least 3 distinct lrs '
+            '(eta_L, eta_M and eta_S are picked from it)')
+  for path in ('calibration.learn_min', 'calibration.stay_max'):
+    if not 0 <= cc.get(config, path) <= 100:
+      cc.fail(path, cc.get(config, path), 'must be a percentage in [0, 100]')
+  if not cal.stay_max < cal.learn_min:
+    cc.fail('calibration.stay_max', cal.stay_max,
+            f'must be below calibration.learn_min={cal.learn_min}')
+  names = [pcfg_model.prior_name(p) for p in config.pretrain.priors]
+  if pcfg_model.prior_name(cal.prior) not in names:
+    cc.fail('calibration.prior', cal.prior, f'must be one of pretrain.priors {names}')
+  cc.non_negative_int(config, 'calibration.seed')
+  if cal.seed in tuple(config.finetune.seeds):
+    cc.fail('calibration.seed', cal.seed, f'must not be one of finetune.seeds '
+            f'{tuple(config.finetune.seeds)} (the chosen lrs are measured on fresh runs)')
+
+
 def analysis(config) -> None:
   """`study`'s checks plus the analysis fields; raises ConfigError."""
   study(config)
@@ -93,7 +118,8 @@ def analysis(config) -> None:
               'analysis.prune_eval_samples', integer=True)
   cc.non_negative_int(config, 'analysis.k_max')
   cc.positive(config, 'analysis.probe_lr', 'analysis.mask_lr')
-  cc.positive_list(config, 'analysis.reft_lrs')
+  if tuple(a.reft_lrs):  # () = eta_M and eta_S of the (calibrated) fine-tuning lrs.
+    cc.positive_list(config, 'analysis.reft_lrs')
   cc.fractions(config, 'analysis.pt_fractions')
   cc.fractions(config, 'analysis.reft_source_c_trs')
   if config.pretrain.steps not in config.pretrain.keep_steps:
