@@ -38,7 +38,8 @@ Choices where the paper is silent, with reasons:
   = 'mlp' or 'mlp_hidden' restricts it. Scores use 512 count-a prompts on
   C_Te = 0 windows (a set separate from the test sets).
 - Scr.+FT: pretrained with the mirror of the low prior, (a, b, c) = (0.001,
-  0.999, 0): the same pretraining with b in a's place, "pretrained to count
+  0.999, 0) (CPU scale: (0.003, 0.997, 0), the mirror of its low prior): the
+  same pretraining with b in a's place, "pretrained to count
   O_FT"; Scr.: the same architecture from random init. Both are trained to
   count a at the reFT learning rates.
 - reFT data: count-a prompts on fresh windows (the pretraining distribution
@@ -101,11 +102,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       reft_source_c_trs=(0.0, 1.0),  # Fine-tuned models reverse-fine-tuned (at the largest lr).
       reft_steps=500,  # Paper: 10K (as fine-tuning).
       reft_eval_steps=(5, 10, 20, 50, 100, 150, 225, 300, 400, 500),
-      scr_ft_prior=(0.001, 0.999, 0.0),  # Pretraining prior of the Scr.+FT baseline.
+      scr_ft_prior=(0.003, 0.997, 0.0),  # Scr.+FT base: the mirror of the (CPU) low prior.
       revival_threshold=90.0,  # Acc O_PT (%) that counts as revived.
   ))
   if scale in ('paper', 'smoke'):
     c.analysis.reft_lrs = (1e-5, 1e-6)  # eta_M, eta_S (App. C); smoke: fixed.
+    c.analysis.scr_ft_prior = (0.001, 0.999, 0.0)  # The mirror of tasks.PRIORS['low'].
   if scale == 'paper':
     c.finetune.eval_steps = (500, 1_000, 2_000, 4_000, 6_000, 8_000, 10_000)
     c.analysis.probe_train_samples = 4000

@@ -27,7 +27,10 @@ PT0, FT0, FT1, FT0N = claims.PT0, claims.FT0, claims.FT1, claims.FT0N
 SEEDS = (0, 1, 2)
 
 # ------------------------------------------------------------------- study ----
-STUDY = study_config.get_config('')  # lrs 1e-4, 1e-5, 1e-6; C_Tr 0, .5, 1; evaluated at 50, 500.
+STUDY = study_config.get_config('')  # C_Tr 0, .5, 1; evaluated at 50, 500.
+# The claims' logic on the paper's lrs (the CPU scale picks its own by calibration: any three
+# lrs play the roles eta_L > eta_M > eta_S).
+STUDY.finetune.lrs = paper.APPENDIX_C_LRS
 ETA_S, ETA_L = min(STUDY.finetune.lrs), max(STUDY.finetune.lrs)
 LAST = STUDY.finetune.eval_steps[-1]
 
@@ -99,6 +102,8 @@ STUDY_NOT_MEASURED = {
 
 # ---------------------------------------------------------------- analysis ----
 CONFIG = analysis_config.get_config('')  # reFT 500 iterations, threshold 90.
+CONFIG.finetune.lrs = paper.APPENDIX_C_LRS  # As STUDY's; reFT at eta_M and eta_S.
+CONFIG.analysis.reft_lrs = paper.APPENDIX_C_LRS[1:]
 CONFIG.analysis.variant = 'jailbreak'  # Every analysis claim (pruning and reFT stay on).
 CONFIG.data.families = ('C', 'CC', 'I', 'IC', 'T', 'T_J1', 'T_J2')
 STEPS = (0,) + tuple(CONFIG.finetune.eval_steps)

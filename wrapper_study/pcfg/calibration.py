@@ -38,6 +38,7 @@ from wrapper_study import metrics
 from wrapper_study import optim
 from wrapper_study import population
 from wrapper_study.pcfg import model as pcfg_model
+from wrapper_study.pcfg import paper
 from wrapper_study.pcfg import report as pcfg_report
 from wrapper_study.pcfg import train as pcfg_train
 from wrapper_study.report import plots
@@ -45,7 +46,7 @@ from wrapper_study.report import plots
 ACC_FT = 'c_te0/acc_o_ft'
 ACC_PT = 'c_te0/acc_o_pt'
 # Paper App. C: fine-tuning lrs over 10K iterations, pretraining 1e-3 over 200K (Table 5's model).
-PAPER_LRS = {'eta_L': 1e-4, 'eta_M': 1e-5, 'eta_S': 1e-6}
+PAPER_LRS = dict(zip(('eta_L', 'eta_M', 'eta_S'), paper.APPENDIX_C_LRS))
 PAPER_FT_STEPS, PAPER_PT_LR, PAPER_PT_STEPS = 10_000, 1e-3, 200_000
 # Table 5 (200K pretraining): pretrained Acc O_FT (count b) at P(a) = 0.999 and 0.5, the
 # paper's low and high priors: the weakly and the strongly relevant capability.

@@ -84,6 +84,16 @@ def prior_name(prior) -> str:
   return prior if isinstance(prior, str) else 'p' + '-'.join(f'{float(x):g}' for x in prior)
 
 
+def prior_probs(config, prior):
+  """What a prior draws: config.pretrain.prior_values[name] for a name given there (a scale's
+  own value of a named role: the CPU scale's 'low'), else the prior itself (a name of
+  tasks.PRIORS or probabilities). Names (dirs, rows, claims) stay the role's."""
+  values = config.pretrain.get('prior_values') or {}
+  if isinstance(prior, str) and prior in values:
+    return tuple(values[prior])
+  return prior
+
+
 def pretrain_name(config, prior) -> str:
   """Names a pretraining run: the prior, plus the families when they are not the default."""
   name = prior_name(prior)

@@ -9,6 +9,9 @@ numbers. `CLAIMS` holds every claim as data (`report.claims.Claim`).
 
 from wrapper_study.report.claims import Claim
 
+# App. C: the fine-tuning lrs eta_L, eta_M, eta_S (10K iterations).
+APPENDIX_C_LRS = (1e-4, 1e-5, 1e-6)
+
 # Tables 5-8 (PCFG, %): (lr, P_T(a), C_Tr) -> values in the order
 # O_PT: C_Te=0 @1K, @10K, C_Te=1 @1K, @10K; O_FT: C_Te=0 @1K, @10K, C_Te=1 @1K, @10K.
 TABLES = {

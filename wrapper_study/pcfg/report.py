@@ -60,14 +60,20 @@ def table_rows(config, prior, pt_step, members, history, pretrained) -> list[dic
   (`<key>_seeds`), the natural C_Te = 0 set and the distinct answers (collapse).
   """
   ref_table = paper.table(config.finetune.task, paper.table_steps(pt_step))
-  p_a = float(tasks.resolve_prior(prior, pcfg_model.vocab(config).terminals)[0])
+  terminals = pcfg_model.vocab(config).terminals
+  p_a = float(tasks.resolve_prior(pcfg_model.prior_probs(config, prior), terminals)[0])
+  # The paper's cell of the same role: its P(a) for a named prior, its lr of the same rank.
+  paper_p_a = float(tasks.resolve_prior(prior, terminals)[0])
+  lrs = sorted(config.finetune.lrs, reverse=True)
+  paper_lr = dict(zip(lrs, sorted(paper.APPENDIX_C_LRS, reverse=True))) if len(lrs) == len(
+      paper.APPENDIX_C_LRS) else {lr: lr for lr in lrs}
   points = (0,) + tuple(config.finetune.eval_steps)
   rows = []
   for lr, c, idx in _cells(config, members):
     row = dict(prior=pcfg_model.prior_name(prior), p_a=p_a, pt_steps=pt_step, lr=lr, c_tr=c,
                n_seeds=len(idx), pretrained_o_pt=round(pretrained[0], 1),
                pretrained_o_ft=round(pretrained[1], 1))
-    ref = ref_table.get((float(f'{lr:g}'), p_a, float(f'{c:g}')))
+    ref = ref_table.get((float(f'{paper_lr.get(lr, lr):g}'), paper_p_a, float(f'{c:g}')))
     for k, metric in enumerate(METRICS):
       steps, values = history.curve(metric)
       for j, s in enumerate(config.finetune.eval_steps):
@@ -494,9 +500,11 @@ def calibration_section(config, cal: dict, pre_rows, figure: str = '') -> tuple[
   acc_ft = f'{finetune_data.TASK_FAMILY[config.finetune.task]}_{config.finetune.operand_ft}'
   anchors = []
   for r in pre_rows:
-    p_a = float(tasks.resolve_prior(_prior_of(config, r['prior']),
-                                    pcfg_model.vocab(config).terminals)[0])
-    paper_acc = cal_lib.PAPER_PRETRAINED_ACC_FT.get(round(p_a, 3), '')
+    prior = _prior_of(config, r['prior'])
+    terminals = pcfg_model.vocab(config).terminals
+    p_a = float(tasks.resolve_prior(pcfg_model.prior_probs(config, prior), terminals)[0])
+    paper_p_a = round(float(tasks.resolve_prior(prior, terminals)[0]), 3)  # The role's.
+    paper_acc = cal_lib.PAPER_PRETRAINED_ACC_FT.get(paper_p_a, '')
     anchors.append(dict(prior=r['prior'], p_a=p_a, pretrained_acc_o_ft=r.get(acc_ft, ''),
                         paper_table5=paper_acc))
   curve = [dict(lr=f"{r['lr']:g}", acc_o_ft_start=round(r['acc_o_ft_start'], 1),

@@ -111,7 +111,8 @@ def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | No
   def batch_fn(step):
     rng = np.random.default_rng([config.seed, _PRETRAIN_SALT, prior_index, step])
     return pcfg_model.lm_batch(tasks.sample_pretraining_batch(
-        rng, p.batch_size, prior, config.data.families, o_primes=ops, grammar=g,
+        rng, p.batch_size, pcfg_model.prior_probs(config, prior), config.data.families,
+        o_primes=ops, grammar=g,
         window_length=config.data.window_length, vocab=vocab,
         jailbreak_operand=config.finetune.operand_pt), answer_only=False)
 
@@ -136,7 +137,8 @@ def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | No
   with checkpoint.Checkpointer(workdir / 'checkpoints' / f'pretrain_{name}', meta=meta,
                                save_every=p.save_every, max_to_keep=2) as ckpt:
     logging.info('pretraining prior=%s (%s) for %d steps', prior,
-                 tasks.resolve_prior(prior, vocab.terminals), p.steps)
+                 tasks.resolve_prior(pcfg_model.prior_probs(config, prior), vocab.terminals),
+                 p.steps)
     state = train.train_loop(
         state=state, tx=tx, loss_fn=losses.next_token_loss_fn(cfg), batch_fn=batch_fn,
         total_steps=p.steps, workdir=str(workdir),
@@ -214,7 +216,8 @@ def finetune_batch_fn(config, prior, members, salt: int):
 
   def sample(rng, c_tr):
     return pcfg_model.lm_batch(finetune_data.sample_finetune_batch(
-        rng, f.batch_size, c_tr, spec, pt_fraction=f.pt_fraction, operand_prior=prior,
+        rng, f.batch_size, c_tr, spec, pt_fraction=f.pt_fraction,
+        operand_prior=pcfg_model.prior_probs(config, prior),
         pt_families=config.data.families, pt_o_primes=pt_o_primes, rand_ft=f.rand_ft,
         grammar=g, vocab=vocab), answer_only=True)
   return population.stream_batch_fn(members, config.seed, salt, sample)

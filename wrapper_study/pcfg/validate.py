@@ -53,6 +53,9 @@ def study(config) -> None:
     cc.fail('pretrain.priors', config.pretrain.priors, 'must name at least one prior')
   for i, prior in enumerate(config.pretrain.priors):
     _wrap(lambda: tasks.resolve_prior(prior, vocab.terminals), f'pretrain.priors[{i}]')
+  for name, probs in (config.pretrain.get('prior_values') or {}).items():
+    _wrap(lambda: tasks.resolve_prior(tuple(probs), vocab.terminals),
+          f'pretrain.prior_values.{name}')
   # pylint: disable=protected-access
   _wrap(lambda: tasks._check_families(config.data.families), 'data.families')
   _wrap(lambda: tasks.check_window_length(config.data.window_length, vocab),
