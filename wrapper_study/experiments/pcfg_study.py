@@ -65,6 +65,6 @@ def run(config, workdir) -> dict:
   tables.write_csv(tables_dir / 'timing.csv', times.rows)
   tables.write_report(workdir / 'report.md', 'PCFG study', pcfg_report.study_sections(
       config, pre_rows, rows, found, times.rows, calibration,
-      f'figures/{pcfg_report.CALIBRATION_FIGURE}.png'))
+      f'figures/{pcfg_calibration.FIGURE}.png'))
   metrics.write_report(workdir, workdir / 'report.md')  # Text and figures in TensorBoard.
   return {'pretrained': pre_rows, 'finetune': rows, 'claims': found, 'calibration': calibration}

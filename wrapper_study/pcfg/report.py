@@ -13,8 +13,8 @@ import numpy as np
 from wrapper_study.analysis import probing
 from wrapper_study.analysis import reft as reft_lib
 from wrapper_study.pcfg import analysis as pcfg_analysis
+from wrapper_study.pcfg import calibration as pcfg_calibration
 from wrapper_study.pcfg import claims as pcfg_claims
-from wrapper_study.pcfg import finetune_data
 from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import paper
 from wrapper_study.pcfg import tasks
@@ -158,7 +158,7 @@ def claims_markdown(found) -> str:
 
 
 def study_sections(config, pre_rows, rows, found, timing, calibration=None,
-                   calibration_figure: str = '') -> list[tuple[str, str]]:
+                   calibration_figure_path: str = '') -> list[tuple[str, str]]:
   sections = [
       ('Table 5 signatures, checked', scale_note(config) + '\n\n' + claims_markdown(found) +
        '\n\nThresholds fixed in wrapper_study/pcfg/paper.py before any run (metrics: '
@@ -171,7 +171,8 @@ def study_sections(config, pre_rows, rows, found, timing, calibration=None,
       ('Pretrained accuracy (%, answer token)', tables.markdown_table(pre_rows)),
   ]
   if calibration is not None:
-    sections.insert(1, calibration_section(config, calibration, pre_rows, calibration_figure))
+    sections.insert(1, pcfg_calibration.report_section(config, calibration, pre_rows,
+                                                        calibration_figure_path))
   for prior in config.pretrain.priors:
     for pt_step in config.pretrain.keep_steps:
       name = pcfg_model.prior_name(prior)
@@ -439,8 +440,8 @@ def analysis_sections(config, found, pre_rows, p_rows, m_rows, r_rows, w_rows,
       ('Pretrained accuracy (%, answer token)', tables.markdown_table(pre_rows)),
   ]
   if calibration is not None:
-    sections.append(calibration_section(config, calibration, pre_rows,
-                                        f'figures/{CALIBRATION_FIGURE}.png'))
+    sections.append(pcfg_calibration.report_section(
+        config, calibration, pre_rows, f'figures/{pcfg_calibration.FIGURE}.png'))
   sections += [
       ('Accuracy during fine-tuning', fig('acc_ft', 'acc_pt').strip()),
       ('Probes: held-out accuracy of the best block (mean over seeds)',
@@ -460,86 +461,3 @@ def analysis_sections(config, found, pre_rows, p_rows, m_rows, r_rows, w_rows,
                    tables.markdown_table(weight_summary(w_rows)) + fig('weights')))
   sections.append(('Time (s), per phase and per figure', tables.markdown_table(timing)))
   return sections
-
-
-# ------------------------------------------------------------- calibration ----
-
-
-CALIBRATION_FIGURE = 'lr_calibration'
-
-
-def calibration_figure(cal: dict):
-  """Acc O_FT at the end of the budget against lr, the two anchors and the chosen lrs."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  rows, chosen = cal['rows'], cal['chosen']
-  fig, ax = plt.subplots(figsize=(5.5, 3.8), layout='constrained')
-  lrs = [r['lr'] for r in rows]
-  ax.plot(lrs, [r['acc_o_ft'] for r in rows], marker='o', label='Acc O_FT (C_Te=0)')
-  ax.plot(lrs, [r['acc_o_pt'] for r in rows], marker='.', ls='--', label='Acc O_PT (C_Te=0)')
-  ax.axhline(cal['learn_min'], color='g', lw=0.8, label=f"learn anchor {cal['learn_min']:g}%")
-  ax.axhline(cal['stay_max'], color='r', lw=0.8, label=f"stay anchor {cal['stay_max']:g}%")
-  for name in ('eta_L', 'eta_M', 'eta_S'):
-    ax.axvline(chosen[name], color='k', lw=0.6, ls=':')
-    ax.text(chosen[name], 2, name, rotation=90, fontsize=plots.TICK, va='bottom')
-  ax.set_xscale('log')
-  ax.set_xlabel('fine-tuning lr (C_Tr = 0)', fontsize=plots.LABEL)
-  ax.set_ylabel('accuracy (%)', fontsize=plots.LABEL)
-  ax.set_ylim(0, 102)
-  ax.set_title(f"lr calibration, prior {cal['prior']}, {cal['steps']} iterations",
-               fontsize=plots.LABEL + 1)
-  ax.tick_params(labelsize=plots.TICK)
-  ax.legend(fontsize=plots.TICK)
-  ax.grid(alpha=0.3)
-  return fig
-
-
-def calibration_section(config, cal: dict, pre_rows, figure: str = '') -> tuple[str, str]:
-  """The anchors measured at the start of the run and the lrs chosen from them."""
-  from wrapper_study.pcfg import calibration as cal_lib  # pylint: disable=g-import-not-at-top
-  chosen = cal['chosen']
-  acc_ft = f'{finetune_data.TASK_FAMILY[config.finetune.task]}_{config.finetune.operand_ft}'
-  anchors = []
-  for r in pre_rows:
-    prior = _prior_of(config, r['prior'])
-    terminals = pcfg_model.vocab(config).terminals
-    p_a = float(tasks.resolve_prior(pcfg_model.prior_probs(config, prior), terminals)[0])
-    paper_p_a = round(float(tasks.resolve_prior(prior, terminals)[0]), 3)  # The role's.
-    paper_acc = cal_lib.PAPER_PRETRAINED_ACC_FT.get(paper_p_a, '')
-    anchors.append(dict(prior=r['prior'], p_a=p_a, pretrained_acc_o_ft=r.get(acc_ft, ''),
-                        paper_table5=paper_acc))
-  curve = [dict(lr=f"{r['lr']:g}", acc_o_ft_start=round(r['acc_o_ft_start'], 1),
-                acc_o_ft=round(r['acc_o_ft'], 1), acc_o_pt=round(r['acc_o_pt'], 1),
-                lr_budget_vs_pretraining=f"{r['lr_budget_ratio']:.2g}",
-                movement=f"{r['movement']:.3g}",
-                chosen=' '.join(k for k in ('eta_L', 'eta_M', 'eta_S') if chosen[k] == r['lr']))
-           for r in cal['rows']]
-  paper = ', '.join(f'{k} {v:g}: {cal_lib.paper_budget_ratio(v):.2g}'
-                    for k, v in cal_lib.PAPER_LRS.items())
-  notes = ''.join(f'\n- anchor not met: {n}' for n in chosen['notes'])
-  text = (
-      f"Fine-tuning lrs picked by behaviour before the study's grid ran "
-      f"(`wrapper_study/pcfg/calibration.py`; anchors fixed in the config): every lr of "
-      f"`calibration.lr_grid` fine-tuned the {cal['prior']} model at C_Tr = 0 for the budget "
-      f"({cal['steps']} iterations), seed {cal['seed']} (not a study seed). eta_L = the "
-      f"smallest lr reaching {cal['learn_min']:g}% Acc O_FT, eta_S = the largest lr below it "
-      f"staying <= {cal['stay_max']:g}%, eta_M = the grid lr between nearest their geometric "
-      f"mean.\n\n**Chosen: eta_L {chosen['eta_L']:g}, eta_M {chosen['eta_M']:g}, eta_S "
-      f"{chosen['eta_S']:g}** (paper: 1e-4, 1e-5, 1e-6).{notes}\n\n"
-      f"Because eta_S is chosen so that count({config.finetune.operand_ft}) stays low at "
-      f"C_Tr = 0, the Table 5 signature 'eta_S cannot learn it' is that anchor measured again "
-      f"on the study's seeds, not independent evidence.\n\n"
-      f"Movement: `lr_budget_vs_pretraining` = Sum_t lr_t of fine-tuning / that of "
-      f"pretraining (same schedule shape; paper {paper}); `movement` = ||theta_FT - "
-      f"theta_PT|| / ||theta_PT - theta_init||, measured.\n\n"
-      + tables.markdown_table(curve) + (f'\n\n![lr calibration]({figure})' if figure else '') +
-      '\n\nPretrained accuracy on count(O_FT) per prior, against Table 5 (200K iterations):\n\n'
-      + tables.markdown_table(anchors))
-  return ('Calibration, the starting point', text)
-
-
-def _prior_of(config, name: str):
-  """The prior (name or probabilities) of config.pretrain.priors whose name is `name`."""
-  for prior in tuple(config.pretrain.priors):
-    if pcfg_model.prior_name(prior) == name:
-      return prior
-  return name
