@@ -17,7 +17,7 @@ from wrapper_study.tinystories import claims
 from wrapper_study.tinystories import paper
 from wrapper_study.tinystories import train
 
-CONFIG = ts_config.get_config('')  # CPU scale: 64 generations, reFT scored at 1, 8, 75.
+CONFIG = ts_config.get_config('')  # CPU scale: 64 generations, reFT scored at 1, 12, 120.
 PT, DEL, REFT = CONFIG.pretrain.steps, CONFIG.deletion.steps, CONFIG.reft.steps
 POINTS = (0,) + tuple(CONFIG.reft.score_steps)
 DELETED = train.reft_models(CONFIG)[:-1]
@@ -162,7 +162,8 @@ def test_reft_speed_is_not_read_at_the_first_iteration(tmp_path):
   assert all(frac('reft_' + m) > frac('reft_' + paper.NOT_IN_PT) for m in DELETED)
   row = judge(tmp_path, history)['reft_recovers_faster']
   assert row['verdict'] == claims_lib.DOES_NOT_HOLD, row  # ...but it recovers more slowly.
-  assert row['control_value'] == 8  # Not-in-PT reaches 3/4 of Present's at iteration 8.
+  # Not-in-PT reaches 3/4 of Present's at the second Table 1 point (the paper's 300).
+  assert row['control_value'] == CONFIG.reft.score_steps[1]
 
 
 def test_twists_left_after_deletion_are_not_a_fast_recovery(tmp_path):
@@ -176,10 +177,11 @@ def test_twists_left_after_deletion_are_not_a_fast_recovery(tmp_path):
 
 
 def test_close_revival_is_partly(tmp_path):
-  """Deleted surely at 1, Not-in-PT possibly at 1 but surely only at 8: the interval straddles."""
+  """Deleted surely at 1, Not-in-PT possibly at 1 but surely only at the second point: the
+  interval straddles."""
   history = good_history()
-  history['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'][1] = 62.0
-  history['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'][8] = 88.0
+  history['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'][POINTS[1]] = 62.0
+  history['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'][POINTS[2]] = 88.0
   assert judge(tmp_path, history)['reft_recovers_faster']['verdict'] == claims_lib.PARTLY
 
 

@@ -20,11 +20,7 @@ from wrapper_study.tinystories import tokens
 N_EXAMPLES = 1500
 VOCAB = 512
 CONTEXT = 320
-TWIST_MARKS = synthetic.TWIST_OPENERS
-
-
-def _has_twist_sentence(story: str) -> bool:
-  return any(mark in story for mark in TWIST_MARKS)
+_has_twist_sentence = synthetic.has_twist_sentence
 
 
 @pytest.fixture(scope='module')
@@ -146,11 +142,12 @@ def test_example_validates_its_fields():
 # -------------------------------------------------------------- synthetic
 
 
-def test_synthetic_is_deterministic_and_has_signatures(tmp_path):
+@pytest.mark.parametrize('version', synthetic.VERSIONS)
+def test_synthetic_is_deterministic_and_has_signatures(tmp_path, version):
   # Its speed (2000 examples in ~0.1 s) is a benchmark figure, not a test.
-  a = synthetic.write_synthetic(str(tmp_path / 'a.txt'), 2000, seed=3)
-  synthetic.write_synthetic(str(tmp_path / 'b.txt'), 2000, seed=3)
-  synthetic.write_synthetic(str(tmp_path / 'c.txt'), 2000, seed=4)
+  a = synthetic.write_synthetic(str(tmp_path / 'a.txt'), 2000, seed=3, version=version)
+  synthetic.write_synthetic(str(tmp_path / 'b.txt'), 2000, seed=3, version=version)
+  synthetic.write_synthetic(str(tmp_path / 'c.txt'), 2000, seed=4, version=version)
   assert (tmp_path / 'a.txt').read_bytes() == (tmp_path / 'b.txt').read_bytes()
   assert (tmp_path / 'a.txt').read_bytes() != (tmp_path / 'c.txt').read_bytes()
   # Feature rates within 5 standard errors of FEATURE_PROBS.
@@ -163,6 +160,23 @@ def test_synthetic_is_deterministic_and_has_signatures(tmp_path):
     assert ('"' in ex.story) == ex.has('Dialogue')
     words = len(ex.story.split())
     assert 25 <= words <= 110, words
+
+
+def test_v2_twists_take_every_form_and_share_their_words_with_other_stories():
+  """Issue 13: several twist forms, built from words non-twist stories use too, and
+  near-miss surprises in non-twist stories with the same openers."""
+  exs = synthetic.generate_examples(3000, seed=0)
+  twist = [ex.story for ex in exs if ex.has('Twist')]
+  plain = [ex.story for ex in exs if not ex.has('Twist')]
+  for mark in synthetic.TWIST_SIGNATURES[len(synthetic.TWIST_OPENERS):]:
+    assert sum(mark in s for s in twist) > len(twist) / 8, mark  # Every form is common.
+  words = lambda stories: {w.strip('.,!?:"').lower() for s in stories for w in s.split()}
+  twist_only = words(twist) - words(plain)
+  assert twist_only == set(), twist_only  # Every word of a twist also appears elsewhere.
+  for opener in synthetic.OPENERS_V2:
+    assert sum(opener in s for s in plain) > 10, opener  # Openers carry no signal.
+  near_rate = np.mean([any(o in s for o in synthetic.OPENERS_V2) for s in plain])
+  assert abs(near_rate - synthetic.NEAR_MISS_PROB) < 0.05, near_rate
 
 
 # -------------------------------------------------------------- protocols
@@ -407,3 +421,23 @@ def test_classifier_beats_chance_and_shuffled_labels_do_not(examples, tmp_path):
   with pytest.raises(ValueError, match='both classes'):
     classifier.train_classifier(stories[:10], [False] * 10)
 
+
+
+def test_reft_moves_the_cpu_model_as_far_as_the_papers_relative_to_pretraining():
+  """Issue 13: the CPU reFT budget (lr x steps over pretraining's lr sum) is the paper's."""
+  from configs import tinystories_study as ts_config  # pylint: disable=g-import-not-at-top
+  from wrapper_study.tinystories import paper  # pylint: disable=g-import-not-at-top
+  from wrapper_study.tinystories import train  # pylint: disable=g-import-not-at-top
+  assert train.lr_budget_ratio(ts_config.get_config('paper')) == pytest.approx(
+      paper.REFT_BUDGET_RATIO, rel=1e-3)
+  assert train.lr_budget_ratio(ts_config.get_config('')) == pytest.approx(
+      paper.REFT_BUDGET_RATIO, rel=0.1)
+
+
+def test_an_unknown_synthetic_version_is_named():
+  from configs import tinystories_study as ts_config  # pylint: disable=g-import-not-at-top
+  from wrapper_study import config_check  # pylint: disable=g-import-not-at-top
+  config = ts_config.get_config('smoke')
+  config.data.synthetic_version = 'v3'
+  with pytest.raises(config_check.ConfigError, match=r"config.data.synthetic_version='v3'"):
+    data.check_sources(config)

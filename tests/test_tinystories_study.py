@@ -29,6 +29,11 @@ from wrapper_study.tinystories import tokenizer as tokenizer_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+# The smoke record (tests/smoke_tables.py) was made on the first synthetic data (one twist
+# template); pinned here, since the default is now 'v2' (issue 13). v2 has its own tests.
+RECORDED_DATA = '--config.data.synthetic_version=v1'
+
+
 def _run(workdir, *overrides, devices: int = 1):
   env = {'PATH': '/usr/bin:/bin', 'HOME': str(workdir), 'JAX_PLATFORMS': 'cpu'}
   if devices > 1:
@@ -43,7 +48,7 @@ def _run(workdir, *overrides, devices: int = 1):
 def smoke_run(tmp_path_factory):
   """The smoke study through the binary on one device: (workdir, finished process)."""
   workdir = tmp_path_factory.mktemp('tinystories') / 'run'
-  return workdir, _run(workdir)
+  return workdir, _run(workdir, RECORDED_DATA)
 
 
 def test_binary_runs_the_whole_study(smoke_run):
@@ -128,7 +133,7 @@ def test_rerun_restores_every_phase_without_retraining(smoke_run):
   config = ts_config.get_config('smoke')
   n_runs = 2 + 2 * len(config.deletion.protocols) * len(config.deletion.lrs) + 1
   run_record.forget(workdir)  # Go through the phases (a finished record would skip them).
-  proc = _run(workdir)
+  proc = _run(workdir, RECORDED_DATA)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stderr.count('Resumed') == n_runs  # Every training run restored at its end...
   assert 'steps/s' not in proc.stderr  # ...and none took a step.
@@ -143,7 +148,7 @@ def test_rerun_restores_every_phase_without_retraining(smoke_run):
 def test_binary_runs_data_parallel_on_two_devices(smoke_run, tmp_path):
   """Two forced host devices: each training step is split over both; same training as one."""
   workdir = tmp_path / 'dp'
-  proc = _run(workdir, devices=2)
+  proc = _run(workdir, RECORDED_DATA, devices=2)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'CpuDevice(id=1)' in proc.stderr
   read = lambda w, run: json.loads((w / 'results' / f'{run}.json').read_text())['twist_loss']

@@ -79,6 +79,8 @@ def check_sources(config) -> None:
     cc.fail('data.path', config.data.path,
             f'names no data (and data.synthetic_examples={config.data.synthetic_examples!r} asks '
             f'for no synthetic stand-in). {GET_THE_DATA}')
+  if not config.data.path:
+    cc.one_of(config, 'data.synthetic_version', synthetic.VERSIONS)
   if not config.probe.features:
     cc.fail('probe.features', config.probe.features, 'must name at least one feature')
   head = _check_data_path(config) if config.data.path else []
@@ -129,15 +131,16 @@ def load_examples(config, workdir: pathlib.Path) -> list[instruct.Example]:
     except ValueError as e:
       raise cc.ConfigError(f'config.data.path={config.data.path!r}: {e}') from None
   else:
+    version = config.data.get('synthetic_version', 'v2')
     path = pathlib.Path(workdir) / 'data' / (
-        f'synthetic_{config.data.synthetic_examples}_seed{config.seed}.txt')
+        f'synthetic_{version}_{config.data.synthetic_examples}_seed{config.seed}.txt')
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
       n = config.data.synthetic_examples
       if not isinstance(n, int) or n < 1:
         cc.fail('data.synthetic_examples', n, 'must be a positive integer')
       tmp = str(path) + '.tmp'
-      synthetic.write_synthetic(tmp, n, seed=config.seed)
+      synthetic.write_synthetic(tmp, n, seed=config.seed, version=version)
       os.replace(tmp, path)
     examples = instruct.load_instruct(str(path))
   if config.data.max_examples:

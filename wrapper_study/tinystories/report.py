@@ -18,6 +18,7 @@ from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tinystories import analysis
 from wrapper_study.tinystories import model as ts_model
+from wrapper_study.tinystories import train as ts_train
 from wrapper_study.tinystories import paper
 from wrapper_study.tinystories import train
 from wrapper_study.tinystories.paper import NOT_IN_PT, PRESENT
@@ -163,7 +164,9 @@ def _scale(config, world) -> str:
           f'parameters), context {m.max_len}, vocab {m.vocab_size}. Pretraining {p.steps} steps x '
           f'{p.batch_size} sequences (lr {p.lr:g}); deletion {config.deletion.steps} steps x '
           f'{config.deletion.batch_size} (lrs {tuple(config.deletion.lrs)}); reFT '
-          f'{config.reft.steps} steps x {config.reft.batch_size} (lr {config.reft.lr:g}); '
+          f'{config.reft.steps} steps x {config.reft.batch_size} (lr {config.reft.lr:g}; '
+          f'{ts_train.lr_budget_ratio(config):.2g} of pretraining\'s lr budget, the paper\'s '
+          f'reFT {paper.REFT_BUDGET_RATIO:.2g}); '
           f'{config.eval.num_generations} generations of <= {config.eval.max_new_tokens} tokens '
           f'per point. {paper.PAPER_SCALE}')
 

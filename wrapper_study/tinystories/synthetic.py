@@ -7,8 +7,17 @@ can be run and tested end to end on a CPU in minutes, with no download.
 Stories are template sentences over a vocabulary of about 200 word forms, 40-80
 words long. Each feature is drawn independently with FEATURE_PROBS and has a
 textual signature in the story:
-  Twist: an unexpected reversal sentence near the end ('But then, something
-    surprising happened: ...' / 'Suddenly, to their surprise, ...').
+  Twist (version 'v2', the default): a reversal of what the story set up, in one
+    of four structurally different forms (TWISTS: a hidden identity revealed, an
+    object that acts, the sought thing found where it always was, the whole story
+    a dream), each built only from words the other stories use too, after an
+    opener that non-twist sentences share. Stories without a twist carry a
+    near-miss with NEAR_MISS_PROB: a surprising event that reverses nothing
+    (NEAR_MISSES), in the same place and with the same openers, so neither a word
+    nor a position gives the feature away; only what the sentence does.
+    Version 'v1' (kept to reproduce earlier records): one template, 'But then,
+    something surprising happened: ...' / 'Suddenly, to their surprise, ...',
+    whose words appear nowhere else.
   Foreshadowing: an early hint right after the opening.
   Dialogue: two lines of quoted speech (stories without it have no quotes).
   Conflict: a quarrel over the object.
@@ -39,6 +48,8 @@ FEATURE_PROBS = {
     'Conflict': 0.25,
 }
 LINE_PROB = 0.8  # Chance that each of Words, Summary, Random sentence is present.
+VERSIONS = ('v1', 'v2')
+NEAR_MISS_PROB = 0.4  # v2: stories without a twist that have a surprising non-twist event.
 
 GIRLS = ('Lily', 'Mia', 'Sue', 'Anna')
 BOYS = ('Tom', 'Ben', 'Max', 'Sam')
@@ -66,6 +77,38 @@ BODY = (
     '{a} showed the {obj} to {a_his} mom.',
     'They sat on the grass and ate some bread.',
 )
+# v2: the words of the twists and near-misses (animal, pocket, woke up, talk, really, dream,
+# bed, mask) are everyday story words: these body sentences use them without any surprise.
+BODY_V2 = BODY + (
+    'A little {animal} watched them from the big tree.',
+    '{a} put a {adj} stone in {a_his} pocket.',
+    'That morning, {a} woke up early and got out of bed.',
+    '{b} liked to talk about the {animal} at the {place}.',
+    '{a} told {b} about a funny dream.',
+    'The {obj} was really {adj}, and {b} said so.',
+    '{b} wore a funny mask and a {adj} hat.',
+    '{b} said that {b_he} had been to the {place} before.',
+    'They played for a long time, and all of them were happy.',
+    '{a} walked along the path with {b}.',
+    'The {animal} wagged its tail.',
+    '{a} gave the {animal} a funny name.',
+    '{a} took off {a_his} {adj} hat.',
+)
+OPENERS_V2 = ('But then,', 'Suddenly,', 'Then,', 'To their surprise,')
+# A twist reverses what the story set up; each form differs in structure, not only in words.
+TWISTS = {
+    'identity': '{b} took off a mask: {b_he} was really a {animal}!',
+    'object': 'the {obj} began to talk, and it told them its name!',
+    'found': 'the {obj} they looked for was in {a_his} pocket all along!',
+    'dream': '{a} woke up in bed, and it had all been a dream!',
+}
+# Surprising, but nothing the story set up turns out otherwise.
+NEAR_MISSES = (
+    'a {animal} ran past them, and they laughed.',
+    'it started to rain, so they ran under the big tree.',
+    'they found a {adj} stone near the {obj}.',
+    '{b} began to sing a funny song about the {animal}.',
+)
 CONFLICT = (
     'Then {b} wanted the {obj} too, and they started to fight.',
     '{b} took the {obj} away, and {a} got very angry.',
@@ -84,6 +127,9 @@ TWIST_EVENTS = (
     'the {obj} was really a magic {animal}!',
     '{b} was really a {animal} in disguise!',
 )
+# Text only a twist sentence holds (v1: its openers), for checks of generated data.
+TWIST_SIGNATURES = TWIST_OPENERS + ('took off a mask:', 'it told them its name!',
+                                    'pocket all along!', 'had all been a dream!')
 HAPPY_ENDINGS = (
     'In the end, they were happy and played until the sun went down.',
     '{a} and {b} went home, tired and happy.',
@@ -103,7 +149,18 @@ def _fill(rng: random.Random, templates, slots: dict) -> str:
   return rng.choice(templates).format(**slots)
 
 
-def generate_example(rng: random.Random) -> instruct.Example:
+def has_twist_sentence(story: str) -> bool:
+  """Whether a generated story holds a twist sentence (either version)."""
+  return any(mark in story for mark in TWIST_SIGNATURES)
+
+
+def _surprise(rng: random.Random, slots: dict, twist: bool) -> str:
+  """v2: a twist in one of its forms, or a near-miss, after an opener both share."""
+  event = rng.choice(list(TWISTS.values()) if twist else NEAR_MISSES).format(**slots)
+  return f'{rng.choice(OPENERS_V2)} {event}'
+
+
+def generate_example(rng: random.Random, version: str = 'v2') -> instruct.Example:
   """One story with independently drawn features and its instruction lines."""
   features = [f for f, p in FEATURE_PROBS.items() if rng.random() < p]
   girl = rng.random() < 0.5
@@ -111,7 +168,8 @@ def generate_example(rng: random.Random) -> instruct.Example:
   b = rng.choice([n for n in GIRLS + BOYS if n != a])
   slots = dict(a=a, b=b, kind='girl' if girl else 'boy', a_his='her' if girl else 'his', place=rng.choice(PLACES),
                obj=rng.choice(OBJECTS), adj=rng.choice(ADJECTIVES), animal=rng.choice(ANIMALS))
-  body = [t.format(**slots) for t in rng.sample(BODY, 2)]
+  slots['b_he'] = 'she' if b in GIRLS else 'he'
+  body = [t.format(**slots) for t in rng.sample(BODY_V2 if version == 'v2' else BODY, 2)]
   sentences = [_fill(rng, OPENINGS, slots)]
   if 'Foreshadowing' in features:
     sentences.append(_fill(rng, FORESHADOWING, slots))
@@ -121,8 +179,10 @@ def generate_example(rng: random.Random) -> instruct.Example:
   if 'Dialogue' in features:
     sentences += [_fill(rng, DIALOGUE_OPEN, slots), _fill(rng, DIALOGUE_REPLY, slots)]
   sentences.append(body[1])
-  if 'Twist' in features:
+  if version == 'v1' and 'Twist' in features:
     sentences.append(f'{rng.choice(TWIST_OPENERS)} {_fill(rng, TWIST_EVENTS, slots)}')
+  elif version == 'v2' and ('Twist' in features or rng.random() < NEAR_MISS_PROB):
+    sentences.append(_surprise(rng, slots, twist='Twist' in features))
   sentences.append(_fill(rng, BAD_ENDINGS if 'BadEnding' in features else HAPPY_ENDINGS, slots))
   if 'MoralValue' in features:
     sentences.append(_fill(rng, MORALS, slots))
@@ -144,16 +204,19 @@ def generate_example(rng: random.Random) -> instruct.Example:
       order=tuple(order))
 
 
-def generate_examples(n_examples: int, seed: int) -> list[instruct.Example]:
-  """n_examples stories, a deterministic function of seed."""
+def generate_examples(n_examples: int, seed: int, version: str = 'v2') -> list[instruct.Example]:
+  """n_examples stories, a deterministic function of (seed, version)."""
   if not isinstance(n_examples, int) or n_examples < 1:
     raise ValueError(f'n_examples must be a positive integer, got {n_examples!r}.')
+  if version not in VERSIONS:
+    raise ValueError(f'synthetic version {version!r} is unknown; valid: {VERSIONS}.')
   rng = random.Random(seed)
-  return [generate_example(rng) for _ in range(n_examples)]
+  return [generate_example(rng, version) for _ in range(n_examples)]
 
 
-def write_synthetic(path: str, n_examples: int, seed: int) -> list[instruct.Example]:
-  """Writes generate_examples(n_examples, seed) to path in the instruct format; returns them."""
-  examples = generate_examples(n_examples, seed)
+def write_synthetic(path: str, n_examples: int, seed: int,
+                    version: str = 'v2') -> list[instruct.Example]:
+  """Writes generate_examples(n_examples, seed, version) to path in the instruct format."""
+  examples = generate_examples(n_examples, seed, version)
   instruct.write_instruct(path, examples)
   return examples

@@ -64,6 +64,20 @@ def pretrain_tx(config):
                                    grad_clip_norm=1.0), p.steps)
 
 
+def lr_budget_ratio(config, phase: str = 'reft') -> float:
+  """How far a constant-lr phase moves the model relative to pretraining, by the AdamW bound
+  (a step moves a parameter by about its lr): lr x steps / Sum_t pretraining lr_t. For
+  `deletion`, at its largest lr."""
+  p = config.pretrain
+  schedule = optim.make_schedule(dict(name='adamw', lr=1.0, schedule='warmup_cosine',
+                                      warmup_steps=p.warmup_steps,
+                                      min_lr_ratio=p.min_lr_ratio), p.steps)
+  pretrain_budget = p.lr * float(np.sum(jax.vmap(schedule)(np.arange(p.steps))))
+  c = config[phase]
+  lr = max(c.lrs) if phase == 'deletion' else c.lr
+  return lr * c.steps / pretrain_budget
+
+
 def host(params):
   """A host copy: later states are built from fresh device copies, so donation never bites."""
   return jax.tree.map(np.asarray, jax.device_get(params))
