@@ -258,6 +258,27 @@ def make_torch(torch, shape: dict, attention: str, seed: int):
 
 # ----------------------------------------------------------------------------- main
 
+def host_data_seconds(shape_name: str, n: int = 20) -> tuple[float, int]:
+  """(median s, batch size) to make one PCFG pretraining batch on the host, as the study does
+  (configs/pcfg_study.py at this shape's scale: grammar windows, five families, low prior)."""
+  from configs import pcfg_study  # pylint: disable=g-import-not-at-top
+  from wrapper_study.pcfg import model as pcfg_model  # pylint: disable=g-import-not-at-top
+  from wrapper_study.pcfg import tasks  # pylint: disable=g-import-not-at-top
+  config = pcfg_study.get_config('paper' if shape_name == 'paper' else '')
+  p, g, vocab = config.pretrain, pcfg_model.grammar(config), pcfg_model.vocab(config)
+  prior = pcfg_model.prior_probs(config, config.pretrain.priors[0])
+  seconds = []
+  for step in range(n + 1):
+    start = time.perf_counter()
+    pcfg_model.lm_batch(tasks.sample_pretraining_batch(
+        np.random.default_rng([0, step]), p.batch_size, prior, config.data.families,
+        o_primes=pcfg_model.pretrain_o_primes(config), grammar=g,
+        window_length=config.data.window_length, vocab=vocab,
+        jailbreak_operand=config.finetune.operand_pt), answer_only=False)
+    seconds.append(time.perf_counter() - start)
+  return statistics.median(seconds[1:]), p.batch_size
+
+
 def _check_same_logits(torch, gpt, params, config, shape, tokens) -> float:
   """Max |logit difference| between the two models on the same params and tokens."""
   load_jax_params(torch, gpt, params, shape)
@@ -395,6 +416,10 @@ def main():
     for name in impls:
       if name not in jax_names:
         print(f'ratio {other} / {name} tokens/s: {tps[other] / tps[name]:.2f}x')
+  data_s, data_batch = host_data_seconds(args.shape)
+  print(f'host data: one PCFG pretraining batch ({data_batch} sequences, configs/pcfg_study.py at '
+        f'this scale) takes {data_s * 1e3:.2f} ms on the host = {data_s / medians[jax_name]:.1%} '
+        'of the JAX step; the train loop makes it while the previous step runs (async dispatch)')
   if not args.no_floor:
     peak = machine.matmul_flops_per_s(precision=args.precision)
     print(machine.floor_line(f'JAX step ({args.precision})', jax_flops(jax_batch),
