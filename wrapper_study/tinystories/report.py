@@ -17,8 +17,8 @@ from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tinystories import analysis
+from wrapper_study.tinystories import claims as ts_claims
 from wrapper_study.tinystories import model as ts_model
-from wrapper_study.tinystories import train as ts_train
 from wrapper_study.tinystories import paper
 from wrapper_study.tinystories import train
 from wrapper_study.tinystories.paper import NOT_IN_PT, PRESENT
@@ -46,6 +46,8 @@ def table1_rows(config, logs: dict) -> list[dict]:
     row = {'deletion type': label, 'model': model}
     for j, (s, ps) in enumerate(zip(points, paper.PAPER_TABLE1_POINTS)):
       row[f'ours @{s}'] = round(ours[j], 1)
+      _, low, high = ts_claims.rate(ours[j], config.eval.num_generations)
+      row[f'ours @{s} 95% low'], row[f'ours @{s} 95% high'] = round(low, 1), round(high, 1)
       row[f'paper @{ps}'] = '' if row_paper is None else row_paper[j]
     rows.append(row)
   return rows
@@ -57,7 +59,8 @@ def table1_markdown(config, rows) -> str:
   for r in rows:
     cell = {'Deletion type': r['deletion type']}
     for s, ps in zip(points, paper.PAPER_TABLE1_POINTS):
-      cell[f'it {s} (paper it {ps})'] = f"{r[f'ours @{s}']:.0f} ({r[f'paper @{ps}']})"
+      cell[f'it {s} (paper it {ps})'] = (f"{r[f'ours @{s}']:.0f} [{r[f'ours @{s} 95% low']:.0f}, "
+                                         f"{r[f'ours @{s} 95% high']:.0f}] ({r[f'paper @{ps}']})")
     cells.append(cell)
   return tables.markdown_table(cells)
 
@@ -108,10 +111,14 @@ def figures(config, logs: dict, probes: dict, workdir) -> None:
       'reFT iteration', 'loss on Twist stories', 'Figs 11 right, 33: reFT Twist-story loss',
       logx=True), fig_dir / 'reft_twist_loss.png')
   s_steps = (0,) + tuple(config.reft.score_steps)
+  fractions = {label[m]: logs['reft_' + m].series('twist_fraction', s_steps) for m in models}
+  n = config.eval.num_generations
+  wilson = {name: tuple(np.array([ts_claims.rate(v, n)[k] for v in ys]) for k in (1, 2))
+            for name, ys in fractions.items()}  # 95% Wilson band of each rate.
   save(lambda: plots.curves(
-      s_steps, {label[m]: logs['reft_' + m].series('twist_fraction', s_steps) for m in models},
-      'reFT iteration', '% generations with a twist', 'Table 1 / Fig. 34: reFT twist fraction',
-      logx=True, ylim=(-3, 103)), fig_dir / 'reft_twist_fraction.png')
+      s_steps, fractions, 'reFT iteration', '% generations with a twist (95% Wilson band)',
+      'Table 1 / Fig. 34: reFT twist fraction', logx=True, ylim=(-3, 103), bands=wilson),
+      fig_dir / 'reft_twist_fraction.png')
   sites = list(range(config.model.n_layers + 1))
   for f in next(iter(probes.values())):
     save(lambda: plots.curves(
@@ -165,7 +172,7 @@ def _scale(config, world) -> str:
           f'{p.batch_size} sequences (lr {p.lr:g}); deletion {config.deletion.steps} steps x '
           f'{config.deletion.batch_size} (lrs {tuple(config.deletion.lrs)}); reFT '
           f'{config.reft.steps} steps x {config.reft.batch_size} (lr {config.reft.lr:g}; '
-          f'{ts_train.lr_budget_ratio(config):.2g} of pretraining\'s lr budget, the paper\'s '
+          f'{train.lr_budget_ratio(config):.2g} of pretraining\'s lr budget, the paper\'s '
           f'reFT {paper.REFT_BUDGET_RATIO:.2g}); '
           f'{config.eval.num_generations} generations of <= {config.eval.max_new_tokens} tokens '
           f'per point. {paper.PAPER_SCALE}')
@@ -189,11 +196,16 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
   tables.write_csv(pathlib.Path(workdir) / 'tables' / 'timing.csv', timing.rows)
   p, present, clf = config.pretrain, logs[PRESENT], world.clf_scores
   fmt = lambda v, spec: 'n/a' if v is None else format(v, spec)
+
+  def frac(log) -> str:  # A generation rate with its 95% Wilson interval.
+    v = log.get('twist_fraction', p.steps)
+    _, low, high = ts_claims.rate(v, config.eval.num_generations)
+    return 'n/a' if v is None else f'{v:.0f}% [{low:.0f}, {high:.0f}]'
   ref = (f'Present after pretraining: Twist-story loss '
          f'{fmt(present.get("twist_loss", p.steps), ".3f")}, twist fraction '
-         f'{fmt(present.get("twist_fraction", p.steps), ".0f")}% (not in the paper\'s table). '
+         f'{frac(present)} (not in the paper\'s table). '
          f'Not in PT after pretraining: {fmt(logs[NOT_IN_PT].get("twist_loss", p.steps), ".3f")}, '
-         f'{fmt(logs[NOT_IN_PT].get("twist_fraction", p.steps), ".0f")}%.')
+         f'{frac(logs[NOT_IN_PT])}. Brackets: 95% Wilson intervals over the generations.')
   points = (0,) + tuple(config.reft.score_steps)
   del_rows, reft_rows = loss_rows
   fig = lambda *stems: ''.join(f'\n\n![{s}](figures/{s}.png)' for s in stems
