@@ -67,6 +67,9 @@ def test_binary_runs_the_whole_study(smoke_run):
   assert rows[0]['paper @0'] == '44'  # F at eta_M: the paper's Table 1 beside ours.
   for s in (0,) + tuple(config.reft.score_steps):
     assert all(0.0 <= float(r[f'ours @{s}']) <= 100.0 for r in rows)
+    for r in rows:  # Issue 13: each rate with its Wilson interval of num_generations samples.
+      low, high = float(r[f'ours @{s} 95% low']), float(r[f'ours @{s} 95% high'])
+      assert low <= float(r[f'ours @{s}']) <= high and high - low > 10  # 4 generations: wide.
 
   with (workdir / 'tables' / 'claims.csv').open() as f:
     assert tuple(f.readline().strip().split(',')) == claims_lib.CLAIMS_COLUMNS
