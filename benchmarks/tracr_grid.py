@@ -9,7 +9,8 @@ the full run: grid = steps x t_grid, one at a time = P x steps x t_one. The
 grid is timed both ways a population can be mapped (train.over_members): one
 vmap over all members (member_chunk=0) and lax.map one member at a time
 (member_chunk=1), side by side in one run, plus the library's default chunk
-when it is neither; the default for this backend is marked. Prints the machine. Nothing here is asserted; it reports.
+when it is neither; the default for this backend is marked. Prints the
+machine. Nothing here is asserted; it reports.
 """
 
 import os

@@ -143,7 +143,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.reft = ml_collections.ConfigDict(dict(
       lr=3e-5,  # Constant; pretrain.lr / 100 (paper: 1e-5 = eta_S).
       # Paper: 4000. Here as far relative to pretraining as the paper's reFT moves its model:
-      # lr x steps / Sum_t pretraining lr_t = 0.0027 both (train.lr_budget_ratio; 100 steps: 0.0017).
+      # lr x steps / Sum_t pretraining lr_t = 0.0027 both (train.lr_budget_ratio; 100 steps
+      # gave 0.0017).
       steps=160,
       batch_size=16,  # Paper: 128.
       loss_steps=(1, 3, 12, 40, 120, 160),  # Twist-story loss (Figs 11 right, 33), log-spaced.

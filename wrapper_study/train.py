@@ -115,16 +115,13 @@ def apply_gradients(state: TrainState, grads: PyTree, loss: jax.Array, aux: Mapp
   return new_state, metrics
 
 
-# Per-member training FLOPs (6 x params x tokens) below which CPU maps members in one vmap.
-# benchmarks/tracr_grid.py and pcfg_population.py, idle 2-core CPU, vmap / lax.map step time:
-# Tracr Counter ~0.016 GFLOP per member 0.81-0.85x, Max-identifier ~0.045 0.96-1.03x (default);
-# PCFG CPU population ~0.8 GFLOP 1.24x; paper-scale Tracr 0.26-5 GFLOP 1.32-1.48x.
-# Member sizes (member_flops) where the CPU mapping changes, and the chunk between them.
-# Measured on a 2-core AMD EPYC, idle, ms/step of the whole grid, vmap | lax.map chunks of
-# 1 / 10 / 20 / 35 (the members mapped as in `benchmarks/tracr_grid.py`):
+# Per-member training FLOPs (6 x params x tokens, member_flops) where the CPU mapping changes,
+# and the chunk between them. Measured on a 2-core AMD EPYC, idle, ms/step of the whole grid,
+# vmap | lax.map chunks of 1 / 10 / 20 / 35 (the members mapped as in benchmarks/tracr_grid.py):
 #   Tracr Counter, default (1.6e7 FLOPs/member, 140 members): 54.8 | 62.2 / 69.7 / 68.3 / 59.0
 #   Tracr Max-identifier, default (4.5e7, 140): 146.2 | 109.7 / 100.3 / 96.8 / 103.2
-#   paper scale (2.7e8-5e9, 84) and the PCFG CPU population (27): one at a time fastest.
+# and vmap / one at a time: PCFG CPU population (~8e8) 1.24x, paper-scale Tracr (2.7e8-5e9)
+# 1.32-1.48x (benchmarks/pcfg_population.py, tracr_grid.py --config=paper).
 TINY_MEMBER_FLOPS = 2.5e7
 SMALL_MEMBER_FLOPS = 1e8
 SMALL_MEMBER_CHUNK = 20

@@ -1,8 +1,9 @@
 """The PCFG world: pretrain on the grammar, fine-tune the lr x C_Tr x seed grid.
 
 Per operand prior: pretrain (`pcfg.train.pretrain`, checkpoints kept at
-pretrain.keep_steps) -> with finetune.lrs=() and after the calibration prior's
-pretraining, pick eta_L/M/S by behaviour (`pcfg.calibration`) -> for each kept checkpoint, fine-tune the grid as one
+pretrain.keep_steps) -> with finetune.lrs=(), after the calibration prior's
+pretraining, pick eta_L/M/S by behaviour (`pcfg.calibration`) -> for each kept
+checkpoint, fine-tune the grid as one
 population (`pcfg.train.finetune`) -> Acc O_PT / Acc O_FT at C_Te = 0 and 1 at
 the two evaluation points in the layout of Tables 5-8 beside the paper
 (`pcfg.report`) -> the Table 5 signatures with verdicts (`pcfg.claims`).

@@ -69,7 +69,8 @@ def run_name(config) -> str:
 def lr_budget(opt_lr: float, warmup_fraction: float, steps: int) -> float:
   """Sum over the steps of the schedule's lr (warmup + cosine to lr / 100, as every phase)."""
   # The schedule has unit peak (members scale it by their lr).
-  schedule = optim.make_schedule(pcfg_train._adamw(1.0, 0.0, warmup_fraction), steps)  # pylint: disable=protected-access
+  opt = pcfg_train._adamw(1.0, 0.0, warmup_fraction)  # pylint: disable=protected-access
+  schedule = optim.make_schedule(opt, steps)
   return opt_lr * float(np.sum(jax.vmap(schedule)(np.arange(steps))))
 
 
@@ -232,7 +233,8 @@ def report_section(config, cal: dict, pre_rows, figure_path: str = '') -> tuple[
       f"Movement: `lr_budget_vs_pretraining` = Sum_t lr_t of fine-tuning / that of "
       f"pretraining (same schedule shape; paper {paper}); `movement` = ||theta_FT - "
       f"theta_PT|| / ||theta_PT - theta_init||, measured.\n\n"
-      + tables.markdown_table(curve) + (f'\n\n![lr calibration]({figure_path})' if figure_path else '') +
+      + tables.markdown_table(curve)
+      + (f'\n\n![lr calibration]({figure_path})' if figure_path else '') +
       '\n\nPretrained accuracy on count(O_FT) per prior, against Table 5 (200K iterations):\n\n'
       + tables.markdown_table(anchors))
   return ('Calibration, the starting point', text)
