@@ -46,9 +46,10 @@ the Twist instruction only late (one run: 28% of generations at step 1200,
 72% at 1500). With aligned windows (measured on this machine, 1200-step
 schedule): 38% at step 800, 88% at 1000, 86% at 1200; an 800-step schedule
 ended at 25%, hence 1200 steps.
-Measured: 20m47s wall for the whole default run on this 2-core machine while
-other jobs kept its load average at 4-6 (the run got ~1 core): the two
-pretrainings 11.3 min, the 13 deletion/reFT runs 7.6 min, probes 1.8 min.
+Measured: 5m18s wall for the whole default run on an idle 2-core AMD EPYC
+(tcmalloc, synthetic v2, reFT 160 steps): the two pretrainings 2.7 min, the 13
+deletion/reFT runs 2.1 min, probes 21 s. (Earlier, on a machine whose load
+average other jobs kept at 4-6: 20m47s.)
 
 Choices where the paper is silent, with reasons:
 - Pretraining warmup: 1000 of 30K steps at paper scale, llama2.c's
