@@ -261,7 +261,7 @@ print('JAX', jax.__version__, 'on', jax.devices())"""),
         ('markdown', """\
 ## The config
 
-`get_config('cpu')` is the CPU study (~30 min on 2 cores), `get_config('paper')` App. C's
+`get_config('cpu')` is the CPU study (~9 min on 2 cores), `get_config('paper')` App. C's
 scale. Here: the tests' `smoke` config (a 1-layer, 16-wide model, one operand prior, a few
 steps per phase, a 2 x 2 grid of lrs x C_Tr), with one seed. A few steps teach the model
 nothing: this shows the pipeline and where each result lands, not the paper's numbers
@@ -388,7 +388,7 @@ print('JAX', jax.__version__, 'on', jax.devices())"""),
         ('markdown', """\
 ## The config
 
-`get_config('cpu')` is the CPU study on synthetic data (~10-20 min), `get_config('paper')`
+`get_config('cpu')` is the CPU study on synthetic data (~5 min), `get_config('paper')`
 the 91M model on the official files (`config.data.path`). Here: the tests' `smoke` config
 (a 1-layer, 32-wide model, a few steps per phase)."""),
         ('code', """\
