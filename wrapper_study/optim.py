@@ -16,6 +16,7 @@ from typing import Any, Mapping, Union
 import jax
 import jax.numpy as jnp
 from ml_collections import config_dict
+import numpy as np
 import optax
 
 OPTIMIZERS = ('sgd', 'adamw')
@@ -151,6 +152,13 @@ def make_schedule(opt_cfg: OptConfig, total_steps: int) -> optax.Schedule:
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=1.0, warmup_steps=warmup,
       decay_steps=total_steps, end_value=c['min_lr_ratio'])
+
+
+def lr_sum(opt_cfg: OptConfig, total_steps: int) -> float:
+  """Sum over the steps of the lr (peak opt_cfg['lr'] times the schedule): by the AdamW bound
+  (a step moves a parameter by about its lr), how far a phase can move the model."""
+  schedule = make_schedule(opt_cfg, total_steps)
+  return _as_dict(opt_cfg)['lr'] * float(np.sum(jax.vmap(schedule)(np.arange(total_steps))))
 
 
 def _label_frozen(params, prefixes: tuple[str, ...]):

@@ -68,10 +68,7 @@ def run_name(config) -> str:
 
 def lr_budget(opt_lr: float, warmup_fraction: float, steps: int) -> float:
   """Sum over the steps of the schedule's lr (warmup + cosine to lr / 100, as every phase)."""
-  # The schedule has unit peak (members scale it by their lr).
-  opt = pcfg_train._adamw(1.0, 0.0, warmup_fraction)  # pylint: disable=protected-access
-  schedule = optim.make_schedule(opt, steps)
-  return opt_lr * float(np.sum(jax.vmap(schedule)(np.arange(steps))))
+  return optim.lr_sum(pcfg_train._adamw(opt_lr, 0.0, warmup_fraction), steps)  # pylint: disable=protected-access
 
 
 def paper_budget_ratio(lr: float) -> float:

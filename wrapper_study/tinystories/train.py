@@ -56,23 +56,22 @@ def finetune_tx(weight_decay: float):
                                    grad_clip_norm=1.0), 1)
 
 
-def pretrain_tx(config):
+def pretrain_opt(config) -> dict:
   p = config.pretrain
-  return optim.make_optimizer(dict(name='adamw', lr=p.lr, b1=0.9, b2=0.95,
-                                   weight_decay=p.weight_decay, schedule='warmup_cosine',
-                                   warmup_steps=p.warmup_steps, min_lr_ratio=p.min_lr_ratio,
-                                   grad_clip_norm=1.0), p.steps)
+  return dict(name='adamw', lr=p.lr, b1=0.9, b2=0.95, weight_decay=p.weight_decay,
+              schedule='warmup_cosine', warmup_steps=p.warmup_steps,
+              min_lr_ratio=p.min_lr_ratio, grad_clip_norm=1.0)
+
+
+def pretrain_tx(config):
+  return optim.make_optimizer(pretrain_opt(config), config.pretrain.steps)
 
 
 def lr_budget_ratio(config, phase: str = 'reft') -> float:
   """How far a constant-lr phase moves the model relative to pretraining, by the AdamW bound
   (a step moves a parameter by about its lr): lr x steps / Sum_t pretraining lr_t. For
   `deletion`, at its largest lr."""
-  p = config.pretrain
-  schedule = optim.make_schedule(dict(name='adamw', lr=1.0, schedule='warmup_cosine',
-                                      warmup_steps=p.warmup_steps,
-                                      min_lr_ratio=p.min_lr_ratio), p.steps)
-  pretrain_budget = p.lr * float(np.sum(jax.vmap(schedule)(np.arange(p.steps))))
+  pretrain_budget = optim.lr_sum(pretrain_opt(config), config.pretrain.steps)
   c = config[phase]
   lr = max(c.lrs) if phase == 'deletion' else c.lr
   return lr * c.steps / pretrain_budget
