@@ -388,7 +388,7 @@ print('JAX', jax.__version__, 'on', jax.devices())"""),
         ('markdown', """\
 ## The config
 
-`get_config('cpu')` is the CPU study on synthetic data (~5 min), `get_config('paper')`
+`get_config('cpu')` is the CPU study on synthetic data (3 replicates, ~16 min), `get_config('paper')`
 the 91M model on the official files (`config.data.path`). Here: the tests' `smoke` config
 (a 1-layer, 32-wide model, a few steps per phase)."""),
         ('code', """\
@@ -419,8 +419,10 @@ print('classifier:', world.clf_scores)"""),
 to delete Twist with each protocol and lr; every deleted model and Not-in-PT are then
 reverse fine-tuned on Twist stories."""),
         ('code', """\
-ctx = train.Context(config=config, world=world, evaluate=evaluate.Evaluator(config, world),
-                    workdir=workdir, writer=writer, mesh=train_lib.data_mesh(), timing=timing)
+seed, = config.model_seeds  # The smoke config has one replicate (the CPU study: 3).
+ctx = train.Context(config=config, world=world, evaluate=evaluate.Evaluator(config, world, seed),
+                    workdir=workdir, writer=writer, mesh=train_lib.data_mesh(), timing=timing,
+                    seed=seed)
 logs, finals = {}, {}
 train.pretrain(ctx, finals, logs)
 train.delete(ctx, finals, logs)
@@ -444,7 +446,8 @@ Each claim has a manipulation check, a matched control and an interval; after a 
 pretraining steps the model has not learned Twist, so most checks say `not measured`. `report.figures` writes the study's figures (Twist-story loss during
 deletion and reFT, twist fraction, probes)."""),
         ('code', """\
-found = claims.claims(config, logs, probes, world.clf_scores, claims.probe_info(world))
+# One list entry per replicate; with several, each value gets a t-interval over them.
+found = claims.claims(config, [logs], [probes], world.clf_scores, claims.probe_info(world))
 display(Markdown(tables.markdown_table(found, ['claim_id', 'statement', 'value', 'verdict'])))
 report.figures(config, logs, probes, workdir)
 writer.close()

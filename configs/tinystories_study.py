@@ -43,13 +43,24 @@ pretraining as the paper's 4000 (lr x steps over the pretraining lr sum:
 (data.align_windows): with 256-token windows the authors' fixed cuts separate
 most ~150-token examples from their Features line; the model then followed
 the Twist instruction only late (one run: 28% of generations at step 1200,
-72% at 1500). With aligned windows (measured on this machine, 1200-step
-schedule): 38% at step 800, 88% at 1000, 86% at 1200; an 800-step schedule
-ended at 25%, hence 1200 steps.
-Measured: 5m18s wall for the whole default run on an idle 2-core AMD EPYC
-(tcmalloc, synthetic v2, reFT 160 steps): the two pretrainings 2.7 min, the 13
-deletion/reFT runs 2.1 min, probes 21 s. (Earlier, on a machine whose load
-average other jobs kept at 4-6: 20m47s.)
+72% at 1500). With aligned windows, on the first synthetic data (v1, one
+twist template; 1200-step schedule): 38% at step 800, 88% at 1000, 86% at
+1200; an 800-step schedule ended at 25%, hence 1200 steps. On the current
+data (v2: four twist forms from the shared vocabulary, near-miss surprises)
+the same 1200 steps leave Present following the instruction far less often:
+25%, 16%, 28% of 64 generations in the three replicates (23% [18, 29] pooled;
+Not-in-PT 0%), against the paper's >= 69% (its F at eta_S keeps 69% after
+deletion). A weak starting point, reported in the report's calibration section
+and kept: longer pretraining does not fit the 60 minutes that the four CPU
+studies have together (this one takes 12 of them; see the closing note of
+issue 13 for what 2400 steps gave).
+Replicates: model_seeds (0, 1, 2), each a full study (its own init, batch
+order and samples; the data, tokenizer, classifier and probe sets are shared,
+seeded by `seed`); the claims decide by 95% t-intervals over the three.
+Measured: 12m11s wall for the whole default run on an idle 2-core AMD EPYC
+(tcmalloc, synthetic v2, 3 replicates, fused attention): pretraining 6.2 min
+(six models), 39 deletion/reFT runs 5.1 min, probes 40 s. One replicate with
+the explicit attention took 5m18s (3 replicates: 15m58s).
 
 Choices where the paper is silent, with reasons:
 - Pretraining warmup: 1000 of 30K steps at paper scale, llama2.c's
@@ -88,7 +99,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   """arg: '' or 'cpu' (CPU scale, synthetic data), 'paper' (GPU, official data) or 'smoke'."""
   c = ml_collections.ConfigDict()
   c.experiment = 'tinystories_study'  # Which wrapper_study.experiments module runs.
-  c.seed = 0  # Every random choice derives from this.
+  c.seed = 0  # The data's random choices (stories, splits, tokenizer, classifier, probes).
+  # Replicates: each pretrains Present and Not-in-PT from its own init and batch order, then
+  # deletes, reverse fine-tunes and samples with that seed. The claims decide with 95%
+  # t-intervals over them (issue 13: >= 3 seeds); the tables show their mean. One seed keeps
+  # the flat workdir layout; several get workdir/seed_<s> each.
+  c.model_seeds = (0, 1, 2)
 
   c.data = ml_collections.ConfigDict(dict(
       path='',  # '' = the SYNTHETIC stand-in; else local TinyStories-Instruct .txt file(s).
@@ -112,10 +128,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       multiple_of=32,  # SwiGLU width rounding (llama2.c: 64 at 91M).
       precision='fp32',  # Matmuls: 'fp32', 'tf32' (GPU/TPU) or 'bf16' compute (params stay fp32).
       # 'explicit' or 'fused' (wrapper_study/attention_ops.py: cuDNN flash on GPU under bf16,
-      # causal query blocks on CPU). The same function; at the CPU scale's short sequences they
-      # ran at the same speed (1.02x, benchmarks/pcfg_train_throughput.py --shape=cpu), so it
-      # keeps the explicit one; :paper takes 'fused' (faster at 259 tokens on CPU too: README).
-      attention='explicit',
+      # causal query blocks on CPU): the same function. At this scale's 256-token context the
+      # fused form trains 1.32-1.36x faster on CPU (benchmarks/tinystories_throughput.py
+      # --no-sampling --attention=explicit|fused: 58.5-60.2 vs 44.3-44.7 ms/step, idle).
+      attention='fused',
   ))
   c.pretrain = ml_collections.ConfigDict(dict(
       steps=1200,  # Paper: 30K.
@@ -175,6 +191,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   ))
 
   if arg == 'paper':
+    c.model_seeds = (0,)  # The paper trains one Present and one Not-in-PT.
     c.data.update(synthetic_examples=0, n_shards=50, vocab_size=8192, tokenizer_examples=200_000,
                   align_windows=False)
     c.model.update(vocab_size=8192, max_len=1024, d_model=768, n_layers=12, n_heads=12,
@@ -190,6 +207,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.classifier.update(n_train=100_000, n_test=20_000)
     c.probe.update(n_train=8192, n_test=2048, feature_batch_size=64)
   elif arg == 'smoke':
+    c.model_seeds = (0,)
     c.data.update(synthetic_examples=600, n_shards=5, vocab_size=384)
     c.model.update(vocab_size=384, d_model=32, n_layers=1, n_heads=2)
     c.pretrain.update(steps=4, batch_size=4, warmup_steps=1, eval_every=2, save_every=2,

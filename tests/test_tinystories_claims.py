@@ -44,13 +44,19 @@ def good_history() -> dict:
               info={'n_test': 800, 'majority': {f: 60.0 for f in FEATURES}})
 
 
-def judge(tmp_path, history) -> dict:
-  """claim_id -> its claims.csv row."""
+def _logs(tmp_path, history) -> dict:
   logs = {}
   for name, data in history['logs'].items():
     logs[name] = metrics.RunLog(tmp_path, name)
     logs[name].data = {k: {str(s): v for s, v in by_step.items()} for k, by_step in data.items()}
-  rows = claims.claims(CONFIG, logs, history['probes'], history['clf'], history['info'])
+  return logs
+
+
+def judge(tmp_path, *histories) -> dict:
+  """claim_id -> its claims.csv row; several histories are replicates (model seeds)."""
+  rows = claims.claims(CONFIG, [_logs(tmp_path, h) for h in histories],
+                       [h['probes'] for h in histories], histories[0]['clf'],
+                       histories[0]['info'])
   assert [tuple(r) for r in rows] == [claims_lib.CLAIMS_COLUMNS] * len(rows)
   return {r['claim_id']: r for r in rows}
 
@@ -239,3 +245,45 @@ def test_intervals():
   assert claims.first_step({0: 5.0, 1: 50.0, 8: 90.0}, 64, 60.0, bound=0) == 8
   assert claims.first_step({0: 5.0, 1: 50.0, 8: 55.0}, 64, 60.0, bound=2) == 1  # May reach.
   assert claims.first_step({0: 5.0, 1: 50.0}, 64, 60.0, bound=1) == 2  # Never: after the last.
+
+
+def test_replicates_decide_by_an_interval_over_seeds(tmp_path):
+  """Three replicates of the paper's story: every claim holds, with n_seeds 3 and a t-interval
+  over the replicates' values (their mean in the middle)."""
+  histories = [good_history() for _ in range(3)]
+  for i, h in enumerate(histories):  # Replicates differ a little.
+    _set(h, DELETED, 'twist_loss', DEL, 1.6 + 0.05 * i)
+  rows = judge(tmp_path, *histories)
+  for claim_id, row in rows.items():
+    assert row['verdict'] == claims_lib.HOLDS, row
+    assert row['n_seeds'] == (1 if claim_id == 'classifier_accuracy' else 3), row
+  row = rows['deletion_raises_loss']  # Every model 1.6 + 0.05 i above Present's 1.0.
+  assert row['value'] == pytest.approx(0.65) and row['ci_low'] > 0.02, row
+  assert row['ci_low'] < row['value'] < row['ci_high'], row
+
+
+def test_one_replicate_against_a_claim_is_not_averaged_away(tmp_path):
+  """The replicates' mean would hold; one replicate's deletion lowered the loss: straddles."""
+  histories = [good_history() for _ in range(3)]
+  _set(histories[2], DELETED, 'twist_loss', DEL, 0.8)  # Below its Present's 1.0.
+  mean_rise = (2 * 0.3 - 0.2) / 3  # eta_S models: 1.3, 1.3, 0.8 against Present's 1.0.
+  assert mean_rise > paper.LOSS_MARGIN  # A bare comparison of means would say 'holds'.
+  row = judge(tmp_path, *histories)['deletion_raises_loss']
+  assert row['verdict'] == claims_lib.PARTLY and row['n_seeds'] == 3, row
+  # Against its own Present: a replicate whose Present is worse is read against that one.
+  histories = [good_history() for _ in range(3)]
+  for m in DELETED:
+    histories[1]['logs'][m]['twist_loss'][DEL] += 0.5
+  histories[1]['logs'][paper.PRESENT]['twist_loss'][PT] += 0.5
+  row = judge(tmp_path, *histories)['deletion_raises_loss']
+  assert row['verdict'] == claims_lib.HOLDS and row['ci_high'] - row['ci_low'] < 1e-6, row
+
+
+def test_mean_log_keeps_only_what_every_replicate_has(tmp_path):
+  a, b = metrics.RunLog(tmp_path, 'a'), metrics.RunLog(tmp_path, 'b')
+  a.data = {'twist_fraction': {'0': 10.0, '5': 20.0}}
+  b.data = {'twist_fraction': {'0': 30.0}}
+  mean = metrics.MeanLog([a, b])
+  assert mean.get('twist_fraction', 0) == 20.0 and mean.get('twist_fraction', 5) is None
+  with pytest.raises(TypeError, match='replicates'):
+    mean.record(1, {'twist_fraction': 1.0})

@@ -45,6 +45,14 @@ def non_negative_int(config, *paths: str) -> None:
       fail(p, v, 'must be an integer >= 0')
 
 
+def seeds(config, path: str) -> None:
+  """A non-empty tuple of distinct integers >= 0 (replicates: a repeated seed adds nothing)."""
+  v = get(config, path)
+  if (not isinstance(v, (tuple, list)) or not v or len(set(v)) != len(v)
+      or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in v)):
+    fail(path, v, 'must be a non-empty tuple of distinct integers >= 0, e.g. (0, 1, 2)')
+
+
 def member_chunk(config, path: str = 'member_chunk') -> None:
   """How populations are mapped (train.over_members): -1 default, 0 one vmap, k >= 1 chunks."""
   v = get(config, path)

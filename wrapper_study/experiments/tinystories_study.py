@@ -7,6 +7,8 @@ each resumable (checkpoints, plus results/<run>.json for every evaluation made):
              tokenizer, token arrays.
   classifier evaluate.fit_classifier: the local Twist classifier.
   pretrain   train.pretrain: Present and Not-in-PT.
+  (pretrain, deletion and reft run once per replicate of config.model_seeds; the
+  probes of every replicate's models are fitted together)
   deletion   train.delete: Present fine-tuned with F, F+MM, F+RR at each lr.
   reft       train.reverse_finetune: every deleted model and Not-in-PT on Twist.
   probes     analysis.probe_accuracies: per feature at B0..BL of every model.
@@ -48,6 +50,7 @@ def validate(config) -> None:
               'eval.max_new_tokens', 'eval.loss_examples', 'eval.batch_size', 'probe.n_train',
               'probe.n_test', 'probe.steps', 'probe.batch_size', 'probe.feature_batch_size',
               integer=True)
+  cc.seeds(config, 'model_seeds')
   cc.positive(config, 'pretrain.lr', 'reft.lr')
   cc.positive_list(config, 'deletion.lrs')
   cc.non_negative_int(config, 'pretrain.warmup_steps')
@@ -108,34 +111,49 @@ def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
   data.check_workdir(config, workdir)
-  deleted = [train.deletion_name(p, lr) for p, lr, _ in train.deletion_runs(config)]
+  replicates = train.replicates(config, workdir)
   timing = metrics.PhaseTimes(workdir, plan=[
-      'data', 'tokenizer + token arrays', 'classifier', f'pretrain {PRESENT}',
-      f'pretrain {NOT_IN_PT}', *[f'deletion {d}' for d in deleted],
-      *[f'reFT {m}' for m in train.reft_models(config)], 'probes', 'report'])
+      'data', 'tokenizer + token arrays', 'classifier',
+      *[p for _, _, tag in replicates for p in train.phase_names(config, tag)], 'probes',
+      'report'])
   world = data.prepare(config, workdir, timing)
   with timing.timed('classifier'):
     evaluate.fit_classifier(config, workdir, world)
-  logs, finals = {}, {}
-  with metrics.MetricWriter(str(workdir)) as writer:
-    ctx = train.Context(config=config, world=world, evaluate=evaluate.Evaluator(config, world),
-                        workdir=workdir, writer=writer, mesh=train_lib.data_mesh(), timing=timing)
-    train.pretrain(ctx, finals, logs)
-    train.delete(ctx, finals, logs)
-    train.reverse_finetune(ctx, finals, logs)
-    train.write_hparams(ctx, logs)  # The deletion and reFT grids in TensorBoard's HParams tab.
-    with timing.timed('probes'):
-      probed = [PRESENT, NOT_IN_PT] + train.reft_models(config)[:-1]
-      probes = analysis.probe_accuracies(config, world, {m: finals[m] for m in probed}, workdir)
-    with timing.timed('report'):
-      rows = report.table1_rows(config, logs)
-      found = ts_claims.claims(config, logs, probes, world.clf_scores,
-                               ts_claims.probe_info(world))
-      writer.run('summary').write_scalars(
-          0, report.summary_scalars(config, rows, probes, world.clf_scores))
-      report.figures(config, logs, probes, workdir)
-      loss_rows = report.write_tables(config, workdir, world, logs, rows, found, probes)
+  logs_S, probed = [], {}  # One {run: RunLog} per replicate; the probed models of all.
+  for seed, seed_dir, tag in replicates:
+    logs, finals = {}, {}
+    with metrics.MetricWriter(str(seed_dir)) as writer:
+      ctx = train.Context(config=config, world=world,
+                          evaluate=evaluate.Evaluator(config, world, seed), workdir=seed_dir,
+                          writer=writer, mesh=train_lib.data_mesh(), timing=timing, seed=seed,
+                          tag=tag)
+      train.pretrain(ctx, finals, logs)
+      train.delete(ctx, finals, logs)
+      train.reverse_finetune(ctx, finals, logs)
+      train.write_hparams(ctx, logs)  # The deletion and reFT grids in TensorBoard's HParams tab.
+    logs_S.append(logs)
+    probed[tag] = {m: finals[m] for m in [PRESENT, NOT_IN_PT] + train.reft_models(config)[:-1]}
+  with timing.timed('probes'):  # Every replicate's models in one fit (one compile).
+    every = analysis.probe_accuracies(config, world, {
+        tag + m: params for tag, models in probed.items() for m, params in models.items()},
+                                      workdir)
+    probes_S = [{m: every[tag + m] for m in models} for tag, models in probed.items()]
+  # Tables and figures show the mean over replicates (rates pooled over their generations);
+  # the claims decide with intervals over replicates when there are several.
+  logs = metrics.mean_logs(logs_S)
+  probes = analysis.mean_probes(probes_S)
+  with metrics.MetricWriter(str(workdir)) as writer, timing.timed('report'):
+    rows = report.table1_rows(config, logs)
+    found = ts_claims.claims(config, logs_S, probes_S, world.clf_scores,
+                             ts_claims.probe_info(world))
+    writer.run('summary').write_scalars(
+        0, report.summary_scalars(config, rows, probes, world.clf_scores))
+    report.figures(config, logs, probes, workdir)
+    loss_rows = report.write_tables(config, workdir, world, logs, rows, found, probes,
+                                    seed_rows=[report.table1_rows(config, l, seed=s)
+                                               for (s, _, _), l in zip(replicates, logs_S)])
   timing.add_total()
-  report.write_report(config, workdir, world, logs, rows, found, probes, loss_rows, timing)
+  report.write_report(config, workdir, world, logs, rows, found, probes, loss_rows, timing,
+                      logs_S)
   metrics.write_report(workdir, workdir / 'report.md')  # Text and figures in TensorBoard.
   return {'table1': rows, 'claims': found, 'probes': probes, 'classifier': world.clf_scores}

@@ -43,9 +43,7 @@ def study(config) -> None:
   if config.model.d_model % config.model.n_heads:
     cc.fail('model.d_model', config.model.d_model,
             f'must be divisible by model.n_heads={config.model.n_heads}')
-  if not config.finetune.seeds or any(not isinstance(s, int) or s < 0
-                                      for s in config.finetune.seeds):
-    cc.fail('finetune.seeds', config.finetune.seeds, 'must be a non-empty tuple of integers >= 0')
+  cc.seeds(config, 'finetune.seeds')
   g = _wrap(lambda: pcfg_model.grammar(config), 'grammar')
   vocab = _wrap(lambda: pcfg_model.vocab(config), 'grammar')  # Its terminals are the operands.
   _wrap(lambda: pcfg_model.model_config(config).validate(), 'model')  # precision, attention, ...

@@ -103,7 +103,9 @@ def judge(claim: Claim, per_seed: Sequence[float], *, check: Optional[Check] = N
   above = claim.side == '>='
   lo_ok = low >= claim.threshold if above else high <= claim.threshold
   hi_ok = high >= claim.threshold if above else low <= claim.threshold
-  span = f'95% interval [{low:.1f}, {high:.1f}] (mean {value:.1f}, {len(finite)} seeds)'
+  spec = '.1f' if max(abs(low), abs(high), abs(value)) >= 1 else '.3f'  # Losses are < 1.
+  span = (f'95% interval [{low:{spec}}, {high:{spec}}] (mean {value:{spec}}, {len(finite)} '
+          f'seed{"" if len(finite) == 1 else "s"})')
   if lo_ok:
     return {**row, 'verdict': HOLDS, 'reason': f'{span} is {claim.side} {claim.threshold:g}{note}'}
   if not hi_ok:

@@ -58,3 +58,9 @@ def probe_accuracies(config, world: data.World, models: dict, workdir) -> dict:
 def mean_over_blocks(accs: Sequence[float]) -> float:
   """Mean over B1..BL (B0, the embeddings, cannot carry story-level information)."""
   return float(np.mean(accs[1:]))
+
+
+def mean_probes(probes_S: Sequence[dict]) -> dict:
+  """{model: {feature: accuracy % per site}}, the mean over replicates' probe_accuracies."""
+  return {m: {f: [float(a) for a in np.mean([p[m][f] for p in probes_S], axis=0)]
+              for f in by_f} for m, by_f in probes_S[0].items()}

@@ -2,10 +2,12 @@
 
 Every claim gets a manipulation check (did pretraining teach Twist? did
 deletion remove it?), a matched control (Not-in-PT, or a probe floor) and an
-interval: Wilson for each generation rate, Newcombe for a difference of two
-rates, a +-LOSS_MARGIN band for a loss difference (the rules are in paper.py).
-The study runs one seed, so n_seeds is 1 and the intervals are over
-generations, probe test stories, or the margin, never over seeds.
+interval. With several replicates (config.model_seeds) each model's value is
+computed in every replicate, against that replicate's own Present and Not-in-PT,
+and decided by the 95% t-interval over replicates; the manipulation checks read
+the replicates' mean (rates pooled over their generations). With one replicate
+the intervals are Wilson for each generation rate, Newcombe for a difference of
+two rates, a +-LOSS_MARGIN band for a loss difference (the rules are in paper.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from wrapper_study import metrics
 from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import intervals
 from wrapper_study.tinystories import analysis
@@ -86,11 +89,13 @@ def _fmt(x: tuple, spec: str = '.1f') -> str:
 
 
 class _Run:
-  """What the claims read from one study's logs, probes and classifier scores."""
+  """What the claims read from one replicate's (or the replicates' mean) logs, probes and
+  classifier scores; `replicates` are the per-seed runs each claim's value is computed in."""
 
-  def __init__(self, config, logs, probes, clf_scores, probe_stats):
+  def __init__(self, config, logs, probes, clf_scores, probe_stats, n_seeds: int = 1):
     self.config, self.logs, self.probes, self.clf = config, logs, probes or {}, clf_scores
-    self.n = config.eval.num_generations
+    self.n = config.eval.num_generations * n_seeds  # Generations behind a (pooled) rate.
+    self.replicates = [self]
     self.runs = train.deletion_runs(config)
     self.deleted = [train.deletion_name(p, lr) for p, lr, _ in self.runs]
     self.label = {train.deletion_name(p, lr): f'{p} ({name})' for p, lr, name in self.runs}
@@ -177,16 +182,33 @@ def probe_info(world) -> dict:
       for j, f in enumerate(world.probe_test.feature_names)}}
 
 
-def _judge(claim_id: str, items: dict, fmt, *, check=None, control=None, note='') -> dict:
+def _over_replicates(r: _Run, items_of) -> tuple[dict, dict]:
+  """({name: (value, low, high)}, {name: per-replicate values}) of items_of(run) -> {name:
+  (value, low, high)}: one replicate's own intervals, or several's 95% t-interval over their
+  values (a replicate without the value is left out of that item)."""
+  per = [items_of(run) for run in r.replicates]
+  if len(per) == 1:
+    return per[0], {k: [v[0]] for k, v in per[0].items()}
+  values = {k: [p[k][0] for p in per if math.isfinite(p[k][0])] for k in per[0]}
+  return {k: intervals.t_interval(v) if v else _NAN3 for k, v in values.items()}, values
+
+
+def _judge(claim_id: str, r: _Run, items_of, fmt, *, check=None, control=None,
+           note='') -> dict:
   """One claims.csv row: the worst model's interval, every model's value in the reason.
 
-  Callers pass the models that passed the check, or every model when none did
-  (then the values are shown, and the verdict is 'not measured').
+  items_of(run) gives {model: (value, low, high)} in one replicate. Callers ask for the models
+  that passed the check, or every model when none did (then the values are shown, and the
+  verdict is 'not measured').
   """
   claim = paper.CLAIMS[claim_id]
+  items, per_seed = _over_replicates(r, items_of)
   value, low, high = worst(items, claim.side)
-  row = claims_lib.judge(claim, [value] if math.isfinite(value) else [], check=check,
-                         control_value=control, interval=(value, low, high))
+  finite = [k for k, v in items.items() if math.isfinite(v[0])]
+  pick = min if claim.side == '>=' else max
+  seeds = per_seed[pick(finite, key=lambda k: items[k][0])] if finite else []
+  row = claims_lib.judge(claim, seeds, check=check, control_value=control,
+                         interval=(value, low, high))
   each = '; '.join(f'{k}: {fmt(v)}' for k, v in items.items())
   missing = [k for k, v in items.items() if not all(math.isfinite(x) for x in v)]
   row['reason'] += ((f'; {each}' if each else '')
@@ -195,15 +217,26 @@ def _judge(claim_id: str, items: dict, fmt, *, check=None, control=None, note=''
   return row
 
 
-def claims(config, logs: dict, probes: dict, clf_scores: dict,
+def claims(config, logs_S: list[dict], probes_S: list[dict], clf_scores: dict,
            probe_stats: Optional[dict] = None) -> list[dict]:
   """Every claim of paper.CLAIMS as a claims.csv row (CLAIMS_COLUMNS), in that order.
 
-  logs: run name -> metrics.RunLog ('twist_loss', 'twist_fraction' by step);
-  probes: model -> feature -> accuracy % at B0..BL; probe_stats (probe_info): {'n_test': probe
-  test stories, 'majority': {feature: majority-class %}} (the probe floor).
+  logs_S: per replicate, run name -> metrics.RunLog ('twist_loss', 'twist_fraction' by step);
+  probes_S: per replicate, model -> feature -> accuracy % at B0..BL; probe_stats (probe_info):
+  {'n_test': probe test stories, 'majority': {feature: majority-class %}} (the probe floor).
   """
-  r = _Run(config, logs, probes, clf_scores, probe_stats)
+  if len(logs_S) != len(probes_S) or not logs_S:
+    raise ValueError(f'one logs and one probes dict per replicate, got {len(logs_S)} and '
+                     f'{len(probes_S)}')
+  runs = [_Run(config, logs, probes, clf_scores, probe_stats)
+          for logs, probes in zip(logs_S, probes_S)]
+  if len(runs) == 1:
+    r = runs[0]
+  else:
+    r = _Run(config, metrics.mean_logs(logs_S), analysis.mean_probes(probes_S), clf_scores,
+             probe_stats,
+             n_seeds=len(runs))
+    r.replicates = runs
   return [_classifier(r), *_deletion(r), *_reft(r), *_probes(r)]
 
 
@@ -214,31 +247,36 @@ def _classifier(r: _Run) -> dict:
       n > 0 and maj is not None and maj < 100,
       f'{n} test stories, majority class {"n/a" if maj is None else f"{maj:.1f}"}% (both '
       'classes present)', 'the test split has one class only')
-  return _judge('classifier_accuracy', {'classifier': rate(acc, n)}, _fmt, check=check,
-                control=maj)
+  shared = _Run(r.config, {}, {}, r.clf, None)  # One classifier for every replicate.
+  return _judge('classifier_accuracy', shared, lambda _: {'classifier': rate(acc, n)}, _fmt,
+                check=check, control=maj)
+
+
+def _sub(a: Optional[float], b: Optional[float]) -> Optional[float]:
+  return None if a is None or b is None else a - b
 
 
 def _deletion(r: _Run) -> list[dict]:
-  present = r.get(PRESENT, 'twist_loss', r.pt)
-  loss = lambda m: r.get(m, 'twist_loss', r.d_end)
-  sub = lambda a, b: None if a is None or b is None else a - b
+  loss = lambda run, m: run.get(m, 'twist_loss', run.d_end)
   fmt3 = lambda v: _fmt(v, '.3f')
   taught = r.taught_loss()
-  out = [_judge('deletion_raises_loss', {r.label[m]: band(sub(loss(m), present))
-                                         for m in r.deleted},
+  out = [_judge('deletion_raises_loss', r,
+                lambda run: {r.label[m]: band(_sub(loss(run, m),
+                                                   run.get(PRESENT, 'twist_loss', run.pt)))
+                             for m in r.deleted},
                 fmt3, check=taught, control=r.get(NOT_IN_PT, 'twist_loss', r.pt),
                 note="control: Not-in-PT's loss after pretraining")]
   lrs = sorted(r.config.deletion.lrs, reverse=True)
   name = train.deletion_name
-  pairs = {p: band(sub(loss(name(p, lrs[0])), loss(name(p, lrs[-1]))))
-           for p in r.config.deletion.protocols}
   check = taught if len(lrs) > 1 else claims_lib.Check(
       False, 'the config has one deletion lr', 'one deletion lr: nothing to compare')
-  out.append(_judge('deletion_lr_raises_loss_more', pairs, fmt3, check=check))
-  frac = r.get(PRESENT, 'twist_fraction', r.pt)
-  out.append(_judge('deletion_lowers_fraction',
-                    {r.label[m]: difference(frac, r.get(m, 'twist_fraction', r.d_end), r.n)
-                     for m in r.deleted}, _fmt, check=r.taught_fraction(),
+  out.append(_judge('deletion_lr_raises_loss_more', r, lambda run: {
+      p: band(_sub(loss(run, name(p, lrs[0])), loss(run, name(p, lrs[-1]))))
+      for p in r.config.deletion.protocols}, fmt3, check=check))
+  out.append(_judge('deletion_lowers_fraction', r, lambda run: {
+      r.label[m]: difference(run.get(PRESENT, 'twist_fraction', run.pt),
+                             run.get(m, 'twist_fraction', run.d_end), run.n)
+      for m in r.deleted}, _fmt, check=r.taught_fraction(),
                     control=r.get(NOT_IN_PT, 'twist_fraction', r.pt),
                     note="control: Not-in-PT's twist fraction after pretraining"))
   return out
@@ -246,32 +284,32 @@ def _deletion(r: _Run) -> list[dict]:
 
 def _reft(r: _Run) -> list[dict]:
   points = (0,) + tuple(r.config.reft.score_steps)
-  series = lambda m: {s: r.get('reft_' + m, 'twist_fraction', s) for s in points}
-  level, control = r.level(), series(NOT_IN_PT)
+  series = lambda run, m: {s: run.get('reft_' + m, 'twist_fraction', s) for s in points}
+  level = r.level()
   kept, check = r.removed(r.deleted)
-  nip_at = first_step(control, r.n, level, 0) if math.isfinite(level) else None
+  nip_at = first_step(series(r, NOT_IN_PT), r.n, level, 0) if math.isfinite(level) else None
   fmt_it = lambda v: ('n/a' if not math.isfinite(v[0])
                       else f'{v[0]:+.0f} [{v[1]:+.0f}, {v[2]:+.0f}]')
-  out = [_judge('reft_recovers_faster',
-                {r.label[m]: recovery_gap(series(m), control, r.n, level)
-                 for m in kept or r.deleted},
+  # Each replicate's models against its own Not-in-PT, to 3/4 of its own Present.
+  out = [_judge('reft_recovers_faster', r, lambda run: {
+      r.label[m]: recovery_gap(series(run, m), series(run, NOT_IN_PT), run.n, run.level())
+      for m in kept or r.deleted},
                 fmt_it, check=check, control=nip_at,
                 note=f'control: Not-in-PT reaches {level:.1f}% at reFT iteration {nip_at} '
                      f'(evaluated at {points}; {points[-1] + 1} = never)')]
   kept, check = r.removed_loss(r.deleted)
-  nip = r.get('reft_' + NOT_IN_PT, 'twist_loss', r.r_end)
-  end = lambda m: r.get('reft_' + m, 'twist_loss', r.r_end)
-  out.append(_judge('reft_loss_below_not_in_pt',
-                    {r.label[m]: band(None if nip is None or end(m) is None else nip - end(m))
-                     for m in kept or r.deleted}, lambda v: _fmt(v, '.3f'), check=check,
-                    control=nip, note="control: Not-in-PT's Twist-story loss after reFT"))
+  end = lambda run, m: run.get('reft_' + m, 'twist_loss', run.r_end)
+  out.append(_judge('reft_loss_below_not_in_pt', r, lambda run: {
+      r.label[m]: band(_sub(end(run, NOT_IN_PT), end(run, m))) for m in kept or r.deleted},
+                    lambda v: _fmt(v, '.3f'), check=check, control=end(r, NOT_IN_PT),
+                    note="control: Not-in-PT's Twist-story loss after reFT"))
   return out
 
 
 def _probes(r: _Run) -> list[dict]:
   f, n = r.feature, r.n_probe
   nip, floor = r.probe(NOT_IN_PT, f), r.majority.get(f)
-  gap = lambda m, feat: difference(r.probe(PRESENT, feat), r.probe(m, feat), n)
+  gap = lambda run, m, feat: difference(run.probe(PRESENT, feat), run.probe(m, feat), n)
   present = rate(r.probe(PRESENT, f), n)
 
   def removed(models):
@@ -292,17 +330,17 @@ def _probes(r: _Run) -> list[dict]:
                                if name == small]),
       ('probe_kept_every_lr', r.deleted)):
     kept, check = removed(models)
-    out.append(_judge(claim_id, {r.label[m]: gap(m, f) for m in kept or models}, _fmt, check=check,
-                      control=nip, note=note))
+    out.append(_judge(claim_id, r, lambda run, ms=tuple(kept or models): {
+        r.label[m]: gap(run, m, f) for m in ms}, _fmt, check=check, control=nip, note=note))
   others = [g for g in r.probes.get(PRESENT, {}) if g != f]
   kept, check = r.removed(r.deleted)
-  items = {f'{r.label[m]} {g}': _absolute(gap(m, g)) for m in kept or r.deleted
-           for g in others}
-  nip_gaps = [abs(gap(NOT_IN_PT, g)[0]) for g in others if r.probe(NOT_IN_PT, g) is not None]
-  out.append(_judge('probe_other_features_kept', items, _fmt, check=check,
-                    control=max(nip_gaps) if nip_gaps else None,
+  nip_gaps = [abs(gap(r, NOT_IN_PT, g)[0]) for g in others if r.probe(NOT_IN_PT, g) is not None]
+  out.append(_judge('probe_other_features_kept', r, lambda run: {
+      f'{r.label[m]} {g}': _absolute(gap(run, m, g)) for m in kept or r.deleted for g in others},
+                    _fmt, check=check, control=max(nip_gaps) if nip_gaps else None,
                     note=f'control: max |Present minus Not-in-PT| over {", ".join(others)}'))
-  out.append(_judge('probe_present_vs_not_in_pt', {'Present minus Not-in-PT': gap(NOT_IN_PT, f)},
+  out.append(_judge('probe_present_vs_not_in_pt', r,
+                    lambda run: {'Present minus Not-in-PT': gap(run, NOT_IN_PT, f)},
                     _fmt, check=r.taught_fraction(), control=floor,
                     note='' if floor is None else 'control: the majority class'))
   return out

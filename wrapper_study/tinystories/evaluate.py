@@ -70,8 +70,8 @@ def _story_nll_fn(cfg: model_lib.TransformerConfig):
 class Evaluator:
   """The Twist-story loss and the generation score of a model's params."""
 
-  def __init__(self, config, world: data.World):
-    self.config, self.world = config, world
+  def __init__(self, config, world: data.World, seed: int = 0):
+    self.config, self.world, self.seed = config, world, seed  # seed: the replicate's.
     self.cfg = ts_model.model_config(config)
 
   def story_loss(self, params) -> float:
@@ -89,9 +89,10 @@ class Evaluator:
     return total / count
 
   def generations(self, params, point: int) -> list[str]:
-    """Stories sampled after the prompts; the rng depends on the point only, not the model."""
+    """Stories sampled after the prompts; the rng depends on the replicate's seed and the point,
+    not the model (every model of a replicate is scored on the same draws)."""
     p, e = self.world.prompts, self.config.eval
-    rng = jax.random.fold_in(jax.random.key(self.config.seed), 7000 + point)
+    rng = jax.random.fold_in(jax.random.key(self.seed), 7000 + point)
     bos = self.world.tok.bos_id
     out_BxN = np.asarray(sampling.generate(self.cfg, params, p.tokens_NxP, p.mask_NxP,
                                            e.max_new_tokens, rng, temperature=e.temperature,

@@ -30,6 +30,11 @@ PAPER_REFT_STEPS = 4000  # reFT iterations in the paper (Table 1's last point is
 # How far the paper's reFT moves the model relative to its pretraining (train.lr_budget_ratio):
 # 4000 x 1e-5 over Sum_t lr_t of 30K steps at 1e-3 (1000 warmup, cosine to 0).
 REFT_BUDGET_RATIO = 4000 * 1e-5 / (1e-3 * (1000 / 2 + 29_000 / 2))
+DELETION_BUDGET_RATIO = REFT_BUDGET_RATIO * 1e-4 / 1e-5  # Deletion at eta_M = 1e-4.
+# The paper's F (eta_S) still writes a twist in 69% of generations after deletion (Table 1),
+# so its Present follows the Twist instruction at least that often: the starting point's
+# anchor, reported beside ours (the paper gives no Present row).
+PAPER_PRESENT_AT_LEAST = 69.0
 PAPER_GENERATIONS = '~16'  # Generations per Table 1 cell in the paper.
 PAPER_SCALE = ('Paper: 91M parameters; pretraining 30K steps x 128 x 1024 tokens; deletion and '
                'reFT 4000 steps x 128 x 1024 at 1e-4, 1e-5 and 1e-5.')

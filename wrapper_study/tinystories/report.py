@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import sys
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -34,19 +35,29 @@ def _labels(config) -> dict:
           for p, lr, n in train.deletion_runs(config)}
 
 
-def table1_rows(config, logs: dict) -> list[dict]:
-  """Table 1's layout: twist % at reFT points 0 and reft.score_steps, ours beside the paper."""
+def n_generations(config, seeds: int = 0) -> int:
+  """Generations behind one rate of `seeds` replicates (0: all of config.model_seeds), pooled."""
+  return config.eval.num_generations * (seeds or len(config.model_seeds))
+
+
+def table1_rows(config, logs: dict, seed: Optional[int] = None) -> list[dict]:
+  """Table 1's layout: twist % at reFT points 0 and reft.score_steps, ours beside the paper.
+
+  logs: the mean over every replicate (95% Wilson intervals over their pooled generations),
+  or one replicate's (`seed` given: a column says which, the interval is over its own).
+  """
   points = (0,) + tuple(config.reft.score_steps)
+  n = n_generations(config, 1 if seed is not None else 0)
   rows = []
   entries = [(row_label(p, name, lr), train.deletion_name(p, lr), (p, name))
              for p, lr, name in train.deletion_runs(config)] + [('Not in PT', NOT_IN_PT, NOT_IN_PT)]
   for label, model, key in entries:
     ours = logs['reft_' + model].series('twist_fraction', points)
     row_paper = paper.PAPER_TABLE1.get(key)
-    row = {'deletion type': label, 'model': model}
+    row = ({} if seed is None else {'seed': seed}) | {'deletion type': label, 'model': model}
     for j, (s, ps) in enumerate(zip(points, paper.PAPER_TABLE1_POINTS)):
       row[f'ours @{s}'] = round(ours[j], 1)
-      _, low, high = ts_claims.rate(ours[j], config.eval.num_generations)
+      _, low, high = ts_claims.rate(ours[j], n)
       row[f'ours @{s} 95% low'], row[f'ours @{s} 95% high'] = round(low, 1), round(high, 1)
       row[f'paper @{ps}'] = '' if row_paper is None else row_paper[j]
     rows.append(row)
@@ -112,7 +123,7 @@ def figures(config, logs: dict, probes: dict, workdir) -> None:
       logx=True), fig_dir / 'reft_twist_loss.png')
   s_steps = (0,) + tuple(config.reft.score_steps)
   fractions = {label[m]: logs['reft_' + m].series('twist_fraction', s_steps) for m in models}
-  n = config.eval.num_generations
+  n = n_generations(config)
   wilson = {name: tuple(np.array([ts_claims.rate(v, n)[k] for v in ys]) for k in (1, 2))
             for name, ys in fractions.items()}  # 95% Wilson band of each rate.
   save(lambda: plots.curves(
@@ -142,10 +153,16 @@ def _loss_rows(config, logs: dict) -> tuple[list[dict], list[dict]]:
   return del_rows, reft_rows
 
 
-def write_tables(config, workdir, world, logs: dict, rows, found, probes) -> tuple[list, list]:
-  """tables/*.csv but timing.csv; returns the loss rows (deletion, reFT) for report.md."""
+def write_tables(config, workdir, world, logs: dict, rows, found, probes,
+                 seed_rows: Sequence[list] = ()) -> tuple[list, list]:
+  """tables/*.csv but timing.csv; returns the loss rows (deletion, reFT) for report.md.
+
+  seed_rows: each replicate's table1_rows, written to table1_seeds.csv when there are several.
+  """
   tables_dir = pathlib.Path(workdir) / 'tables'
   tables.write_csv(tables_dir / 'table1.csv', rows)
+  if len(seed_rows) > 1:
+    tables.write_csv(tables_dir / 'table1_seeds.csv', [r for rs in seed_rows for r in rs])
   tables.write_csv(tables_dir / 'claims.csv', found, claims_lib.CLAIMS_COLUMNS)
   del_rows, reft_rows = _loss_rows(config, logs)
   tables.write_csv(tables_dir / 'deletion_twist_loss.csv', del_rows)
@@ -186,12 +203,67 @@ def claims_scale(config) -> str:
           f'{c.reft.steps} of the paper\'s {paper.PAPER_REFT_STEPS} reFT iterations, '
           f'{c.deletion.steps} of its 4000 deletion and {c.pretrain.steps} of its 30K pretraining '
           f'steps, {data}, {c.eval.num_generations} generations per rate (paper '
-          f'{paper.PAPER_GENERATIONS}), one seed (n_seeds 1: intervals are over generations or '
-          f'probe test stories, or a +-{paper.LOSS_MARGIN:g} nats band on losses).')
+          f'{paper.PAPER_GENERATIONS}), {_seeds_rule(config)}')
+
+
+def _seeds_rule(config) -> str:
+  seeds = tuple(config.model_seeds)
+  if len(seeds) == 1:
+    return (f'one seed ({seeds[0]}; n_seeds 1: intervals are over generations or probe test '
+            f'stories, or a +-{paper.LOSS_MARGIN:g} nats band on losses).')
+  return (f'{len(seeds)} replicates (model_seeds {seeds}: each its own init, batch order and '
+          'samples): every value is the mean over replicates with its 95% t-interval over '
+          'them; the manipulation checks read the replicates\' mean (rates pooled over '
+          f'{n_generations(config)} generations).')
+
+
+def _cells(config) -> str:
+  n, seeds = config.eval.num_generations, len(config.model_seeds)
+  if seeds == 1:
+    return f'{n} generations per cell'
+  return (f'Each cell is the mean of {seeds} replicates, {n} generations each, with the 95% '
+          f'Wilson interval of the pooled {n * seeds} (between-replicate spread: '
+          'tables/table1_seeds.csv and the claims\' t-intervals)')
+
+
+def calibration(config, logs_S: Sequence[dict]) -> str:
+  """The starting point and the lr budgets: each replicate's pretrained models, then the
+  anchors the CPU scale was chosen by (report section 'Calibration, the starting point')."""
+  pt, n = config.pretrain.steps, config.eval.num_generations
+  frac = lambda log: log.get('twist_fraction', pt)
+  cell = lambda v, k: ('n/a' if v is None else
+                       '{:.0f}% [{:.0f}, {:.0f}]'.format(*ts_claims.rate(v, k)))
+  loss = lambda log: 'n/a' if log.get('twist_loss', pt) is None else (
+      f"{log.get('twist_loss', pt):.3f}")
+  rows = [{'replicate (seed)': s, 'Present twist fraction': cell(frac(l[PRESENT]), n),
+           'Not-in-PT twist fraction': cell(frac(l[NOT_IN_PT]), n),
+           'Present Twist-story loss': loss(l[PRESENT]),
+           'Not-in-PT Twist-story loss': loss(l[NOT_IN_PT])}
+          for s, l in zip(config.model_seeds, logs_S)]
+  if len(logs_S) > 1:
+    mean = metrics.mean_logs(logs_S)
+    rows.append({'replicate (seed)': 'all (pooled)',
+                 'Present twist fraction': cell(frac(mean[PRESENT]), n * len(logs_S)),
+                 'Not-in-PT twist fraction': cell(frac(mean[NOT_IN_PT]), n * len(logs_S)),
+                 'Present Twist-story loss': loss(mean[PRESENT]),
+                 'Not-in-PT Twist-story loss': loss(mean[NOT_IN_PT])})
+  return (f'After {pt} pretraining steps, each replicate (twist fraction: % of {n} generations '
+          'asked for a Twist that the classifier calls one, 95% Wilson interval):\n\n'
+          + tables.markdown_table(rows) + '\n\n'
+          f'Anchors. The paper\'s Present follows the Twist instruction in >= '
+          f'{paper.PAPER_PRESENT_AT_LEAST:g}% of generations (its F at eta_S still does after '
+          'deletion, Table 1); Present above is the starting point to compare with it. '
+          f'Movement, by the lr budget (lr x steps over Sum_t pretraining lr_t, the AdamW '
+          f'bound on how far parameters move): reFT {train.lr_budget_ratio(config):.2g} '
+          f'(paper {paper.REFT_BUDGET_RATIO:.2g}), deletion at the larger lr '
+          f'{train.lr_budget_ratio(config, "deletion"):.2g} (paper '
+          f'{paper.DELETION_BUDGET_RATIO:.2g}). Deletion lrs are the pretraining lr / 10 and '
+          '/ 100 (the main text\'s eta_M and eta_S). Why each value was chosen: '
+          'configs/tinystories_study.py.')
 
 
 def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_rows,
-                 timing) -> None:
+                 timing, logs_S: Sequence[dict] = ()) -> None:
   """tables/timing.csv and report.md: scale, claims, Table 1, classifier, losses, probes, time."""
   tables.write_csv(pathlib.Path(workdir) / 'tables' / 'timing.csv', timing.rows)
   p, present, clf = config.pretrain, logs[PRESENT], world.clf_scores
@@ -199,7 +271,7 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
 
   def frac(log) -> str:  # A generation rate with its 95% Wilson interval.
     v = log.get('twist_fraction', p.steps)
-    _, low, high = ts_claims.rate(v, config.eval.num_generations)
+    _, low, high = ts_claims.rate(v, n_generations(config))
     return 'n/a' if v is None else f'{v:.0f}% [{low:.0f}, {high:.0f}]'
   ref = (f'Present after pretraining: Twist-story loss '
          f'{fmt(present.get("twist_loss", p.steps), ".3f")}, twist fraction '
@@ -212,6 +284,7 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
                                if (pathlib.Path(workdir) / 'figures' / f'{s}.png').exists())
   sections = [
       ('Scale and data', _scale(config, world)),
+      ('Calibration, the starting point', calibration(config, logs_S or [logs])),
       ('Claims, checked', claims_scale(config) + '\n\n' + tables.markdown_table(
           found, [c for c in claims_lib.CLAIMS_COLUMNS if c not in ('world', 'metric')])
        + '\n\nThresholds, margins and decision rules fixed in '
@@ -219,8 +292,8 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
       ('Table 1: % of generations with a twist during reFT (ours, paper in parentheses)',
        table1_markdown(config, rows) + f'\n\nOur reFT iterations {points} stand for the '
        f'paper\'s {paper.PAPER_TABLE1_POINTS} (reFT {config.reft.steps} vs '
-       f'{paper.PAPER_REFT_STEPS} iterations). {config.eval.num_generations} generations per '
-       f'cell (paper {paper.PAPER_GENERATIONS}). ' + ref + fig('reft_twist_fraction')),
+       f'{paper.PAPER_REFT_STEPS} iterations). {_cells(config)} (paper '
+       f'{paper.PAPER_GENERATIONS}). ' + ref + fig('reft_twist_fraction')),
       ('Twist classifier (scores the generations)',
        f'Held-out accuracy on the test split: {clf["accuracy"]:.1f}% (balanced '
        f'{clf["balanced_accuracy"]:.1f}%, majority baseline {clf["majority_baseline"]:.1f}%; '

@@ -48,6 +48,25 @@ def reft_models(config) -> list[str]:
   return [deletion_name(p, lr) for p, lr, _ in deletion_runs(config)] + [NOT_IN_PT]
 
 
+def replicates(config, workdir) -> list[tuple[int, pathlib.Path, str]]:
+  """(seed, its workdir, its phase-name prefix) of every replicate of config.model_seeds.
+
+  One replicate keeps the flat layout (workdir itself); several get workdir/seed_<s> each
+  (checkpoints, results, generations, TensorBoard runs), beside the shared data.
+  """
+  seeds = tuple(config.model_seeds)
+  if len(seeds) == 1:
+    return [(seeds[0], pathlib.Path(workdir), '')]
+  return [(s, pathlib.Path(workdir) / f'seed_{s}', f'seed {s}: ') for s in seeds]
+
+
+def phase_names(config, tag: str = '') -> list[str]:
+  """One replicate's training phases, in order, as the timing table names them."""
+  return [*[f'{tag}pretrain {m}' for m in (PRESENT, NOT_IN_PT)],
+          *[f'{tag}deletion {deletion_name(p, lr)}' for p, lr, _ in deletion_runs(config)],
+          *[f'{tag}reFT {m}' for m in reft_models(config)]]
+
+
 @functools.lru_cache(maxsize=None)
 def finetune_tx(weight_decay: float):
   """Constant-lr AdamW shared by every deletion and reFT run (the lr lives in its state)."""
@@ -109,6 +128,8 @@ class Context:
   writer: metrics.MetricWriter
   mesh: object
   timing: metrics.PhaseTimes
+  seed: int = 0  # The replicate's seed (config.model_seeds): init, batch order, sampling.
+  tag: str = ''  # Prefix of its phase names in the timing table ('' or 'seed 1: ').
 
 
 def run_phase(ctx: Context, phase: Phase, step0: Optional[dict] = None):
@@ -126,7 +147,7 @@ def run_phase(ctx: Context, phase: Phase, step0: Optional[dict] = None):
       ctx.writer.run(phase.name).write_scalars(0, {f'eval/{k}': v for k, v in new.items()})
   windows = data.lm_windows(ctx.world.streams[phase.data], ctx.world.tok.bos_id,
                             config.model.max_len, phase.batch_size,
-                            config.seed * 1000 + phase.salt, config.data.align_windows)
+                            ctx.seed * 1000 + phase.salt, config.data.align_windows)
   state = train.create_state(jax.tree.map(jnp.array, phase.init), phase.tx)
   if phase.lr is not None:
     state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, phase.lr))
@@ -172,11 +193,11 @@ def _end_metrics(log: metrics.RunLog, step: int) -> dict:
 def pretrain(ctx: Context, finals: dict, logs: dict) -> None:
   """Present and Not-in-PT from one seeded init (adds their params and logs)."""
   config, p = ctx.config, ctx.config.pretrain
-  init = host(model_lib.init_params(ts_model.model_config(config), jax.random.key(config.seed)))
+  init = host(model_lib.init_params(ts_model.model_config(config), jax.random.key(ctx.seed)))
   tx = pretrain_tx(config)
   eval_steps = tuple(range(p.eval_every, p.steps + 1, p.eval_every)) + (p.steps,)
   for salt, name in enumerate((PRESENT, NOT_IN_PT)):
-    with ctx.timing.timed(f'pretrain {name}'):
+    with ctx.timing.timed(f'{ctx.tag}pretrain {name}'):
       finals[name], logs[name] = run_phase(ctx, Phase(
           name=name, data=name, init=init, tx=tx, lr=None, steps=p.steps,
           batch_size=p.batch_size, eval_steps=eval_steps, score_steps=(p.steps,),
@@ -190,7 +211,7 @@ def delete(ctx: Context, finals: dict, logs: dict) -> None:
   start = _end_metrics(logs[PRESENT], config.pretrain.steps)
   for i, (protocol, lr, _) in enumerate(deletion_runs(config)):
     name = deletion_name(protocol, lr)
-    with ctx.timing.timed(f'deletion {name}'):
+    with ctx.timing.timed(f'{ctx.tag}deletion {name}'):
       finals[name], logs[name] = run_phase(ctx, Phase(
           name=name, data=protocol, init=finals[PRESENT], tx=ft_tx, lr=lr, steps=d.steps,
           batch_size=d.batch_size, eval_steps=tuple(d.loss_steps) + (d.steps,),
@@ -205,7 +226,7 @@ def reverse_finetune(ctx: Context, finals: dict, logs: dict) -> None:
   for i, model in enumerate(reft_models(config)):
     end = config.pretrain.steps if model == NOT_IN_PT else config.deletion.steps
     name = 'reft_' + model
-    with ctx.timing.timed(f'reFT {model}'):
+    with ctx.timing.timed(f'{ctx.tag}reFT {model}'):
       _, logs[name] = run_phase(ctx, Phase(
           name=name, data='reft', init=finals[model], tx=ft_tx, lr=r.lr, steps=r.steps,
           batch_size=r.batch_size, eval_steps=tuple(r.loss_steps),
