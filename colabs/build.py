@@ -100,7 +100,7 @@ print('JAX', jax.__version__, 'on', jax.devices())"""),
         ('markdown', """\
 ## The config
 
-`get_config('')` is the reduced study (the whole Table 3 grid, both tasks, ~12 min on 2 CPU
+`get_config('')` is the reduced study (the whole Table 3 grid, both tasks, ~9 min on 2 CPU
 cores); `get_config('paper')` is the paper's scale. Here: the tests' `smoke` config, cut to
 the Counter, one seed and a 3 x 3 grid of learning rates x C_Tr, so it runs in about a minute.
 `validate` runs every check that needs no compute."""),

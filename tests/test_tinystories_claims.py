@@ -17,7 +17,7 @@ from wrapper_study.tinystories import claims
 from wrapper_study.tinystories import paper
 from wrapper_study.tinystories import train
 
-CONFIG = ts_config.get_config('')  # CPU scale: 64 generations, reFT scored at 1, 12, 120.
+CONFIG = ts_config.get_config('')  # CPU scale: 64 generations, reFT scored at reft.score_steps.
 PT, DEL, REFT = CONFIG.pretrain.steps, CONFIG.deletion.steps, CONFIG.reft.steps
 POINTS = (0,) + tuple(CONFIG.reft.score_steps)
 DELETED = train.reft_models(CONFIG)[:-1]

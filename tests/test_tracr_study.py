@@ -418,7 +418,8 @@ def test_calibrated_start_and_sensitivity_arms_end_to_end(tracr_cache, tmp_path)
   workdir = tmp_path / 'run'
   proc = _run_binary(workdir, tracr_cache, '--config.tasks=("counter",)',
                      '--config.finetune.noise_std=-1',
-                     '--config.calibration.arms=("noise=0.01","clip=10")')
+                     '--config.calibration.arms=("noise=0.01","clip=10")',
+                     '--config.calibration.arm_seeds=(1,)')
   assert proc.returncode == 0, proc.stderr[-3000:]
   config = tracr_config.get_config('smoke')
   calib = tables.read_csv(workdir / 'tables' / 'calibration.csv')
@@ -435,10 +436,15 @@ def test_calibrated_start_and_sensitivity_arms_end_to_end(tracr_cache, tmp_path)
   assert [r['arm'] for r in arms] == (['noise=0.01'] * (len(f.lrs) * len(f.c_trs)) +
                                       ['clip=10'] * (len(f.lrs) * len(f.c_trs)))
   # A 10x larger start noise breaks the model: the arm starts lower than the main grid.
-  step0 = lambda run: np.mean([metrics.read_scalars(str(workdir / 'tb' / 'counter' / run / m.run_name))
-                               ['eval/c_te0/acc_o_pt'][0][1]
-                               for m in population.grid(f.lrs, f.c_trs, f.seeds)])
-  assert step0('finetune[noise=0.01]') < step0('finetune') - 20
+  step0 = lambda run, seeds: np.mean([metrics.read_scalars(
+      str(workdir / 'tb' / 'counter' / run / m.run_name))['eval/c_te0/acc_o_pt'][0][1]
+                                      for m in population.grid(f.lrs, f.c_trs, seeds)])
+  assert step0('finetune[noise=0.01]', (1,)) < step0('finetune', (1,)) - 20
+  # The arms ran calibration.arm_seeds only: seed 1 of the main grid's (0, 1).
+  arm_runs = {p.name for p in (workdir / 'tb' / 'counter' / 'finetune[clip=10]').iterdir()
+              if p.is_dir()}
+  assert arm_runs == {m.run_name for m in population.grid(f.lrs, f.c_trs, (1,))}
+  assert 'clip=10 (finetune.grad_clip_norm = 10; seeds (1,))' in text
   assert 'counter: Table 3, sensitivity arm clip=10' in text
   assert '[3/6] counter/sensitivity' in proc.stderr
 
@@ -450,4 +456,12 @@ def test_bad_arm_fails_before_compute(tracr_cache, arms, match):
   config = _smoke_config(tracr_cache)
   config.calibration.arms = arms
   with pytest.raises(config_check.ConfigError, match=match):
+    tracr_study.validate(config)
+
+
+def test_repeated_arm_seed_fails_before_compute(tracr_cache):
+  config = _smoke_config(tracr_cache)
+  config.calibration.arms = ('clip=10',)
+  config.calibration.arm_seeds = (0, 0)
+  with pytest.raises(config_check.ConfigError, match=r'config.calibration.arm_seeds=\(0, 0\)'):
     tracr_study.validate(config)

@@ -78,6 +78,8 @@ def validate(config) -> None:
       train.parse_arm(arm)
     except ValueError as e:
       cc.fail('calibration.arms', tuple(config.calibration.arms), str(e))
+  if config.calibration.arm_seeds:
+    cc.seeds(config, 'calibration.arm_seeds')
   if not 0 < config.calibration.anchor_pct <= 100:
     cc.fail('calibration.anchor_pct', config.calibration.anchor_pct, 'must lie in (0, 100]')
   cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)

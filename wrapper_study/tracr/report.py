@@ -399,7 +399,8 @@ def arm_sections(config, task, arm_rows) -> list[tuple[str, str]]:
     rows = [r for r in arm_rows if r['arm'] == arm]
     field, value = tracr_train.parse_arm(arm)
     sections.append((f'{task}: Table 3, sensitivity arm {arm}',
-                     f'The main grid with one change, {arm} (finetune.{field} = {value:g}), to '
+                     f'The main grid with one change, {arm} (finetune.{field} = {value:g}; '
+                     f'seeds {tuple(config.calibration.get("arm_seeds") or config.finetune.seeds)}), to '
                      f'show how much the starting point or the clipping decides Table 3. The '
                      f'claims are judged on the main grid only.\n\n' + table3_markdown(rows)))
   return sections

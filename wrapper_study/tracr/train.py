@@ -180,8 +180,12 @@ def parse_arm(arm: str) -> tuple[str, float]:
 
 
 def arm_config(config, arm: str):
-  """A copy of config with the arm's fine-tuning field set."""
-  return _with_finetune(config, *parse_arm(arm))
+  """A copy of config with the arm's fine-tuning field set, over calibration.arm_seeds
+  (() = finetune.seeds)."""
+  config = _with_finetune(config, *parse_arm(arm))
+  if config.calibration.get('arm_seeds'):
+    config.finetune.seeds = tuple(config.calibration.arm_seeds)
+  return config
 
 
 def start_tag(config) -> str:
