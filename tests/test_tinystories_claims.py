@@ -13,6 +13,7 @@ import pytest
 from configs import tinystories_study as ts_config
 from wrapper_study import metrics
 from wrapper_study.report import claims as claims_lib
+from wrapper_study.tinystories import analysis
 from wrapper_study.tinystories import claims
 from wrapper_study.tinystories import paper
 from wrapper_study.tinystories import train
@@ -283,7 +284,7 @@ def test_mean_log_keeps_only_what_every_replicate_has(tmp_path):
   a, b = metrics.RunLog(tmp_path, 'a'), metrics.RunLog(tmp_path, 'b')
   a.data = {'twist_fraction': {'0': 10.0, '5': 20.0}}
   b.data = {'twist_fraction': {'0': 30.0}}
-  mean = metrics.MeanLog([a, b])
+  mean = analysis.MeanLog([a, b])
   assert mean.get('twist_fraction', 0) == 20.0 and mean.get('twist_fraction', 5) is None
   with pytest.raises(TypeError, match='replicates'):
     mean.record(1, {'twist_fraction': 1.0})

@@ -188,7 +188,12 @@ def test_replicates_run_each_seed_and_decide_over_them(smoke_run, tmp_path):
           } == {c: '2' for c in paper.CLAIMS if c != 'classifier_accuracy'}
   phases = [r['phase'] for r in tables.read_csv(workdir / 'tables' / 'timing.csv')]
   assert 'seed 1: pretrain present' in phases and 'probes' in phases
-  assert '2 replicates (model_seeds (0, 1)' in (workdir / 'report.md').read_text()
+  text = (workdir / 'report.md').read_text()
+  assert '2 replicates (model_seeds (0, 1)' in text
+  # The starting point of each replicate and of both, beside the paper's anchor.
+  calibration = text.split('## Calibration, the starting point')[1].split('\n## ')[0]
+  assert '| 0 |' in calibration and '| 1 |' in calibration and 'all (pooled)' in calibration
+  assert f'>= {paper.PAPER_PRESENT_AT_LEAST:g}%' in calibration
 
 
 def _config(**fields):

@@ -390,29 +390,6 @@ class RunLog:
     _write_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True))
 
 
-class MeanLog(RunLog):
-  """The mean over replicates of one run's RunLogs (read-only): a (metric, step) is there
-  only when every replicate has it, so a mean never mixes different sets of seeds."""
-
-  def __init__(self, logs: Sequence[RunLog]):  # pylint: disable=super-init-not-called
-    self.path = None
-    keys = set.intersection(*[{(k, s) for k, by_step in log.data.items() for s in by_step}
-                              for log in logs])
-    self.data = {}
-    for k, s in sorted(keys):
-      self.data.setdefault(k, {})[s] = float(np.mean([log.data[k][s] for log in logs]))
-
-  def record(self, step: int, values: Mapping[str, Any]) -> None:
-    raise TypeError('a MeanLog is computed from replicates; record into their RunLogs')
-
-
-def mean_logs(logs_S: Sequence[Mapping[str, RunLog]]) -> dict:
-  """{run: log} of replicates: one replicate's as they are, several as their MeanLogs."""
-  if len(logs_S) == 1:
-    return dict(logs_S[0])
-  return {name: MeanLog([logs[name] for logs in logs_S]) for name in logs_S[0]}
-
-
 class PhaseTimes:
   """Seconds per phase: in this invocation, and in the one that first completed it.
 

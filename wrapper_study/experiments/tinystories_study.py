@@ -140,7 +140,7 @@ def run(config, workdir) -> dict:
     probes_S = [{m: every[tag + m] for m in models} for tag, models in probed.items()]
   # Tables and figures show the mean over replicates (rates pooled over their generations);
   # the claims decide with intervals over replicates when there are several.
-  logs = metrics.mean_logs(logs_S)
+  logs = analysis.mean_logs(logs_S)
   probes = analysis.mean_probes(probes_S)
   with metrics.MetricWriter(str(workdir)) as writer, timing.timed('report'):
     rows = report.table1_rows(config, logs)

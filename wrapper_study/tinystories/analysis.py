@@ -4,13 +4,15 @@ One binary probe per (model, site B0..BL, story feature), all fitted in ONE
 `probing.fit_and_score` call; the input is the mean residual over the final
 story tokens (data.right_padded rows). Results are cached in
 results/probes_<key>.json, the key a digest of the models and config.probe.
+Also the means over replicates (config.model_seeds) of probes and run logs that
+the tables and figures show.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -64,3 +66,26 @@ def mean_probes(probes_S: Sequence[dict]) -> dict:
   """{model: {feature: accuracy % per site}}, the mean over replicates' probe_accuracies."""
   return {m: {f: [float(a) for a in np.mean([p[m][f] for p in probes_S], axis=0)]
               for f in by_f} for m, by_f in probes_S[0].items()}
+
+
+class MeanLog(metrics.RunLog):
+  """The mean over replicates of one run's RunLogs (read-only): a (metric, step) is there
+  only when every replicate has it, so a mean never mixes different sets of seeds."""
+
+  def __init__(self, logs: Sequence[metrics.RunLog]):  # pylint: disable=super-init-not-called
+    self.path = None
+    keys = set.intersection(*[{(k, s) for k, by_step in log.data.items() for s in by_step}
+                              for log in logs])
+    self.data = {}
+    for k, s in sorted(keys):
+      self.data.setdefault(k, {})[s] = float(np.mean([log.data[k][s] for log in logs]))
+
+  def record(self, step: int, values: Mapping[str, Any]) -> None:
+    raise TypeError('a MeanLog is computed from replicates; record into their RunLogs')
+
+
+def mean_logs(logs_S: Sequence[Mapping[str, metrics.RunLog]]) -> dict:
+  """{run: log} of replicates: one replicate's as they are, several as their MeanLogs."""
+  if len(logs_S) == 1:
+    return dict(logs_S[0])
+  return {name: MeanLog([logs[name] for logs in logs_S]) for name in logs_S[0]}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from wrapper_study import metrics
 from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import intervals
 from wrapper_study.tinystories import analysis
@@ -233,9 +232,8 @@ def claims(config, logs_S: list[dict], probes_S: list[dict], clf_scores: dict,
   if len(runs) == 1:
     r = runs[0]
   else:
-    r = _Run(config, metrics.mean_logs(logs_S), analysis.mean_probes(probes_S), clf_scores,
-             probe_stats,
-             n_seeds=len(runs))
+    r = _Run(config, analysis.mean_logs(logs_S), analysis.mean_probes(probes_S), clf_scores,
+             probe_stats, n_seeds=len(runs))
     r.replicates = runs
   return [_classifier(r), *_deletion(r), *_reft(r), *_probes(r)]
 

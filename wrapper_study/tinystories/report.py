@@ -241,7 +241,7 @@ def calibration(config, logs_S: Sequence[dict]) -> str:
            'Not-in-PT Twist-story loss': loss(l[NOT_IN_PT])}
           for s, l in zip(config.model_seeds, logs_S)]
   if len(logs_S) > 1:
-    mean = metrics.mean_logs(logs_S)
+    mean = analysis.mean_logs(logs_S)
     rows.append({'replicate (seed)': 'all (pooled)',
                  'Present twist fraction': cell(frac(mean[PRESENT]), n * len(logs_S)),
                  'Not-in-PT twist fraction': cell(frac(mean[NOT_IN_PT]), n * len(logs_S)),
