@@ -45,9 +45,10 @@ iterations 0, 2, 18, 180 stand for 0, 30, 300, 3000. 64 generations of up to
 most ~150-token examples from their Features line; the model then followed
 the Twist instruction only late (one run: 28% of generations at step 1200,
 72% at 1500).
-Pretraining length, by the starting point's anchor (issue 13; fixed before
-the claims were read): the paper's Present follows the Twist instruction in
->= 69% of generations (its F at eta_S still does after deletion, Table 1), so
+Pretraining length, by the starting point's anchor (issue 13; a rule on
+Present's behaviour, never on a claim): the paper's Present follows the Twist
+instruction in >= 69% of generations (its F at eta_S still does after
+deletion, Table 1), so
 the CPU scale pretrains for the smallest of 1200 / 1800 / 2400 steps at which
 Present (seed 0) reaches 69%: measured 25% / 72% / 88% of 64 generations ->
 1800 (warmup 10%). The three replicates then start at 72%, 53%, 80% (68%
