@@ -226,25 +226,29 @@ def _cells(config) -> str:
           'tables/table1_seeds.csv and the claims\' t-intervals)')
 
 
+def _rate_cell(percent: Optional[float], n: int) -> str:
+  """'68% [61, 74]': a generation rate of n samples with its 95% Wilson interval."""
+  return 'n/a' if percent is None else '{:.0f}% [{:.0f}, {:.0f}]'.format(
+      *ts_claims.rate(percent, n))
+
+
 def calibration(config, logs_S: Sequence[dict]) -> str:
   """The starting point and the lr budgets: each replicate's pretrained models, then the
   anchors the CPU scale was chosen by (report section 'Calibration, the starting point')."""
   pt, n = config.pretrain.steps, config.eval.num_generations
   frac = lambda log: log.get('twist_fraction', pt)
-  cell = lambda v, k: ('n/a' if v is None else
-                       '{:.0f}% [{:.0f}, {:.0f}]'.format(*ts_claims.rate(v, k)))
   loss = lambda log: 'n/a' if log.get('twist_loss', pt) is None else (
       f"{log.get('twist_loss', pt):.3f}")
-  rows = [{'replicate (seed)': s, 'Present twist fraction': cell(frac(l[PRESENT]), n),
-           'Not-in-PT twist fraction': cell(frac(l[NOT_IN_PT]), n),
+  rows = [{'replicate (seed)': s, 'Present twist fraction': _rate_cell(frac(l[PRESENT]), n),
+           'Not-in-PT twist fraction': _rate_cell(frac(l[NOT_IN_PT]), n),
            'Present Twist-story loss': loss(l[PRESENT]),
            'Not-in-PT Twist-story loss': loss(l[NOT_IN_PT])}
           for s, l in zip(config.model_seeds, logs_S)]
   if len(logs_S) > 1:
     mean = analysis.mean_logs(logs_S)
     rows.append({'replicate (seed)': 'all (pooled)',
-                 'Present twist fraction': cell(frac(mean[PRESENT]), n * len(logs_S)),
-                 'Not-in-PT twist fraction': cell(frac(mean[NOT_IN_PT]), n * len(logs_S)),
+                 'Present twist fraction': _rate_cell(frac(mean[PRESENT]), n * len(logs_S)),
+                 'Not-in-PT twist fraction': _rate_cell(frac(mean[NOT_IN_PT]), n * len(logs_S)),
                  'Present Twist-story loss': loss(mean[PRESENT]),
                  'Not-in-PT Twist-story loss': loss(mean[NOT_IN_PT])})
   return (f'After {pt} pretraining steps, each replicate (twist fraction: % of {n} generations '
@@ -269,10 +273,7 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
   p, present, clf = config.pretrain, logs[PRESENT], world.clf_scores
   fmt = lambda v, spec: 'n/a' if v is None else format(v, spec)
 
-  def frac(log) -> str:  # A generation rate with its 95% Wilson interval.
-    v = log.get('twist_fraction', p.steps)
-    _, low, high = ts_claims.rate(v, n_generations(config))
-    return 'n/a' if v is None else f'{v:.0f}% [{low:.0f}, {high:.0f}]'
+  frac = lambda log: _rate_cell(log.get('twist_fraction', p.steps), n_generations(config))
   ref = (f'Present after pretraining: Twist-story loss '
          f'{fmt(present.get("twist_loss", p.steps), ".3f")}, twist fraction '
          f'{frac(present)} (not in the paper\'s table). '
