@@ -24,6 +24,10 @@ CASES = {  # What a user typed -> a piece the one line must contain.
                         'config.finetune.lrs[1]=inf'),
     'nan noise': (['--config=tracr_study:smoke', '--config.finetune.noise_std=nan'],
                   'config.finetune.noise_std=nan'),
+    'recursive grammar on device': (
+        ['--config=pcfg_study:smoke', '--config.data.on_device=True',
+         '--config.grammar=%terminals a b c\ns -> s a [0.5] | b [0.3] | c [0.2]'],
+        'config.data.on_device: the grammar is recursive'),
 }
 
 

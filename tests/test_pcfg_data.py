@@ -7,12 +7,16 @@ fixed seeds so the suite is deterministic.
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import nltk
 import numpy as np
 import pytest
 
+from wrapper_study.pcfg import device_sampler
 from wrapper_study.pcfg import finetune_data
 from wrapper_study.pcfg import grammar as grammar_lib
+from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import sampler
 from wrapper_study.pcfg import tasks
 
@@ -490,3 +494,103 @@ def test_natural_c_te0_set_keeps_chance_agreement():
   # A model answering count(a) + 1 to "count b": exactly 0 on the anti set, chance on the natural.
   plus_one = lambda s: (s['pt'].values + 1 == s['ft'].values).mean()
   assert plus_one(anti) == 0 and plus_one(natural) == pytest.approx(chance)
+
+
+# (h) On the device (issue 12): the host sampler's law, drawn by jax.random.
+
+# Bounded, with strings shorter than the window (so rows concatenate up to 6 pieces) and
+# a nonterminal with several levels below it.
+_SHORT_GRAMMAR = """
+%terminals x y z
+s -> x [0.5] | u z [0.3] | u u [0.2]
+u -> y [0.6] | z u2 [0.4]
+u2 -> x y [0.5] | y [0.5]
+"""
+
+
+def _window_stats(w):
+  """Per window: the frequency of each terminal and of each bigram (of 3 terminals)."""
+  w = np.asarray(w)
+  pairs = w[:, :-1] * 3 + w[:, 1:]
+  return np.concatenate([(w[..., None] == np.arange(3)).mean(1),
+                         (pairs[..., None] == np.arange(9)).mean(1)], axis=1)
+
+
+def _assert_same_law(a, b, what):
+  """Two samples' column means within Z_BOUND standard errors of each other."""
+  se = np.sqrt(a.var(0, ddof=1) / len(a) + b.var(0, ddof=1) / len(b))
+  z = np.abs(a.mean(0) - b.mean(0)) / np.maximum(se, 1e-12)
+  assert np.all(z < Z_BOUND), f'{what}: {a.mean(0)} vs {b.mean(0)}, z {z}'
+
+
+@pytest.mark.parametrize('table_size', [0, sampler.DEFAULT_TABLE_SIZE])
+def test_device_derivations_parse_and_match_expectations(paper, table_size):
+  dg = device_sampler.compile_grammar(paper, table_size)
+  # Six tiers of nonterminals (s; p q r; m n o; j k l; g h i; d e f); j k l tabulated: four.
+  assert (dg.levels, dg.longest, dg.shortest) == ((4, 432, 138) if table_size else (6, 432, 138))
+  strings, lengths = jax.jit(lambda k: device_sampler.derivations(dg, k, 20_000))(
+      jax.random.key(11))
+  strings, lengths = np.asarray(strings), np.asarray(lengths)
+  filled = np.arange(strings.shape[1]) < lengths[:, None]
+  assert np.array_equal(strings >= 0, filled)  # Each string, then only padding.
+  parser = nltk.ChartParser(nltk.CFG.fromstring(NLTK_PAPER_GRAMMAR))
+  for row, n in zip(strings[:5], lengths[:5]):
+    assert next(parser.parse([paper.terminals[i] for i in row[:n]]), None) is not None
+  counts = np.stack([(strings == t).sum(1) for t in range(3)], axis=1)
+  _assert_means(counts, _expectations(paper)[0], f'device terminals (table_size {table_size})')
+
+
+def test_device_windows_have_the_host_law(paper):
+  short = grammar_lib.parse_grammar(_SHORT_GRAMMAR)
+  for g, n, length in ((paper, 3000, 250), (short, 20_000, 6)):
+    dg = device_sampler.compile_grammar(g)
+    got = jax.jit(lambda k: device_sampler.windows(dg, k, n, length))(jax.random.key(12))
+    assert got.shape == (n, length) and got.dtype == jnp.int32
+    host = sampler.sample_windows(g, np.random.default_rng(12), n, length)
+    _assert_same_law(_window_stats(got), _window_stats(host), f'windows of {length}')
+    # The first token reads the offset's law and the concatenation.
+    first = lambda w: np.asarray(w)[:, :1] == np.arange(3)
+    _assert_same_law(first(got), first(host), f'first tokens of {length}')
+  # The comparison can fail: the same statistics tell the prior-'b'-heavy grammar apart.
+  skewed = grammar_lib.parse_grammar(_SHORT_GRAMMAR.replace('u -> y [0.6] | z u2 [0.4]',
+                                                            'u -> y [0.4] | z u2 [0.6]'))
+  host = sampler.sample_windows(skewed, np.random.default_rng(13), 20_000, 6)
+  with pytest.raises(AssertionError, match='windows of 6'):
+    _assert_same_law(_window_stats(got), _window_stats(host), 'windows of 6')
+
+
+def test_device_pretraining_batch_labels_recomputed_from_tokens(paper):
+  o_primes = {f: tasks.DEFAULT_O_PRIME[f] for f in tasks.ALL_FAMILIES}
+  batch_fn = device_sampler.pretraining_batch_fn(
+      jax.random.key(14), 700, 'high', tasks.ALL_FAMILIES, o_primes=o_primes, grammar=paper,
+      window_length=250)
+  b = batch_fn(3)
+  host = pcfg_model.lm_batch(tasks.sample_pretraining_batch(
+      np.random.default_rng(0), 2, 'high', tasks.ALL_FAMILIES), answer_only=False)
+  assert {k: (v.shape[1:], v.dtype) for k, v in b.items()} == {
+      k: (v.shape[1:], v.dtype) for k, v in host.items()}
+  assert np.all(np.asarray(b['weights']) == 1)  # Every token but SOS is a target.
+  tokens = np.concatenate([np.asarray(b['inputs']), np.asarray(b['targets'])[:, -1:]], axis=1)
+  np.testing.assert_array_equal(tokens[:, 1:], np.asarray(b['targets']))
+  seen, operands = set(), []
+  for row in tokens:
+    family, operand, k, text, answer = _parse_row(tasks.VOCAB.decode(row))
+    assert k == tasks.DEFAULT_O_PRIME[family]
+    assert (operand == 'NULL') == (family == 'T')
+    if family in tasks.JAILBREAK_FAMILIES:
+      assert operand == 'a'
+    elif family != 'T':
+      operands.append(tasks.VOCAB.terminals.index(operand))
+    assert answer == str(_loop_label(family, operand, k, text))
+    seen.add(family)
+  assert seen == set(tasks.ALL_FAMILIES)
+  _assert_means(np.asarray(operands)[:, None] == np.arange(3), np.array(tasks.PRIORS['high']),
+                'operands under the high prior')
+  # A pure function of (key, step): the same step again is the same batch, the next is not.
+  np.testing.assert_array_equal(np.asarray(batch_fn(3)['inputs']), tokens[:, :-1])
+  assert not np.array_equal(np.asarray(batch_fn(4)['inputs']), tokens[:, :-1])
+
+
+def test_device_sampler_needs_a_bounded_grammar():
+  with pytest.raises(ValueError, match='recursive.*data.on_device=False'):
+    device_sampler.compile_grammar(grammar_lib.parse_grammar(RECURSIVE_GRAMMAR))

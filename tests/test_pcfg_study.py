@@ -1,9 +1,12 @@
 """The PCFG study: a tiny run through the binary, one on a grammar of one's own; bad configs fail."""
 
 import pathlib
+import shutil
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 import smoke_tables
 
@@ -185,3 +188,27 @@ def _spy(monkeypatch) -> dict:
   monkeypatch.setattr(sampler, 'sample_windows', sample_windows)
   monkeypatch.setattr(tasks, 'sample_pretraining_batch', sample_pretraining_batch)
   return seen
+
+
+def test_pretraining_draws_on_device_and_resumes(tmp_path):
+  """Issue 12: data.on_device draws each batch in one jitted function of the step, so a run
+  killed after a checkpoint resumes to bitwise the params of an unbroken one."""
+  config = pcfg_config.get_config('smoke')
+  host_batch = pcfg_train.pretrain_batch_fn(config, 'low', 0)(0)
+  config.data.on_device = True
+  pcfg_study.validate(config)
+  device_batch = pcfg_train.pretrain_batch_fn(config, 'low', 0)(0)
+  assert all(isinstance(v, jax.Array) for v in device_batch.values())
+  assert {k: (v.shape, v.dtype) for k, v in device_batch.items()} == {
+      k: (v.shape, v.dtype) for k, v in host_batch.items()}
+  pcfg_train.pretrain(config, 'low', tmp_path / 'whole', None)
+  pcfg_train.pretrain(config, 'low', tmp_path / 'broken', None)
+  for run in ('pretrain_low', 'pretrain_low_kept'):  # As if killed right after step 3's save.
+    shutil.rmtree(tmp_path / 'broken' / 'checkpoints' / run / '6')
+  pcfg_train.pretrain(config, 'low', tmp_path / 'broken', None)
+  whole, resumed = (pcfg_train.load_pretrained(config, 'low', 6, tmp_path / run)
+                    for run in ('whole', 'broken'))
+  assert jax.tree.all(jax.tree.map(np.array_equal, whole, resumed))
+  first = pcfg_train.load_pretrained(config, 'low', 3, tmp_path / 'whole')
+  assert not jax.tree.all(jax.tree.map(np.array_equal, whole, first))  # It did train.
+

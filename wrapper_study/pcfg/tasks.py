@@ -244,17 +244,18 @@ def operand_id(family: str, operand, vocab: Vocab = VOCAB, field: str = 'operand
   return vocab.first_terminal + vocab.terminals.index(operand)
 
 
-def compute_values(windows: np.ndarray, family: str, operand, o_prime: int) -> np.ndarray:
+def compute_values(windows, family: str, operand, o_prime: int, xp=np):
   """[n] answers of one family on [n, L] terminal-id windows, vectorized.
 
-  operand: a terminal id or an [n] array of them (ignored for T).
+  operand: a terminal id or an [n] array of them (ignored for T). xp: the array library
+  (numpy on the host; jax.numpy inside the device sampler, pcfg/device_sampler.py).
   """
-  w = np.asarray(windows)
+  w = xp.asarray(windows)
   k = int(o_prime)
   rule = FAMILY_RULE[family]
   if rule == 'token':
-    return w[:, -k].astype(np.int64)
-  is_op = w == np.reshape(operand, (-1, 1))
+    return w[:, -k].astype(np.int64) if xp is np else w[:, -k]
+  is_op = w == xp.reshape(xp.asarray(operand), (-1, 1))
   if rule == 'count':
     return is_op[:, -k:].sum(axis=1)
   if rule == 'count_pair':
@@ -263,9 +264,9 @@ def compute_values(windows: np.ndarray, family: str, operand, o_prime: int) -> n
   hits = is_op[:, ::-1]  # hits[:, j] is the token at index j + 1.
   if rule == 'index_pair':
     hits = hits[:, :-1] & hits[:, 1:]  # Pair whose nearer-EOT token has index j + 1.
-  seen = np.cumsum(hits, axis=1)
+  seen = xp.cumsum(hits, axis=1)
   found = seen[:, -1] >= k
-  return np.where(found, np.argmax(seen >= k, axis=1) + 1, NO_OCCURRENCE)
+  return xp.where(found, xp.argmax(seen >= k, axis=1) + 1, NO_OCCURRENCE)
 
 
 def assemble(windows: np.ndarray, family_idx: np.ndarray, operand_ids: np.ndarray,

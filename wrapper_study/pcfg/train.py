@@ -28,6 +28,7 @@ from wrapper_study import optim
 from wrapper_study import population
 from wrapper_study import train
 from wrapper_study.analysis import readout
+from wrapper_study.pcfg import device_sampler
 from wrapper_study.pcfg import finetune_data
 from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import sampler
@@ -91,6 +92,29 @@ def init_params(config, prior_index: int):
                                jax.random.fold_in(jax.random.PRNGKey(config.seed), prior_index))
 
 
+def pretrain_batch_fn(config, prior, prior_index: int):
+  """step -> the pretraining mixture's batch, seeded by (config.seed, prior_index, step):
+  drawn by numpy on the host, or with data.on_device inside one jitted function
+  (pcfg/device_sampler.py: the same law, another random stream)."""
+  p = config.pretrain
+  kwargs = dict(o_primes=pcfg_model.pretrain_o_primes(config), grammar=pcfg_model.grammar(config),
+                window_length=config.data.window_length, vocab=pcfg_model.vocab(config),
+                jailbreak_operand=config.finetune.operand_pt)
+  probs = pcfg_model.prior_probs(config, prior)
+  if config.data.get('on_device', False):
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), _PRETRAIN_SALT),
+                             prior_index)
+    return device_sampler.pretraining_batch_fn(key, p.batch_size, probs, config.data.families,
+                                               **kwargs)
+
+  def batch_fn(step):
+    rng = np.random.default_rng([config.seed, _PRETRAIN_SALT, prior_index, step])
+    return pcfg_model.lm_batch(tasks.sample_pretraining_batch(
+        rng, p.batch_size, probs, config.data.families, **kwargs), answer_only=False)
+
+  return batch_fn
+
+
 def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | None = None) -> dict:
   """Trains one model on the mixture with `prior`; returns its final eval accuracies.
 
@@ -105,17 +129,7 @@ def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | No
   meta = pretrain_meta(config, cfg, params, prior)
   tx = optim.make_optimizer(_adamw(p.lr, p.weight_decay, p.warmup_fraction), p.steps)
   state = train.create_state(params, tx)
-  g, vocab = pcfg_model.grammar(config), pcfg_model.vocab(config)
-  ops = pcfg_model.pretrain_o_primes(config)
-
-  def batch_fn(step):
-    rng = np.random.default_rng([config.seed, _PRETRAIN_SALT, prior_index, step])
-    return pcfg_model.lm_batch(tasks.sample_pretraining_batch(
-        rng, p.batch_size, pcfg_model.prior_probs(config, prior), config.data.families,
-        o_primes=ops, grammar=g,
-        window_length=config.data.window_length, vocab=vocab,
-        jailbreak_operand=config.finetune.operand_pt), answer_only=False)
-
+  batch_fn = pretrain_batch_fn(config, prior, prior_index)
   eval_sets = pretrain_eval_sets(config, config.eval.num_samples)
   last = {}
 
@@ -137,8 +151,8 @@ def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | No
   with checkpoint.Checkpointer(workdir / 'checkpoints' / f'pretrain_{name}', meta=meta,
                                save_every=p.save_every, max_to_keep=2) as ckpt:
     logging.info('pretraining prior=%s (%s) for %d steps', prior,
-                 tasks.resolve_prior(pcfg_model.prior_probs(config, prior), vocab.terminals),
-                 p.steps)
+                 tasks.resolve_prior(pcfg_model.prior_probs(config, prior),
+                                     pcfg_model.vocab(config).terminals), p.steps)
     state = train.train_loop(
         state=state, tx=tx, loss_fn=losses.next_token_loss_fn(cfg), batch_fn=batch_fn,
         total_steps=p.steps, workdir=str(workdir),

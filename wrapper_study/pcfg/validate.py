@@ -10,6 +10,7 @@ from __future__ import annotations
 from wrapper_study import config_check as cc
 from wrapper_study.analysis import probing
 from wrapper_study.analysis import pruning
+from wrapper_study.pcfg import device_sampler
 from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import tasks
 
@@ -61,6 +62,9 @@ def study(config) -> None:
   _wrap(lambda: tasks._check_grammar_window(g, config.data.window_length, vocab),
         'data.window_length')
   # pylint: enable=protected-access
+  cc.one_of(config, 'data.on_device', (False, True))
+  if config.data.on_device:
+    _wrap(lambda: device_sampler.compile_grammar(g), 'data.on_device')
   for fam in config.data.families:
     is_index = tasks.FAMILY_RULE[fam].startswith('index')
     field = 'data.o_prime_index' if is_index else 'data.o_prime_count'
