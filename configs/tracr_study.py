@@ -90,6 +90,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.cache_dir = ''  # tracr exports; '' = $WRAPPER_STUDY_CACHE or ~/.cache/wrapper_study/tracr.
   # Matmuls of the loaded models: 'fp32' (compiled weights are exact only there), 'tf32', 'bf16'.
   c.precision = 'fp32'
+  # The q/k/v projections as 'one_matmul' (three kernels side by side) or 'three_matmuls'
+  # (the form the smoke record was made with). Equal to float rounding; one is faster for
+  # small members (wrapper_study/attention_ops.py: qkv).
+  c.qkv = 'one_matmul'
   # How a population's members are mapped in its jitted step (train.over_members):
   # -1 = the default by measurement (train.default_member_chunk: accelerators and tiny
   # members, as this scale's, one vmap; larger members on CPU, as :paper's, one at a time

@@ -416,8 +416,36 @@ def test_checkpoint_meta_ignores_precision(params):
   fp32 = checkpoint.make_meta('x', CFG, params)
   bf16 = checkpoint.make_meta('x', dataclasses.replace(CFG, precision='bf16'), params)
   assert fp32 == bf16 and 'precision' not in fp32['model']
+  three = checkpoint.make_meta('x', dataclasses.replace(CFG, qkv='three_matmuls'), params)
+  assert three == fp32 and 'qkv' not in three['model']
   assert checkpoint.meta_differences(fp32, checkpoint.make_meta(
       'x', dataclasses.replace(CFG, d_mlp=CFG.d_mlp + 1), params))
+
+
+@pytest.mark.parametrize('attention', m.ATTENTIONS)
+@pytest.mark.parametrize('cfg', [LLAMA, GPT, CFG], ids=['llama', 'gpt', 'bidirectional'])
+def test_one_qkv_matmul_is_the_three(cfg, attention):
+  """model.qkv='one_matmul' (the three kernels side by side): the params tree and init of
+  three nn.Dense, the same hook_q/k/v, logits and gradients up to float rounding."""
+  one = dataclasses.replace(cfg, attention=attention, qkv='one_matmul')
+  three = dataclasses.replace(one, qkv='three_matmuls')
+  jax.tree.map(np.testing.assert_array_equal, m.init_params(one, jax.random.PRNGKey(0)),
+               m.init_params(three, jax.random.PRNGKey(0)))
+  p = _noisy_params(cfg)
+  toks = jax.random.randint(jax.random.PRNGKey(4), (3, 8), 0, cfg.vocab_size)
+  names = tuple(f'blocks.{l}.attn.hook_{x}' for l in range(cfg.n_layers) for x in 'qkv')
+  want, want_cache = _run(three, p, toks, names=names)
+  got, got_cache = _run(one, p, toks, names=names)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  assert set(got_cache) == set(names)
+  for name in names:
+    np.testing.assert_allclose(got_cache[name], want_cache[name], rtol=1e-5, atol=1e-5)
+  loss = lambda c, params: (m.run_with_cache(c, params, toks)[0] ** 2).mean()
+  g_want = jax.jit(jax.grad(functools.partial(loss, three)))(p)
+  g_got = jax.jit(jax.grad(functools.partial(loss, one)))(p)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_got, g_want)
+  with pytest.raises(ValueError, match=r"model.qkv='two' is unknown"):
+    dataclasses.replace(cfg, qkv='two').validate()
 
 
 @pytest.mark.parametrize('block', [64, 3], ids=['one-block', 'blocks-of-3'])

@@ -102,10 +102,12 @@ def test_k_above_prunable_units_fails_in_validate(tracr_cache, tmp_path):
   assert not (tmp_path / 'checkpoints').exists()
 
 
-# The smoke record (tests/smoke_tables.py) was made with each population in one vmap; pinned,
-# since the default picks the mapping by member size (train.default_member_chunk), and lax.map
-# agrees with vmap to float rounding (tests/test_train.py), not digit for digit after training.
-RECORDED_MAPPING = '--config.member_chunk=0'
+# The smoke record (tests/smoke_tables.py) was made with each population in one vmap and
+# three q/k/v matmuls; pinned, since the default picks the mapping by member size
+# (train.default_member_chunk) and projects q/k/v in one matmul, and each agrees with the
+# recorded form to float rounding (tests/test_train.py, tests/test_model.py), not digit for
+# digit after training.
+RECORDED = ('--config.member_chunk=0', '--config.qkv=three_matmuls')
 
 
 def _run_binary(workdir, tracr_cache, *overrides, cwd=REPO):
@@ -156,7 +158,7 @@ def _check_tensorboard(workdir, invocations: int):
 
 def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
   workdir = tmp_path / 'run'
-  proc = _run_binary(workdir, tracr_cache, RECORDED_MAPPING)
+  proc = _run_binary(workdir, tracr_cache, *RECORDED)
   assert proc.returncode == 0, proc.stderr[-3000:]
   for name in ('report.md', 'tables/table3_counter.csv', 'tables/table3_max_identifier.csv',
                'tables/pruning_counter.csv', 'tables/reft_counter.csv', 'tables/claims.csv',
@@ -220,7 +222,7 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
   # Without the run's finished record (results/finished_*.json), a launch goes through
   # every phase again, restoring what is cached.
   run_record.forget(workdir)
-  proc = _run_binary(workdir, tracr_cache, RECORDED_MAPPING)
+  proc = _run_binary(workdir, tracr_cache, *RECORDED)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'Resumed' in proc.stderr
   assert tables.read_csv(workdir / 'tables' / 'table3_counter.csv') == table
@@ -234,7 +236,7 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
   # With the record, the finished command is only listed: no phase, no file written.
   written = {p: p.stat().st_mtime_ns for p in workdir.rglob('*')
              if p.is_file() and p.name != 'config.txt'}
-  proc = _run_binary(workdir, tracr_cache, RECORDED_MAPPING)
+  proc = _run_binary(workdir, tracr_cache, *RECORDED)
   assert proc.returncode == 0 and 'nothing to redo' in proc.stderr, proc.stderr[-3000:]
   assert '[1/10]' not in proc.stderr and 'Report:' in proc.stdout
   assert {p: p.stat().st_mtime_ns for p in workdir.rglob('*')

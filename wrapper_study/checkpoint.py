@@ -39,7 +39,7 @@ from wrapper_study import model as model_lib
 STATE = 'state'
 META = 'meta'
 # TransformerConfig fields that choose how to compute, not what: left out of meta.
-COMPUTE_FIELDS = ('precision', 'attention')
+COMPUTE_FIELDS = ('precision', 'attention', 'qkv')
 
 
 def make_meta(name: str, model_config=None, params=None, **extra) -> dict:
@@ -49,7 +49,7 @@ def make_meta(name: str, model_config=None, params=None, **extra) -> dict:
     meta['model'] = (model_config.to_dict() if hasattr(model_config, 'to_dict')
                      else dict(model_config))
     # Compute choices are not architecture: an fp32 checkpoint resumes under bf16,
-    # one trained with explicit attention under fused.
+    # one trained with explicit attention under fused, three q/k/v matmuls under one.
     for compute in COMPUTE_FIELDS:
       meta['model'].pop(compute, None)
   if params is not None:

@@ -50,6 +50,9 @@ MLPS = ('standard', 'swiglu')
 # platform's fastest form that shows no pattern (`attention_ops.fused`: cuDNN flash on GPU,
 # causal query blocks on CPU); a hook or cache asking for the scores or pattern gets 'explicit'.
 ATTENTIONS = ('explicit', 'fused')
+# q/k/v projections: one matmul with the three kernels side by side, or three (the form every
+# smoke record was made with; equal to float rounding: attention_ops.qkv).
+QKV_FORMS = ('one_matmul', 'three_matmuls')
 # precision -> (compute dtype, jax matmul precision). Params stay fp32 always.
 PRECISIONS = {'fp32': (jnp.float32, 'float32'), 'tf32': (jnp.float32, 'tensorfloat32'),
               'bf16': (jnp.bfloat16, 'bfloat16')}
@@ -78,6 +81,7 @@ class TransformerConfig:
   tied_embeddings: bool = False  # Logits = x @ embed.T; no `unembed` param.
   precision: str = 'fp32'  # PRECISIONS; not architecture (checkpoints ignore it). tf32: GPU/TPU.
   attention: str = 'explicit'  # ATTENTIONS; not architecture (checkpoints ignore it).
+  qkv: str = 'one_matmul'  # QKV_FORMS; not architecture (checkpoints ignore it).
 
   @property
   def n_outputs(self) -> int:
@@ -100,7 +104,8 @@ class TransformerConfig:
   def validate_flavour(self) -> None:
     """The architecture-choice fields only (cheap; checked on every forward)."""
     for name, valid in (('norm', NORMS), ('pos_embedding', POS_EMBEDDINGS), ('mlp', MLPS),
-                        ('precision', tuple(PRECISIONS)), ('attention', ATTENTIONS)):
+                        ('precision', tuple(PRECISIONS)), ('attention', ATTENTIONS),
+                        ('qkv', QKV_FORMS)):
       if getattr(self, name) not in valid:
         raise ValueError(f'model.{name}={getattr(self, name)!r} is unknown; valid: {valid}.')
     if self.pos_embedding == 'rope':
@@ -279,17 +284,22 @@ class Attention(nn.Module):
     and attends over all S cache slots. Returns (out_BxTxD, updated cache or None)."""
     c = self.config
     B, T, _ = x_BxTxD.shape
-    split = lambda y: y.reshape(B, T, c.n_heads, c.d_head)
     fused = c.attention == 'fused' and not rec.wants(f'{prefix}.hook_attn_scores',
                                                      f'{prefix}.hook_pattern')
     # Fused on CPU: per-head einsums let XLA keep [B, H, T, K] between projections and blocks.
     blocks = fused and kv is None and c.causal and jax.default_backend() == 'cpu'
-    dot = lambda into_heads: (attention_ops.heads_major_dot(c.n_heads, into_heads) if blocks
-                              else None)
-    proj = lambda name: split(_dense(c.n_heads * c.d_head, c, name, dot(True))(x_BxTxD))
-    q_BxTxHxK = rec(f'{prefix}.hook_q', proj('query'))
-    k_BxTxHxK = rec(f'{prefix}.hook_k', proj('key'))
-    v_BxTxHxK = rec(f'{prefix}.hook_v', proj('value'))
+    if c.qkv == 'one_matmul':
+      q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = attention_ops.qkv(
+          x_BxTxD, c.n_heads, c.d_head, init_std=c.init_std, use_bias=c.use_bias,
+          dtype=_dtype(c), heads_major=blocks)
+    else:
+      dot = attention_ops.heads_major_dot(c.n_heads, into_heads=True) if blocks else None
+      q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = (
+          _dense(c.n_heads * c.d_head, c, name, dot)(x_BxTxD).reshape(B, T, c.n_heads, c.d_head)
+          for name in ('query', 'key', 'value'))
+    q_BxTxHxK = rec(f'{prefix}.hook_q', q_BxTxHxK)
+    k_BxTxHxK = rec(f'{prefix}.hook_k', k_BxTxHxK)
+    v_BxTxHxK = rec(f'{prefix}.hook_v', v_BxTxHxK)
     if c.pos_embedding == 'rope':
       q_BxTxHxK = rec(f'{prefix}.hook_rot_q', apply_rope(q_BxTxHxK, positions_BxT, c.rope_base))
       k_BxTxHxK = rec(f'{prefix}.hook_rot_k', apply_rope(k_BxTxHxK, positions_BxT, c.rope_base))
@@ -313,7 +323,8 @@ class Attention(nn.Module):
       z_BxTxHxK = jnp.einsum('bhts,bshk->bthk', pattern_BxHxTxS.astype(v_BxSxHxK.dtype),
                              v_BxSxHxK)
     z_BxTxHxK = rec(f'{prefix}.hook_z', z_BxTxHxK)
-    out_BxTxD = _dense(c.d_model, c, 'out', dot(False))(
+    out_dot = attention_ops.heads_major_dot(c.n_heads, into_heads=False) if blocks else None
+    out_BxTxD = _dense(c.d_model, c, 'out', out_dot)(
         z_BxTxHxK.reshape(B, T, c.n_heads * c.d_head))
     return out_BxTxD, kv_cache
 

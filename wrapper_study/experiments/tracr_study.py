@@ -84,6 +84,7 @@ def validate(config) -> None:
     cc.fail('calibration.anchor_pct', config.calibration.anchor_pct, 'must lie in (0, 100]')
   cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)
   cc.one_of(config, 'precision', model_lib.PRECISIONS)
+  cc.one_of(config, 'qkv', model_lib.QKV_FORMS)
   cc.member_chunk(config)
   for path in ('reft.source_c_trs', 'figures.c_trs', 'pruning.c_trs'):
     cc.subset_of(config, path, config.finetune.c_trs, allow_empty=True)
@@ -136,7 +137,7 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   """Every phase of one task; appends to results, returns its report sections."""
   name = spec.task
   with times.timed(f'{name}/compile'):  ######## Compile, load, check before compute ########
-    tm, ft_tm = train.compile_pair(spec, config.cache_dir, config.precision)
+    tm, ft_tm = train.compile_pair(spec, config.cache_dir, config.precision, config.qkv)
     units = {g: pruning.make_units(tm.params, g) for g in config.pruning.granularities}
     for u in units.values():  # Also checked in validate, before any compute.
       pruning.check_k(config.pruning.k_max, u)

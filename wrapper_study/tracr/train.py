@@ -44,13 +44,15 @@ def compile_model(spec: tasks.TaskSpec, operand=None, cache_dir=None) -> tracr_m
       program_kwargs={spec.impl.operand_kwarg: operand}, cache_dir=cache_dir or None)
 
 
-def compile_pair(spec: tasks.TaskSpec, cache_dir=None, precision: str = 'fp32'):
+def compile_pair(spec: tasks.TaskSpec, cache_dir=None, precision: str = 'fp32',
+                 qkv: str = 'one_matmul'):
   """(compiled for O_PT, compiled for O_FT): Scr.+FT starts from the latter, so shapes must match.
 
-  Both run at `precision` (model.PRECISIONS), which changes compute, not the fp32 weights.
+  Both run at `precision` (model.PRECISIONS) with the q/k/v form `qkv` (model.QKV_FORMS),
+  which change compute, not the fp32 weights.
   """
   with_precision = lambda m: dataclasses.replace(
-      m, config=dataclasses.replace(m.config, precision=precision))
+      m, config=dataclasses.replace(m.config, precision=precision, qkv=qkv))
   tm = with_precision(compile_model(spec, cache_dir=cache_dir))
   ft_tm = with_precision(compile_model(spec, spec.operand_ft, cache_dir))
   if model_lib.param_shapes(ft_tm.params) != model_lib.param_shapes(tm.params):
