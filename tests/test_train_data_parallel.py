@@ -1,4 +1,5 @@
-"""Data-parallel training (sharded jit) on 4 forced CPU devices equals one device."""
+"""On 4 forced CPU devices: data-parallel training (sharded jit), and a population spread
+over the devices by member (shard_map), each equal to one device."""
 
 import json
 import os
@@ -57,10 +58,10 @@ print(json.dumps(dict(devices=jax.device_count(), diff=diff,
 '''
 
 
-def _run(n_devices):
+def _run(n_devices, script=SCRIPT):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={n_devices}')
-  proc = subprocess.run([sys.executable, '-c', SCRIPT], cwd=REPO, env=env, capture_output=True,
+  proc = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -74,4 +75,59 @@ def test_data_parallel_on_four_devices_matches_one_device():
   assert out['moved'] > 1e-3  # Training happened.
   assert out['diff'] < 1e-5, out
   assert 'not divisible by the 4 devices' in out['error']
+
+
+POPULATION_SCRIPT = r'''
+import json
+import jax, jax.numpy as jnp, numpy as np
+from wrapper_study import model as model_lib, optim, train, losses
+
+cfg = model_lib.TransformerConfig(vocab_size=11, max_len=8, d_model=16, n_layers=1, n_heads=2,
+                                  d_head=8, d_mlp=32, causal=True)
+tx = optim.make_optimizer(dict(name='sgd', lr=0.5, momentum=0.0, schedule='constant'), 5)
+P = 8
+
+def loss_fn(params, batch):
+  logits, _ = model_lib.Transformer(cfg).apply({'params': params}, batch['inputs'])
+  return losses.weighted_cross_entropy(logits, batch['targets'], batch['weights'])[0], {}
+
+def batch_fn(step):  # Each member its own data.
+  tokens = np.random.default_rng(step).integers(0, 11, (P, 4, 9)).astype(np.int32)
+  return {'inputs': tokens[..., :-1], 'targets': tokens[..., 1:],
+          'weights': np.ones((P, 4, 8), np.float32)}
+
+def run(mesh, member_chunk):
+  params = train.stack([model_lib.init_params(cfg, jax.random.PRNGKey(i)) for i in range(P)])
+  state = train.create_population(params, tx, jnp.linspace(0.1, 0.8, P))
+  return train.train_loop(state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn,
+                          total_steps=5, vmap=True, mesh=mesh, member_chunk=member_chunk)
+
+mesh = train.member_mesh(P)
+out = dict(devices=jax.device_count(), no_mesh_for_6=train.member_mesh(6) is None,
+           no_mesh_on_one=train.member_mesh(P, jax.devices()[:1]) is None)
+single = run(None, 0)
+for chunk in (0, 1):
+  spread = run(mesh, chunk)
+  leaf = jax.tree.leaves(spread.params)[0]
+  out[f'chunk{chunk}'] = dict(
+      diff=max(float(jnp.abs(a - b).max()) for a, b in
+               zip(jax.tree.leaves(spread.params), jax.tree.leaves(single.params))),
+      shards=len(leaf.addressable_shards), rows=leaf.addressable_shards[0].data.shape[0],
+      steps=np.asarray(spread.step).tolist())
+init = train.stack([model_lib.init_params(cfg, jax.random.PRNGKey(i)) for i in range(P)])
+out['moved'] = max(float(jnp.abs(a - b).max()) for a, b in
+                   zip(jax.tree.leaves(single.params), jax.tree.leaves(init)))
+print(json.dumps(out))
+'''
+
+
+def test_population_spread_over_four_devices_matches_one_device():
+  out = _run(4, POPULATION_SCRIPT)
+  assert out['devices'] == 4
+  assert out['no_mesh_for_6'] and out['no_mesh_on_one']  # Uneven or one device: no mesh.
+  assert out['moved'] > 1e-3  # Training happened.
+  for chunk in ('chunk0', 'chunk1'):  # One vmap per device, and lax.map one member at a time.
+    assert out[chunk]['shards'] == 4 and out[chunk]['rows'] == 2, out  # 8 members, 2 a device.
+    assert out[chunk]['steps'] == [5] * 8
+    assert out[chunk]['diff'] < 1e-5, out
 

@@ -151,7 +151,8 @@ def run_population(*, name: str, model_config, members: Sequence[Member], params
                    workdir: pathlib.Path, writer, save_every: int, log_every: int,
                    meta_extra: Optional[Mapping] = None, run: Optional[str] = None,
                    member_chunk: Optional[int] = None):
-  """Trains every member for total_steps in one vmapped jit; resumable.
+  """Trains every member for total_steps in one vmapped jit (its members spread over every
+  device when there are several: train.member_mesh); resumable.
 
   evaluate(params_P) -> {metric: [P] array}, run at eval_steps (0 included if
   listed) and kept in a History. writer (a MetricWriter or one of its runs, or
@@ -191,7 +192,7 @@ def run_population(*, name: str, model_config, members: Sequence[Member], params
         state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=total_steps,
         workdir=str(workdir), writer=pop_writer, checkpointer=ckpt, log_every=log_every,
         evaluators={'eval': (sorted(s for s in eval_steps if s > 0), evaluator)}, vmap=True,
-        member_chunk=member_chunk)
+        member_chunk=member_chunk, mesh=train.member_mesh(len(members)))
   if pop_writer is not None:
     keys = sorted({k for r in history.rows for k in r if k != 'step'})
     pop_writer.write_hparams([{'population': run or name, **m.hparams} for m in members],
