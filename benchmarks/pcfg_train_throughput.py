@@ -19,6 +19,8 @@ parameter, as optax.adamw does):
                     update / param norms), which PyTorch does not.
   jax (explicit)    the same with `model.attention='explicit'` (scores, masked
                     softmax, pattern: the order compiled Tracr models need).
+  jax (.., three_matmuls)  with --jax-qkv=one_matmul,three_matmuls: the same with q, k
+                    and v as three matmuls (`model.qkv`; default one, as minGPT's c_attn).
   torch (sdpa)      a minGPT-equivalent written below, attention through
                     `torch.nn.functional.scaled_dot_product_attention(is_causal=True)`;
   torch (explicit)  the same with minGPT's classic masked softmax (att = q k^T /
@@ -110,13 +112,13 @@ def _machine(torch) -> list[str]:
 # ----------------------------------------------------------------------------- jax
 
 def make_jax(shape: dict, steps: int, seed: int, precision: str = 'fp32',
-             attention: str = 'explicit'):
+             attention: str = 'explicit', qkv: str = 'one_matmul'):
   """(step() -> None, param count, params, config, flops(batch)) for our Flax model."""
   config = model.TransformerConfig(
       vocab_size=shape['vocab'], max_len=shape['seq'], d_model=shape['d_model'],
       n_layers=shape['n_layers'], n_heads=shape['n_heads'], d_head=shape['d_head'],
       d_mlp=shape['d_mlp'], activation='gelu', layer_norm=True, causal=True,
-      precision=precision, attention=attention)
+      precision=precision, attention=attention, qkv=qkv)
   params = model.init_params(config, jax.random.key(seed))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   tx = optim.make_optimizer(OPT, steps)
@@ -258,25 +260,21 @@ def make_torch(torch, shape: dict, attention: str, seed: int):
 
 # ----------------------------------------------------------------------------- main
 
-def host_data_seconds(shape_name: str, n: int = 20) -> tuple[float, int]:
-  """(median s, batch size) to make one PCFG pretraining batch on the host, as the study does
-  (configs/pcfg_study.py at this shape's scale: grammar windows, five families, low prior)."""
+def data_seconds(shape_name: str, on_device: bool, n: int = 20) -> tuple[float, int]:
+  """(median s, batch size) to make one PCFG pretraining batch as the study does
+  (configs/pcfg_study.py at this shape's scale: grammar windows, five families, the first
+  prior), by numpy on the host or with data.on_device in one jitted function."""
   from configs import pcfg_study  # pylint: disable=g-import-not-at-top
-  from wrapper_study.pcfg import model as pcfg_model  # pylint: disable=g-import-not-at-top
-  from wrapper_study.pcfg import tasks  # pylint: disable=g-import-not-at-top
+  from wrapper_study.pcfg import train as pcfg_train  # pylint: disable=g-import-not-at-top
   config = pcfg_study.get_config('paper' if shape_name == 'paper' else '')
-  p, g, vocab = config.pretrain, pcfg_model.grammar(config), pcfg_model.vocab(config)
-  prior = pcfg_model.prior_probs(config, config.pretrain.priors[0])
+  config.data.on_device = on_device
+  batch_fn = pcfg_train.pretrain_batch_fn(config, config.pretrain.priors[0], 0)
   seconds = []
-  for step in range(n + 1):
+  for step in range(n + 1):  # The first call compiles the device sampler.
     start = time.perf_counter()
-    pcfg_model.lm_batch(tasks.sample_pretraining_batch(
-        np.random.default_rng([0, step]), p.batch_size, prior, config.data.families,
-        o_primes=pcfg_model.pretrain_o_primes(config), grammar=g,
-        window_length=config.data.window_length, vocab=vocab,
-        jailbreak_operand=config.finetune.operand_pt), answer_only=False)
+    jax.block_until_ready(batch_fn(step))
     seconds.append(time.perf_counter() - start)
-  return statistics.median(seconds[1:]), p.batch_size
+  return statistics.median(seconds[1:]), config.pretrain.batch_size
 
 
 def _check_same_logits(torch, gpt, params, config, shape, tokens) -> float:
@@ -310,6 +308,10 @@ def main():
                       help=f'comma list of {model.ATTENTIONS} (model.attention): one JAX row each; '
                            'the first is the one in the "ratio JAX / torch" lines (default: fused, '
                            "what the :paper configs use)")
+  parser.add_argument('--jax-qkv', default='one_matmul',
+                      help=f'comma list of {model.QKV_FORMS} (model.qkv): each JAX attention row '
+                           'once per form; the first form is the one in the "ratio JAX / torch" '
+                           'lines (default: one_matmul, the model default)')
   parser.add_argument('--no-floor', action='store_true',
                       help='skip the peak-matmul measurement and the FLOP-floor line')
   args = parser.parse_args()
@@ -326,6 +328,10 @@ def main():
   bad = [a for a in jax_attentions if a not in model.ATTENTIONS]
   if bad or not jax_attentions:
     parser.error(f'--jax-attention: unknown {bad}; valid: {model.ATTENTIONS}')
+  jax_qkvs = [q.strip() for q in args.jax_qkv.split(',') if q.strip()]
+  bad = [q for q in jax_qkvs if q not in model.QKV_FORMS]
+  if bad or not jax_qkvs:
+    parser.error(f'--jax-qkv: unknown {bad}; valid: {model.QKV_FORMS}')
   if min(shape['batch'], shape['seq'], args.steps) < 1 or args.warmup < 0:
     parser.error('--batch, --seq and --steps must be >= 1, --warmup >= 0')
 
@@ -355,12 +361,12 @@ def main():
   impls = {}  # name -> (step fn, batch, n_params)
   jax_batch = dict(inputs=jnp.asarray(inputs, jnp.int32), targets=jnp.asarray(targets, jnp.int32))
   jax_names = []
-  for i, attention in enumerate(jax_attentions):
+  for i, (qkv, attention) in enumerate((q, a) for q in jax_qkvs for a in jax_attentions):
     jax_step, jax_n, params, cfg, flops = make_jax(
-        shape, args.warmup + args.steps, args.seed, args.precision, attention)
+        shape, args.warmup + args.steps, args.seed, args.precision, attention, qkv)
     if i == 0:
       jax_params, config, jax_flops = params, cfg, flops
-    jax_names.append(f'jax ({attention})')
+    jax_names.append(f'jax ({attention})' if qkv == jax_qkvs[0] else f'jax ({attention}, {qkv})')
     impls[jax_names[-1]] = (jax_step, jax_batch, jax_n)
   if torch is not None:
     torch_batch = (torch.from_numpy(inputs), torch.from_numpy(targets))
@@ -416,10 +422,12 @@ def main():
     for name in impls:
       if name not in jax_names:
         print(f'ratio {other} / {name} tokens/s: {tps[other] / tps[name]:.2f}x')
-  data_s, data_batch = host_data_seconds(args.shape)
-  print(f'host data: one PCFG pretraining batch ({data_batch} sequences, configs/pcfg_study.py at '
-        f'this scale) takes {data_s * 1e3:.2f} ms on the host = {data_s / medians[jax_name]:.1%} '
-        'of the JAX step; the train loop makes it while the previous step runs (async dispatch)')
+  for on_device, where in ((False, 'on the host'), (True, 'on the device (data.on_device)')):
+    data_s, data_batch = data_seconds(args.shape, on_device)
+    print(f'data: one PCFG pretraining batch ({data_batch} sequences, configs/pcfg_study.py at '
+          f'this scale) takes {data_s * 1e3:.2f} ms {where} = {data_s / medians[jax_name]:.1%} '
+          'of the JAX step; the train loop makes it while the previous step runs (async '
+          'dispatch)')
   if not args.no_floor:
     peak = machine.matmul_flops_per_s(precision=args.precision)
     print(machine.floor_line(f'JAX step ({args.precision})', jax_flops(jax_batch),

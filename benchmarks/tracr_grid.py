@@ -9,10 +9,12 @@ the full run: grid = steps x t_grid, one at a time = P x steps x t_one. The
 grid is timed both ways a population can be mapped (train.over_members): one
 vmap over all members (member_chunk=0) and lax.map one member at a time
 (member_chunk=1), side by side in one run, plus the library's default chunk
-when it is neither; the default for this backend is marked. Prints the
-machine. Nothing here is asserted; it reports.
+when it is neither; the default for this backend is marked; and the grid with
+the other q/k/v form (model.qkv). Prints the machine. Nothing here is asserted;
+it reports.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -76,6 +78,10 @@ def main(_):
       timed[default] = _seconds_per_step(config, tm, data, members, member_chunk=default)[:2]
     t_grid, c_grid = timed[default]
     t_one, c_one, f_one, _ = _seconds_per_step(config, tm, data, members[:1], member_chunk=0)
+    # The q/k/v form (model.qkv): the other one, same grid mapping, side by side.
+    other = 'three_matmuls' if tm.config.qkv == 'one_matmul' else 'one_matmul'
+    tm_other = dataclasses.replace(tm, config=dataclasses.replace(tm.config, qkv=other))
+    t_other = _seconds_per_step(config, tm_other, data, members, member_chunk=default)[0]
     grid_min = f.steps * t_grid / 60
     one_min = len(members) * f.steps * t_one / 60
     total_grid += grid_min
@@ -94,6 +100,8 @@ def main(_):
           f'{t_vmap / t_map:.2f}x')
     print(f'  one at a time x{len(members)}: {t_one * len(members) * 1e3:.1f} ms vs grid '
           f'{t_grid * 1e3:.1f} ms: batching buys {t_one * len(members) / t_grid:.2f}x')
+    print(f'  grid with q/k/v as {tm.config.qkv} (default): {t_grid * 1e3:.1f} ms/step; as '
+          f'{other}: {t_other * 1e3:.1f} ms/step; ratio {t_other / t_grid:.2f}x')
   print(f'all tasks: grid {total_grid:.1f} min vs one at a time {total_one:.1f} min '
         f'= {total_one / total_grid:.1f}x')
 
