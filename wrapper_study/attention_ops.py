@@ -11,8 +11,12 @@ pair so that hooks can read them. When nobody asks for them:
   only, which skips most of the masked upper triangle (for 259 tokens in blocks of 64, 62% of
   the pairs) and keeps each block's scores small (measured 0.6-0.7x the explicit form's time),
   with heads leading ([B, H, T, K]) and the q/k/v/out projections written as per-head einsums
-  (`heads_major_dot`) so that XLA chooses no transposes between them (a further 0.75x for the
-  whole attention layer, fwd+bwd).
+  (`qkv(heads_major=True)` for q/k/v, `heads_major_dot` for the output and for
+  `model.qkv='three_matmuls'`) so that XLA chooses no transposes between them (a further 0.75x
+  for the whole attention layer, fwd+bwd).
+
+`qkv` also serves every other form: q, k and v in one matmul from the params three nn.Dense
+would make (`model.qkv='one_matmul'`, the default).
 
 Every form computes the same function as the explicit one up to float rounding, except on
 rows whose keys are all masked (padding queries, which no loss reads): there the explicit

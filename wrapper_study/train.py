@@ -218,7 +218,7 @@ def member_mesh(n_members: int, devices=None) -> Optional[Mesh]:
   core: one device already spreads each large op over every core (intra-op threads), but a
   population of small members is made of ops too small to spread, and two devices run two
   members' ops at once. Measured on 2 cores, idle (benchmarks/population_devices.py): the
-  default-scale Tracr grid steps 1.16x (Counter) and 1.36x (Max-identifier) faster on two.
+  default-scale Tracr grid steps 1.32x (Counter) and 1.41x (Max-identifier) faster on two.
   """
   devices = jax.devices() if devices is None else list(devices)
   if len(devices) < 2 or n_members % len(devices):
