@@ -17,11 +17,15 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from wrapper_study import allocator  # pylint: disable=g-import-not-at-top
+from wrapper_study import host_devices  # pylint: disable=g-import-not-at-top
 
 
 def ensure_fast_allocator() -> None:
-  """Re-executes the benchmark once under the launcher's allocator (tcmalloc or tuned glibc)."""
+  """Runs the benchmark as the launcher runs a study: re-executes it once under the
+  launcher's allocator (tcmalloc or tuned glibc) and splits the CPU into the launcher's
+  host devices (host_devices; WRAPPER_STUDY_CPU_DEVICES=1 keeps JAX's one device)."""
   allocator.ensure_fast()
+  host_devices.ensure()
 
 
 def cpu_name() -> str:

@@ -1,7 +1,9 @@
 r"""A population's step on one device vs its members spread over every host device.
 
-  XLA_FLAGS=--xla_force_host_platform_device_count=2 python benchmarks/population_devices.py \
-      [--config=default|paper] [--timed_steps=7]
+  python benchmarks/population_devices.py [--config=default|paper] [--timed_steps=7]
+
+The devices are the launcher's (wrapper_study/host_devices.py: 2 on a machine
+with 2 or more cores; WRAPPER_STUDY_CPU_DEVICES=N for another count).
 
 The Tracr grid (lrs x C_Tr x seeds as one vmapped population) is timed twice in
 one run, side by side: on device 0 alone (XLA's intra-op threads use every
@@ -54,7 +56,7 @@ def main(_):
   f = config.finetune
   mesh = Mesh(np.array(jax.devices()), ('member',))
   if mesh.size == 1:
-    print('one device only: set XLA_FLAGS=--xla_force_host_platform_device_count=<cores>')
+    print('one device only: set WRAPPER_STUDY_CPU_DEVICES=<n> (n >= 2)')
   for task in config.tasks:
     spec = tasks.from_config(config, task)
     tm = ft.compile_model(spec, cache_dir=config.cache_dir)

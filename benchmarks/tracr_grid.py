@@ -10,8 +10,10 @@ grid is timed both ways a population can be mapped (train.over_members): one
 vmap over all members (member_chunk=0) and lax.map one member at a time
 (member_chunk=1), side by side in one run, plus the library's default chunk
 when it is neither; the default for this backend is marked; and the grid with
-the other q/k/v form (model.qkv). Prints the machine. Nothing here is asserted;
-it reports.
+the other q/k/v form (model.qkv); and the grid as a run steps it: like the
+launcher, the script splits the CPU into host devices (wrapper_study/host_devices.py)
+and the members spread over them (train.member_mesh). Prints the machine. Nothing
+here is asserted; it reports.
 """
 
 import dataclasses
@@ -26,6 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import machine  # benchmarks/machine.py  # pylint: disable=g-import-not-at-top
 from configs import tracr_study as tracr_config  # pylint: disable=g-import-not-at-top
+from wrapper_study import host_devices  # pylint: disable=g-import-not-at-top
 from wrapper_study import losses  # pylint: disable=g-import-not-at-top
 from wrapper_study import optim  # pylint: disable=g-import-not-at-top
 from wrapper_study import population  # pylint: disable=g-import-not-at-top
@@ -37,10 +40,11 @@ _CONFIG = flags.DEFINE_enum('config', 'paper', ['paper', 'default'], 'Which scal
 _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
 
 
-def _seconds_per_step(config, tm, data, members, member_chunk=None
+def _seconds_per_step(config, tm, data, members, member_chunk=None, mesh=None
                       ) -> tuple[float, float, float, int]:
   """(median s/step, first-call s incl. compile, FLOPs per step, the library's default
-  member_chunk for these members) of the population's train step."""
+  member_chunk for these members) of the population's train step; with a mesh, the members
+  spread over its devices as train.train_loop does (train.member_mesh)."""
   f = config.finetune
   opt_cfg = ft.sgd_config(config, f.warmup_steps)
   tx = optim.make_optimizer(opt_cfg, f.steps)
@@ -48,10 +52,13 @@ def _seconds_per_step(config, tm, data, members, member_chunk=None
   params = ft.noisy_params(tm.params, members, 0, max(f.noise_std, 0.0), ft.FROZEN)
   state = train.create_population(params, tx, np.array([m.lr for m in members], np.float32))
   step = train.make_train_step(losses.answer_loss_fn(tm.config, data.position), tx, vmap=True,
-                               member_chunk=member_chunk)
+                               member_chunk=member_chunk, mesh=mesh)
   batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
-  flops = machine.step_flops(step, state, batch_fn(0))
   default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)))
+  if mesh is not None:  # As train.train_loop places them.
+    state = jax.device_put(state, train.data_shardings(mesh)[1])
+    batch_fn = lambda s, host=batch_fn: train.shard_batch(host(s), mesh)
+  flops = machine.step_flops(step, state, batch_fn(0))
   median, first = machine.time_train_steps(step, state, batch_fn, _TIMED.value)
   return median, first, flops, default
 
@@ -64,7 +71,7 @@ def main(_):
   print(f'peak fp32 matmul (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s')
   print(f'scale: {_CONFIG.value}: {f.steps} steps, batch {f.batch_size}, {len(f.lrs)} lrs x '
         f'{len(f.c_trs)} C_Tr x {len(f.seeds)} seeds')
-  total_grid = total_one = 0.0
+  total_grid = total_one = run_grid = 0.0
   for program in config.tasks:
     spec = tasks.from_config(config, program)
     tm = ft.compile_model(spec, cache_dir=config.cache_dir)
@@ -78,6 +85,11 @@ def main(_):
       timed[default] = _seconds_per_step(config, tm, data, members, member_chunk=default)[:2]
     t_grid, c_grid = timed[default]
     t_one, c_one, f_one, _ = _seconds_per_step(config, tm, data, members[:1], member_chunk=0)
+    # As a run steps it: the launcher splits the CPU into host devices (host_devices) and the
+    # population spreads its members over them (train.member_mesh), default mapping on each.
+    mesh = train.member_mesh(len(members))
+    t_run = (_seconds_per_step(config, tm, data, members, member_chunk=default, mesh=mesh)[0]
+             if mesh is not None else t_grid)
     # The q/k/v form (model.qkv): the other one, same grid mapping, side by side.
     other = 'three_matmuls' if tm.config.qkv == 'one_matmul' else 'one_matmul'
     tm_other = dataclasses.replace(tm, config=dataclasses.replace(tm.config, qkv=other))
@@ -102,8 +114,15 @@ def main(_):
           f'{t_grid * 1e3:.1f} ms: batching buys {t_one * len(members) / t_grid:.2f}x')
     print(f'  grid with q/k/v as {tm.config.qkv} (default): {t_grid * 1e3:.1f} ms/step; as '
           f'{other}: {t_other * 1e3:.1f} ms/step; ratio {t_other / t_grid:.2f}x')
+    devices = mesh.size if mesh is not None else 1
+    print(f'  as a run steps it, members over {devices} device(s) ({host_devices.ENV}='
+          f"{os.environ.get(host_devices.ENV, 'auto')}): {t_run * 1e3:.1f} ms/step; one at a "
+          f'time x{len(members)} / this: {t_one * len(members) / t_run:.2f}x; '
+          + machine.floor_line('', f_grid, t_run, peak).split(', ', 1)[1])
+    run_grid += f.steps * t_run / 60
   print(f'all tasks: grid {total_grid:.1f} min vs one at a time {total_one:.1f} min '
-        f'= {total_one / total_grid:.1f}x')
+        f'= {total_one / total_grid:.1f}x; as a run steps them {run_grid:.1f} min = '
+        f'{total_one / run_grid:.1f}x')
 
 
 if __name__ == '__main__':

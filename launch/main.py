@@ -39,6 +39,7 @@ from wrapper_study import allocator
 from wrapper_study import checkpoint
 from wrapper_study import config_check
 from wrapper_study import experiments
+from wrapper_study import host_devices
 from wrapper_study import run_record
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -156,7 +157,8 @@ def main(argv):
   given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config'))  # File and overrides.
   logging.info('%s: %s -> %s (full config: %s)', config.experiment, given, workdir,
                workdir / 'config.txt')
-  logging.info('Allocator: %s; JAX devices: %s', allocator.active(), jax.devices())
+  logging.info('Allocator: %s; JAX devices: %s (%s=%s)', allocator.active(), jax.devices(),
+               host_devices.ENV, os.environ.get(host_devices.ENV, 'auto'))
   done = run_record.finished(workdir, config)
   if done is not None:
     logging.info('This run finished earlier with the same config and code (%s); nothing to '
@@ -192,6 +194,10 @@ def _final_screen(workdir: pathlib.Path, report: pathlib.Path) -> str:
 def run():
   """The console script `wrapper-study`."""
   allocator.ensure_fast()  # May re-execute this process once, with tcmalloc.
+  try:
+    host_devices.ensure()  # Two CPU devices where two cores may be used; before JAX starts.
+  except ValueError as e:
+    _fail('environment error', e)
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -1,11 +1,13 @@
 """The one error surface: a user's mistake ends in one line on stderr, exit code 2, no traceback."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
 from wrapper_study import config_check
+from wrapper_study import host_devices
 
 CASES = {  # What a user typed -> a piece the one line must contain.
     'missing file': (['--config=configs/nope.py'], 'configs/nope.py: no such file'),
@@ -76,6 +78,15 @@ def test_checks_refuse_non_finite_numbers(value):
   config_check.all_finite({'a': {'lr': 1.0, 'name': 'x', 'n': 3, 'lrs': (1e-3,)}})
 
 
+def test_a_bad_device_count_is_one_line_before_any_compute(tmp_path):
+  env = dict(os.environ, **{host_devices.ENV: 'two'})
+  proc = subprocess.run([sys.executable, '-m', 'launch.main', '--config=tracr_study:smoke',
+                         f'--workdir={tmp_path / "run"}'], capture_output=True, text=True,
+                        timeout=120, env=env)
+  _assert_one_line(proc, f"FATAL environment error: {host_devices.ENV}='two' is not valid")
+  assert not (tmp_path / 'run').exists()
+
+
 def test_help_lists_the_packaged_configs_and_their_variants():
   proc = subprocess.run([sys.executable, '-m', 'launch.main', '--help'], capture_output=True,
                         text=True, timeout=120)
@@ -94,6 +105,8 @@ def test_a_workdir_of_another_architecture_is_one_line_and_left_intact(tmp_path)
   first = subprocess.run([sys.executable, '-m', 'launch.main', '--config=pcfg_study:smoke',
                           f'--workdir={workdir}'], capture_output=True, text=True, timeout=900)
   assert first.returncode == 0, first.stderr[-3000:]
+  if host_devices.count() > 1:  # The launcher split the CPU before JAX started (issue 12).
+    assert 'CpuDevice(id=1)' in first.stderr, first.stderr[-3000:]
   before = _tree_bytes(workdir / 'checkpoints')
   proc = _run(['--config=pcfg_study:smoke', '--config.model.d_model=32'], workdir)
   _assert_one_line(proc, 'different architecture', after_start=True)

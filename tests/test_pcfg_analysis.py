@@ -11,6 +11,7 @@ import smoke_tables
 
 from configs import pcfg_analysis as analysis_config
 from wrapper_study import config_check
+from wrapper_study import host_devices
 from wrapper_study import metrics
 from wrapper_study import run_record
 from wrapper_study import tb_events
@@ -29,7 +30,8 @@ def _run(workdir, arg='smoke', *overrides):
   return subprocess.run(
       [sys.executable, 'launch/main.py', f'--config=configs/pcfg_analysis.py:{arg}',
        f'--workdir={workdir}', *overrides], cwd=REPO, capture_output=True, text=True, timeout=900,
-      env={'PATH': '/usr/bin:/bin', 'HOME': str(workdir), 'JAX_PLATFORMS': 'cpu'})
+      env={'PATH': '/usr/bin:/bin', 'HOME': str(workdir), 'JAX_PLATFORMS': 'cpu',
+           host_devices.ENV: '1'})  # The smoke record was made on one device.
 
 
 @pytest.fixture(scope='module')

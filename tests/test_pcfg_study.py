@@ -13,6 +13,7 @@ import smoke_tables
 from configs import pcfg_analysis as analysis_config
 from configs import pcfg_study as pcfg_config
 from wrapper_study import config_check
+from wrapper_study import host_devices
 from wrapper_study import metrics
 from wrapper_study import population
 from wrapper_study import run_record
@@ -40,7 +41,8 @@ def _run(workdir, *overrides):
   return subprocess.run(
       [sys.executable, 'launch/main.py', '--config=configs/pcfg_study.py:smoke',
        f'--workdir={workdir}', *overrides], cwd=REPO, capture_output=True, text=True, timeout=900,
-      env={'PATH': '/usr/bin:/bin', 'HOME': str(workdir), 'JAX_PLATFORMS': 'cpu'})
+      env={'PATH': '/usr/bin:/bin', 'HOME': str(workdir), 'JAX_PLATFORMS': 'cpu',
+           host_devices.ENV: '1'})  # The smoke record was made on one device.
 
 
 def _check_tensorboard(workdir, config, invocations: int):

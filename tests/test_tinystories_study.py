@@ -12,6 +12,7 @@ import pytest
 from configs import tinystories_study as ts_config
 import smoke_tables
 from wrapper_study import config_check
+from wrapper_study import host_devices
 from wrapper_study import metrics
 from wrapper_study import model as model_lib
 from wrapper_study import run_record
@@ -38,7 +39,9 @@ RECORDED = (RECORDED_DATA, '--config.model.attention=explicit')
 
 
 def _run(workdir, *overrides, devices: int = 1):
-  env = {'PATH': '/usr/bin:/bin', 'HOME': str(workdir), 'JAX_PLATFORMS': 'cpu'}
+  # The smoke record was made on one device (host_devices: the launcher's default splits a CPU).
+  env = {'PATH': '/usr/bin:/bin', 'HOME': str(workdir), 'JAX_PLATFORMS': 'cpu',
+         host_devices.ENV: str(devices)}
   if devices > 1:
     env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   return subprocess.run(

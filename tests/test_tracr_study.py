@@ -12,6 +12,7 @@ import pytest
 
 from configs import tracr_study as tracr_config
 from wrapper_study import config_check
+from wrapper_study import host_devices
 from wrapper_study import metrics
 from wrapper_study import population
 from wrapper_study import run_record
@@ -112,7 +113,7 @@ RECORDED = ('--config.member_chunk=0', '--config.qkv=three_matmuls')
 
 def _run_binary(workdir, tracr_cache, *overrides, cwd=REPO):
   env = {'WRAPPER_STUDY_CACHE': tracr_cache, 'PATH': '/usr/bin:/bin', 'HOME': str(workdir),
-         'JAX_PLATFORMS': 'cpu'}
+         'JAX_PLATFORMS': 'cpu', host_devices.ENV: '1'}  # The smoke record: one device.
   return subprocess.run(
       [sys.executable, '-m', 'launch.main', '--config=tracr_study:smoke',
        f'--workdir={workdir}', *overrides], cwd=cwd, env=env, capture_output=True, text=True,

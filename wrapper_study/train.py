@@ -214,11 +214,13 @@ def member_mesh(n_members: int, devices=None) -> Optional[Mesh]:
   n_members, or None (one device) when there is one device or they do not divide the
   members evenly.
 
-  On CPU, XLA_FLAGS=--xla_force_host_platform_device_count=<cores> makes one device per
-  core: one device already spreads each large op over every core (intra-op threads), but a
+  On CPU the launcher makes two host devices where two cores may be used (host_devices):
+  one device already spreads each large op over every core (intra-op threads), but a
   population of small members is made of ops too small to spread, and two devices run two
   members' ops at once. Measured on 2 cores, idle (benchmarks/population_devices.py): the
-  default-scale Tracr grid steps 1.32x (Counter) and 1.41x (Max-identifier) faster on two.
+  default-scale Tracr grid steps 1.13-1.32x (Counter) and 1.41x (Max-identifier) faster on
+  two. Each member computes what it would on one device up to float order (XLA compiles the
+  smaller per-device batch with other thread partitions).
   """
   devices = jax.devices() if devices is None else list(devices)
   if len(devices) < 2 or n_members % len(devices):

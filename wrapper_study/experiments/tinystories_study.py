@@ -22,6 +22,7 @@ from __future__ import annotations
 import jax
 
 from wrapper_study import config_check as cc
+from wrapper_study import host_devices
 from wrapper_study import metrics
 from wrapper_study import train as train_lib
 from wrapper_study.report import tables
@@ -85,7 +86,8 @@ def validate(config) -> None:
   for path in ('pretrain.batch_size', 'deletion.batch_size', 'reft.batch_size'):
     if cc.get(config, path) % n_dev:
       cc.fail(path, cc.get(config, path),
-              f'must be divisible by the {n_dev} devices (training is data-parallel)')
+              f'must be divisible by the {n_dev} devices (training is data-parallel; on a '
+              f'CPU, {host_devices.ENV}=1 keeps one device)')
   d = config.deletion
   if not d.protocols or any(p not in protocols.PROTOCOLS for p in d.protocols) or (
       len(set(d.protocols)) != len(d.protocols)):
