@@ -96,6 +96,27 @@ def time_train_steps(step, state, batch_fn, timed: int) -> tuple[float, float]:
   return statistics.median(times), first
 
 
+def time_interleaved(runs: dict, rounds: int) -> dict[str, float]:
+  """Median s/step of each run {name: (step, state, batch_fn, steps per round)}, after one
+  untimed first call each: every round steps each run in turn, so that a change in the
+  machine's speed during the measurement falls on all of them alike."""
+  states, done = {}, {}
+  for name, (step, state, batch_fn, _) in runs.items():
+    states[name], m = step(state, batch_fn(0))
+    jax.block_until_ready(m)
+    done[name] = 1
+  times = {name: [] for name in runs}
+  for _ in range(rounds):
+    for name, (step, _, batch_fn, per_round) in runs.items():
+      for _ in range(per_round):
+        t0 = time.perf_counter()
+        states[name], m = step(states[name], batch_fn(done[name]))
+        jax.block_until_ready(m)
+        times[name].append(time.perf_counter() - t0)
+        done[name] += 1
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
 def floor_line(name: str, flops: float, seconds: float, peak: float) -> str:
   """'<name>: F GFLOP/step, floor X ms, measured Y ms = Z% of the floor'."""
   floor = flops / peak

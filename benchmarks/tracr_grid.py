@@ -40,11 +40,10 @@ _CONFIG = flags.DEFINE_enum('config', 'paper', ['paper', 'default'], 'Which scal
 _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
 
 
-def _seconds_per_step(config, tm, data, members, member_chunk=None, mesh=None
-                      ) -> tuple[float, float, float, int]:
-  """(median s/step, first-call s incl. compile, FLOPs per step, the library's default
-  member_chunk for these members) of the population's train step; with a mesh, the members
-  spread over its devices as train.train_loop does (train.member_mesh)."""
+def _prepare(config, tm, data, members, member_chunk=None, mesh=None):
+  """(step, state, batch_fn, FLOPs per step, the library's default member_chunk for these
+  members) of the population's train step; with a mesh, the members spread over its devices
+  as train.train_loop places them (train.member_mesh)."""
   f = config.finetune
   opt_cfg = ft.sgd_config(config, f.warmup_steps)
   tx = optim.make_optimizer(opt_cfg, f.steps)
@@ -55,10 +54,17 @@ def _seconds_per_step(config, tm, data, members, member_chunk=None, mesh=None
                                member_chunk=member_chunk, mesh=mesh)
   batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
   default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)))
-  if mesh is not None:  # As train.train_loop places them.
+  if mesh is not None:
     state = jax.device_put(state, train.data_shardings(mesh)[1])
     batch_fn = lambda s, host=batch_fn: train.shard_batch(host(s), mesh)
   flops = machine.step_flops(step, state, batch_fn(0))
+  return step, state, batch_fn, flops, default
+
+
+def _seconds_per_step(config, tm, data, members, member_chunk=None, mesh=None
+                      ) -> tuple[float, float, float, int]:
+  """(median s/step, first-call s incl. compile, FLOPs per step, default member_chunk)."""
+  step, state, batch_fn, flops, default = _prepare(config, tm, data, members, member_chunk, mesh)
   median, first = machine.time_train_steps(step, state, batch_fn, _TIMED.value)
   return median, first, flops, default
 
@@ -71,7 +77,7 @@ def main(_):
   print(f'peak fp32 matmul (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s')
   print(f'scale: {_CONFIG.value}: {f.steps} steps, batch {f.batch_size}, {len(f.lrs)} lrs x '
         f'{len(f.c_trs)} C_Tr x {len(f.seeds)} seeds')
-  total_grid = total_one = run_grid = 0.0
+  total_grid = total_one = run_grid = run_one = 0.0
   for program in config.tasks:
     spec = tasks.from_config(config, program)
     tm = ft.compile_model(spec, cache_dir=config.cache_dir)
@@ -87,9 +93,14 @@ def main(_):
     t_one, c_one, f_one, _ = _seconds_per_step(config, tm, data, members[:1], member_chunk=0)
     # As a run steps it: the launcher splits the CPU into host devices (host_devices) and the
     # population spreads its members over them (train.member_mesh), default mapping on each.
+    # Paired: one config and the grid as a run steps it, their steps interleaved (each round
+    # P // 4 one-config steps, then one grid step), so that the machine's drifting speed (a
+    # dispatch-bound one-config step swung 0.7-2.4 ms between runs here) falls on both alike.
     mesh = train.member_mesh(len(members))
-    t_run = (_seconds_per_step(config, tm, data, members, member_chunk=default, mesh=mesh)[0]
-             if mesh is not None else t_grid)
+    paired = machine.time_interleaved({
+        'one': (*_prepare(config, tm, data, members[:1], 0)[:3], max(1, len(members) // 4)),
+        'run': (*_prepare(config, tm, data, members, default, mesh)[:3], 1)}, _TIMED.value)
+    t_run = paired['run']
     # The q/k/v form (model.qkv): the other one, same grid mapping, side by side.
     other = 'three_matmuls' if tm.config.qkv == 'one_matmul' else 'one_matmul'
     tm_other = dataclasses.replace(tm, config=dataclasses.replace(tm.config, qkv=other))
@@ -116,13 +127,16 @@ def main(_):
           f'{other}: {t_other * 1e3:.1f} ms/step; ratio {t_other / t_grid:.2f}x')
     devices = mesh.size if mesh is not None else 1
     print(f'  as a run steps it, members over {devices} device(s) ({host_devices.ENV}='
-          f"{os.environ.get(host_devices.ENV, 'auto')}): {t_run * 1e3:.1f} ms/step; one at a "
-          f'time x{len(members)} / this: {t_one * len(members) / t_run:.2f}x; '
+          f"{os.environ.get(host_devices.ENV, 'auto')}), timed interleaved with one config over "
+          f"{_TIMED.value} rounds: grid {t_run * 1e3:.1f} ms/step, one config "
+          f"{paired['one'] * 1e3:.2f} ms/step; one at a time x{len(members)} / grid: "
+          f"{paired['one'] * len(members) / t_run:.2f}x; "
           + machine.floor_line('', f_grid, t_run, peak).split(', ', 1)[1])
     run_grid += f.steps * t_run / 60
+    run_one += len(members) * f.steps * paired['one'] / 60
   print(f'all tasks: grid {total_grid:.1f} min vs one at a time {total_one:.1f} min '
-        f'= {total_one / total_grid:.1f}x; as a run steps them {run_grid:.1f} min = '
-        f'{total_one / run_grid:.1f}x')
+        f'= {total_one / total_grid:.1f}x; as a run steps them (paired): grid {run_grid:.1f} '
+        f'min vs one at a time {run_one:.1f} min = {run_one / run_grid:.1f}x')
 
 
 if __name__ == '__main__':
