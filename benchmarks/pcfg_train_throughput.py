@@ -32,6 +32,11 @@ hold as many numbers as minGPT's fused c_attn); the script prints the exact
 counts and, before timing, copies the JAX parameters into the PyTorch model
 and checks that the logits agree.
 
+With several devices (the launcher's and every benchmark's two CPU devices,
+wrapper_study/host_devices.py) the first JAX row also runs data-parallel over
+them, as the PCFG study pretrains (train.batch_mesh): `jax (fused, 2 dev)`, the
+JAX of the "ratio JAX / torch" lines; WRAPPER_STUDY_CPU_DEVICES=1 leaves one.
+
 Timing protocol, the same for each implementation: --warmup untimed steps
 (JAX: compilation), then --steps timed steps, round-robin over the
 implementations so that load from other processes falls evenly on them; each
@@ -112,8 +117,10 @@ def _machine(torch) -> list[str]:
 # ----------------------------------------------------------------------------- jax
 
 def make_jax(shape: dict, steps: int, seed: int, precision: str = 'fp32',
-             attention: str = 'explicit', qkv: str = 'one_matmul'):
-  """(step() -> None, param count, params, config, flops(batch)) for our Flax model."""
+             attention: str = 'explicit', qkv: str = 'one_matmul', mesh=None):
+  """(step() -> None, param count, params, config, flops(batch)) for our Flax model; with a
+  mesh, data-parallel over its devices (train.batch_mesh, as the PCFG study pretrains: pass
+  the batch placed with train.shard_batch)."""
   config = model.TransformerConfig(
       vocab_size=shape['vocab'], max_len=shape['seq'], d_model=shape['d_model'],
       n_layers=shape['n_layers'], n_heads=shape['n_heads'], d_head=shape['d_head'],
@@ -127,9 +134,11 @@ def make_jax(shape: dict, steps: int, seed: int, precision: str = 'fp32',
     logits_BxTxO, _ = model.Transformer(config).apply({'params': p}, batch['inputs'])
     return losses.weighted_cross_entropy(logits_BxTxO, batch['targets'])
 
-  step_fn = train.make_train_step(loss_fn, tx)
+  step_fn = train.make_train_step(loss_fn, tx, mesh=mesh)
   # The state is donated, so keep a separate copy of the initial params.
   box = {'state': train.create_state(jax.tree.map(jnp.copy, params), tx)}
+  if mesh is not None:
+    box['state'] = jax.device_put(box['state'], train.data_shardings(mesh)[0])
 
   def step(batch):
     box['state'], metrics = step_fn(box['state'], batch)
@@ -368,6 +377,13 @@ def main():
       jax_params, config, jax_flops = params, cfg, flops
     jax_names.append(f'jax ({attention})' if qkv == jax_qkvs[0] else f'jax ({attention}, {qkv})')
     impls[jax_names[-1]] = (jax_step, jax_batch, jax_n)
+  mesh = train.batch_mesh(B)
+  if mesh is not None:  # The first row as the PCFG study pretrains: split over the devices.
+    jax_step, jax_n, *_ = make_jax(shape, args.warmup + args.steps, args.seed, args.precision,
+                                   jax_attentions[0], jax_qkvs[0], mesh)
+    name = f'jax ({jax_attentions[0][:5]}, {mesh.size} dev)'
+    jax_names.insert(0, name)
+    impls = {name: (jax_step, train.shard_batch(jax_batch, mesh), jax_n), **impls}
   if torch is not None:
     torch_batch = (torch.from_numpy(inputs), torch.from_numpy(targets))
     for attention in attentions:

@@ -35,7 +35,7 @@ def run(mesh):
   return train.train_loop(state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=5,
                           mesh=mesh, nan_check=True)
 
-mesh = train.data_mesh()
+mesh = train.batch_mesh(8)  # What a single-model phase asks for: every device divides 8.
 sharded = run(mesh)
 single = run(None)
 leaf = jax.tree.leaves(sharded.params)[0]
@@ -54,7 +54,9 @@ print(json.dumps(dict(devices=jax.device_count(), diff=diff,
                       moved=max(float(jnp.abs(a - b).max()) for a, b in zip(
                           jax.tree.leaves(sharded.params),
                           jax.tree.leaves(model_lib.init_params(cfg, jax.random.PRNGKey(0))))),
-                      error=err)))
+                      error=err, mesh_devices=mesh.size,
+                      no_mesh_for_6=train.batch_mesh(6) is None,
+                      no_mesh_on_one=train.batch_mesh(8, jax.devices()[:1]) is None)))
 '''
 
 
@@ -75,6 +77,8 @@ def test_data_parallel_on_four_devices_matches_one_device():
   assert out['moved'] > 1e-3  # Training happened.
   assert out['diff'] < 1e-5, out
   assert 'not divisible by the 4 devices' in out['error']
+  assert out['mesh_devices'] == 4  # batch_mesh: every device when they divide the batch,
+  assert out['no_mesh_for_6'] and out['no_mesh_on_one']  # else one device (no mesh).
 
 
 POPULATION_SCRIPT = r'''

@@ -155,7 +155,7 @@ def pretrain(config, prior, workdir: pathlib.Path, writer, prior_index: int | No
                                      pcfg_model.vocab(config).terminals), p.steps)
     state = train.train_loop(
         state=state, tx=tx, loss_fn=losses.next_token_loss_fn(cfg), batch_fn=batch_fn,
-        total_steps=p.steps, workdir=str(workdir),
+        total_steps=p.steps, workdir=str(workdir), mesh=train.batch_mesh(p.batch_size),
         writer=None if writer is None else writer.run(f'pretrain_{name}'), checkpointer=ckpt,
         log_every=p.log_every, evaluators={'eval': (p.eval_every, evaluate),
                                            'keep': (tuple(p.keep_steps), keep)})
