@@ -121,6 +121,14 @@ for chunk in (0, 1):
 init = train.stack([model_lib.init_params(cfg, jax.random.PRNGKey(i)) for i in range(P)])
 out['moved'] = max(float(jnp.abs(a - b).max()) for a, b in
                    zip(jax.tree.leaves(single.params), jax.tree.leaves(init)))
+# 5 of the spread members (as the Tracr reFT population is cut from fine-tuned ones): slicing
+# leaves them replicated on every device; without a mesh the loop steps them on one.
+cut = jax.tree.map(lambda x: x[:5], spread.params)
+out['cut_devices'] = len(jax.tree.leaves(cut)[0].sharding.device_set)
+P = 5
+rest = train.train_loop(state=train.create_population(cut, tx, jnp.linspace(0.1, 0.5, P)), tx=tx,
+                        loss_fn=loss_fn, batch_fn=batch_fn, total_steps=1, vmap=True)
+out['rest_devices'] = len(jax.tree.leaves(rest.params)[0].sharding.device_set)
 print(json.dumps(out))
 '''
 
@@ -134,4 +142,5 @@ def test_population_spread_over_four_devices_matches_one_device():
     assert out[chunk]['shards'] == 4 and out[chunk]['rows'] == 2, out  # 8 members, 2 a device.
     assert out[chunk]['steps'] == [5] * 8
     assert out[chunk]['diff'] < 1e-5, out
+  assert out['cut_devices'] == 4 and out['rest_devices'] == 1, out
 

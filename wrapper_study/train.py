@@ -343,6 +343,13 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
     state = jax.device_put(state, split if vmap else replicated)  # Members are split.
     get_batch = lambda s: shard_batch(batch_fn(s), mesh)
   else:
+    # One device. A state cut from a population spread over several (an odd number of its
+    # members) comes back replicated on all of them, and jit would then compute every step
+    # on each: the reFT population of 55 members stepped 55.4 vs 45.4 ms on 2 CPU devices.
+    # Through the host it is uncommitted again, as a fresh state is: one device steps it.
+    if any(len(x.sharding.device_set) > 1 for x in jax.tree.leaves(state)
+           if isinstance(x, jax.Array)):
+      state = jax.device_get(state)
     get_batch = batch_fn
   progress = ProgressLogger(total_steps, log_every, start_step=start)
   evaluators = {k: (w if isinstance(w, int) else frozenset(w), fn)
