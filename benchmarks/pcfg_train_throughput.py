@@ -381,7 +381,7 @@ def main():
   if mesh is not None:  # The first row as the PCFG study pretrains: split over the devices.
     jax_step, jax_n, *_ = make_jax(shape, args.warmup + args.steps, args.seed, args.precision,
                                    jax_attentions[0], jax_qkvs[0], mesh)
-    name = f'jax ({jax_attentions[0][:5]}, {mesh.size} dev)'
+    name = f'jax ({jax_attentions[0]}, {mesh.size} dev)'
     jax_names.insert(0, name)
     impls = {name: (jax_step, train.shard_batch(jax_batch, mesh), jax_n), **impls}
   if torch is not None:
@@ -420,14 +420,14 @@ def main():
   print('load average after (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg())
   medians = {k: statistics.median(v) for k, v in times.items()}
   tps = {k: B * T / m for k, m in medians.items()}
-  header = (f"{'implementation':<18} {'1st step s':>10} {'median s/step':>13} {'min':>7} "
+  header = (f"{'implementation':<22} {'1st step s':>10} {'median s/step':>13} {'min':>7} "
             f"{'max':>7} {'tokens/s':>9}  losses (first..last)")
   print(header)
   print('-' * len(header))
   for name in impls:
     v = times[name]
     f = f'{first[name]:>10.2f}' if name in first else f"{'-':>10}"
-    print(f'{name:<18} {f} {medians[name]:>13.3f} {min(v):>7.3f} {max(v):>7.3f} '
+    print(f'{name:<22} {f} {medians[name]:>13.3f} {min(v):>7.3f} {max(v):>7.3f} '
           f'{tps[name]:>9.0f}  {losses_seen[name][0]:.3f}..{losses_seen[name][-1]:.3f}')
   jax_name = jax_names[0]
   for name in impls:

@@ -55,8 +55,7 @@ def _prepare(config, tm, data, members, member_chunk=None, mesh=None):
   batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
   default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)))
   if mesh is not None:
-    state = jax.device_put(state, train.data_shardings(mesh)[1])
-    batch_fn = lambda s, host=batch_fn: train.shard_batch(host(s), mesh)
+    state, batch_fn = train.place_on_mesh(state, batch_fn, mesh, vmap=True)
   flops = machine.step_flops(step, state, batch_fn(0))
   return step, state, batch_fn, flops, default
 
@@ -91,11 +90,10 @@ def main(_):
       timed[default] = _seconds_per_step(config, tm, data, members, member_chunk=default)[:2]
     t_grid, c_grid = timed[default]
     t_one, c_one, f_one, _ = _seconds_per_step(config, tm, data, members[:1], member_chunk=0)
-    # As a run steps it: the launcher splits the CPU into host devices (host_devices) and the
-    # population spreads its members over them (train.member_mesh), default mapping on each.
-    # Paired: one config and the grid as a run steps it, their steps interleaved (each round
-    # P // 4 one-config steps, then one grid step), so that the machine's drifting speed (a
-    # dispatch-bound one-config step swung 0.7-2.4 ms between runs here) falls on both alike.
+    # The grid as a run steps it (members over the launcher's host devices, train.member_mesh)
+    # paired with one config, their steps interleaved (each round P // 4 one-config steps, then
+    # one grid step), so that the machine's drifting speed (a dispatch-bound one-config step
+    # swung 0.7-2.4 ms between runs here) falls on both alike.
     mesh = train.member_mesh(len(members))
     paired = machine.time_interleaved({
         'one': (*_prepare(config, tm, data, members[:1], 0)[:3], max(1, len(members) // 4)),

@@ -19,9 +19,9 @@ WRAPPER_STUDY_CPU_DEVICES selects N: 'auto' (default: 2 when the process may
 use 2 or more cores, else 1; more was not measured, and a data-parallel batch
 must divide evenly over the devices, so every CPU config keeps even batches) or
 a whole number >= 1 (1: JAX's own single device). An XLA_FLAGS that already
-sets the count wins. Members spread over devices compute what one device
-computes; a data-parallel step sums its gradient in another order (float
-rounding), which is why the tests that replay recorded numbers pin 1.
+sets the count wins. Members spread over devices, and a data-parallel step,
+compute what one device computes up to float order (another partition of the
+work), which is why the tests that replay recorded numbers pin 1.
 """
 
 from __future__ import annotations

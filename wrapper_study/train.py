@@ -248,6 +248,15 @@ def batch_mesh(batch_size: int, devices=None) -> Optional[Mesh]:
   return data_mesh(devices)
 
 
+def place_on_mesh(state: PyTree, batch_fn: Callable, mesh: Mesh, vmap: bool
+                  ) -> tuple[PyTree, Callable]:
+  """(state, batch_fn) placed as make_train_step(mesh=mesh) expects: a population's
+  members split over the devices (vmap), one model's state replicated; batches split."""
+  replicated, split = data_shardings(mesh)
+  state = jax.device_put(state, split if vmap else replicated)
+  return state, lambda step: shard_batch(batch_fn(step), mesh)
+
+
 def data_shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
   """(replicated, split along the leading axis over every mesh axis)."""
   return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec(mesh.axis_names))
@@ -339,9 +348,7 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
                      'use another --workdir or a larger total_steps.')
   step_fn = make_train_step(loss_fn, tx, vmap=vmap, mesh=mesh, member_chunk=member_chunk)
   if mesh is not None:
-    replicated, split = data_shardings(mesh)
-    state = jax.device_put(state, split if vmap else replicated)  # Members are split.
-    get_batch = lambda s: shard_batch(batch_fn(s), mesh)
+    state, get_batch = place_on_mesh(state, batch_fn, mesh, vmap)
   else:
     # One device. A state cut from a population spread over several (an odd number of its
     # members) comes back replicated on all of them, and jit would then compute every step
