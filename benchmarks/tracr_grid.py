@@ -42,8 +42,8 @@ _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (med
 
 def _prepare(config, tm, data, members, member_chunk=None, mesh=None):
   """(step, state, batch_fn, FLOPs per step, the library's default member_chunk for these
-  members) of the population's train step; with a mesh, the members spread over its devices
-  as train.train_loop places them (train.member_mesh)."""
+  members on this mesh) of the population's train step; with a mesh, the members spread over
+  its devices as train.train_loop places them (train.member_mesh)."""
   f = config.finetune
   opt_cfg = ft.sgd_config(config, f.warmup_steps)
   tx = optim.make_optimizer(opt_cfg, f.steps)
@@ -53,7 +53,8 @@ def _prepare(config, tm, data, members, member_chunk=None, mesh=None):
   step = train.make_train_step(losses.answer_loss_fn(tm.config, data.position), tx, vmap=True,
                                member_chunk=member_chunk, mesh=mesh)
   batch_fn = ft.make_batch_fn(data, members, f.batch_size, 0, data.spec.operand_ft)
-  default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)))
+  default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)),
+                                       1 if mesh is None else mesh.size)
   if mesh is not None:
     state, batch_fn = train.place_on_mesh(state, batch_fn, mesh, vmap=True)
   flops = machine.step_flops(step, state, batch_fn(0))
@@ -95,9 +96,12 @@ def main(_):
     # one grid step), so that the machine's drifting speed (a dispatch-bound one-config step
     # swung 0.7-2.4 ms between runs here) falls on both alike.
     mesh = train.member_mesh(len(members))
-    paired = machine.time_interleaved({
-        'one': (*_prepare(config, tm, data, members[:1], 0)[:3], max(1, len(members) // 4)),
-        'run': (*_prepare(config, tm, data, members, default, mesh)[:3], 1)}, _TIMED.value)
+    runs = {'one': (*_prepare(config, tm, data, members[:1], 0)[:3], max(1, len(members) // 4))}
+    step, state, batch_fn, _, default_run = _prepare(config, tm, data, members, None, mesh)
+    runs['run'] = (step, state, batch_fn, 1)
+    if default_run != 0:  # Side by side: the same mesh, one vmap over each device's members.
+      runs['run, one vmap'] = (*_prepare(config, tm, data, members, 0, mesh)[:3], 1)
+    paired = machine.time_interleaved(runs, _TIMED.value)
     t_run = paired['run']
     # The q/k/v form (model.qkv): the other one, same grid mapping, side by side.
     other = 'three_matmuls' if tm.config.qkv == 'one_matmul' else 'one_matmul'
@@ -124,8 +128,11 @@ def main(_):
     print(f'  grid with q/k/v as {tm.config.qkv} (default): {t_grid * 1e3:.1f} ms/step; as '
           f'{other}: {t_other * 1e3:.1f} ms/step; ratio {t_other / t_grid:.2f}x')
     devices = mesh.size if mesh is not None else 1
+    vmapped = (f" (one vmap over a device's members: {paired['run, one vmap'] * 1e3:.1f} "
+               f"ms/step)" if 'run, one vmap' in paired else '')
     print(f'  as a run steps it, members over {devices} device(s) ({host_devices.ENV}='
-          f"{os.environ.get(host_devices.ENV, 'auto')}), timed interleaved with one config over "
+          f"{os.environ.get(host_devices.ENV, 'auto')}), each mapped in chunks of {default_run} "
+          f"(the default there){vmapped}, timed interleaved with one config over "
           f"{_TIMED.value} rounds: grid {t_run * 1e3:.1f} ms/step, one config "
           f"{paired['one'] * 1e3:.2f} ms/step; one at a time x{len(members)} / grid: "
           f"{paired['one'] * len(members) / t_run:.2f}x; "

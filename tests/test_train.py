@@ -136,6 +136,8 @@ def test_member_chunk_default_and_bad_value():
   assert train.default_member_chunk(train.SMALL_MEMBER_FLOPS / 2) == (
       train.SMALL_MEMBER_CHUNK if cpu else 0)
   assert train.default_member_chunk(train.SMALL_MEMBER_FLOPS * 2) == (1 if cpu else 0)
+  # Spread over several CPU devices: one member at a time, whatever the size.
+  assert train.default_member_chunk(train.TINY_MEMBER_FLOPS / 2, devices=2) == (1 if cpu else 0)
   params_P = {'w': np.zeros((5, 3, 4), np.float32), 'b': np.zeros((5, 4), np.float32)}
   batch_P = {'tokens': np.zeros((5, 2, 7), np.int32), 'labels': np.zeros((5, 2), np.int32)}
   assert train.member_flops(params_P, batch_P) == 6 * 16 * 14  # 6 x params x tokens.

@@ -119,6 +119,12 @@ for chunk in (0, 1):
       shards=len(leaf.addressable_shards), rows=leaf.addressable_shards[0].data.shape[0],
       steps=np.asarray(spread.step).tolist())
 init = train.stack([model_lib.init_params(cfg, jax.random.PRNGKey(i)) for i in range(P)])
+# The default mapping (member_chunk None): these tiny members in one vmap on one device, one
+# at a time (lax.map: a scan) on each device of the mesh (train.default_member_chunk).
+probe = train.create_population(init, tx, jnp.linspace(0.1, 0.8, P))
+for name, m in (('one_device', None), ('mesh', mesh)):
+  jaxpr = jax.make_jaxpr(train.make_train_step(loss_fn, tx, vmap=True, mesh=m))(probe, batch_fn(0))
+  out[f'default_scan_{name}'] = 'scan' in str(jaxpr)
 out['moved'] = max(float(jnp.abs(a - b).max()) for a, b in
                    zip(jax.tree.leaves(single.params), jax.tree.leaves(init)))
 # 5 of the spread members (as the Tracr reFT population is cut from fine-tuned ones): slicing
@@ -143,4 +149,5 @@ def test_population_spread_over_four_devices_matches_one_device():
     assert out[chunk]['steps'] == [5] * 8
     assert out[chunk]['diff'] < 1e-5, out
   assert out['cut_devices'] == 4 and out['rest_devices'] == 1, out
+  assert not out['default_scan_one_device'] and out['default_scan_mesh'], out
 

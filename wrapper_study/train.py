@@ -4,7 +4,7 @@
 with the state donated, optionally mapped over a population of states (e.g. a
 grid of learning rates x data x seeds, see optim.set_learning_rate): all members
 in one vmap, or in chunks under lax.map (`over_members`; on CPU one member at a
-time is the faster of the two unless members are tiny: default_member_chunk).
+time is the faster of the two unless members are tiny on one device: default_member_chunk).
 `train_loop` adds resume, periodic evals, checkpoints, metrics (fetched one step
 late so dispatch stays asynchronous) and a NaN/Inf stop.
 
@@ -85,17 +85,18 @@ def train_step(state: TrainState, batch: PyTree, *, loss_fn: LossFn,
 
 
 def population_train_step(state_P: TrainState, batch_P: PyTree, *, loss_fn: LossFn,
-                          tx: optax.GradientTransformation, member_chunk: Optional[int] = None
-                          ) -> tuple[TrainState, dict]:
+                          tx: optax.GradientTransformation, member_chunk: Optional[int] = None,
+                          devices: int = 1) -> tuple[TrainState, dict]:
   """train_step for every member of a population (leading axis P everywhere).
 
-  The gradients are mapped with over_members (member_chunk); the optimizer
+  The gradients are mapped with over_members (member_chunk; devices: how many devices the
+  population is spread over, which the default mapping depends on); the optimizer
   update, a few hundred small elementwise ops, is one vmap over all members,
   where a per-member loop would pay each op's dispatch P times. Each member's
   result is its own train_step's.
   """
   grad_fn = over_members(jax.value_and_grad(loss_fn, has_aux=True), member_chunk,
-                         member_flops(state_P.params, batch_P))
+                         member_flops(state_P.params, batch_P), devices)
   (loss_P, aux_P), grads_P = grad_fn(state_P.params, batch_P)
   return jax.vmap(functools.partial(apply_gradients, tx=tx))(state_P, grads_P, loss_P, aux_P)
 
@@ -122,24 +123,32 @@ def apply_gradients(state: TrainState, grads: PyTree, loss: jax.Array, aux: Mapp
 #   Tracr Max-identifier, default (4.5e7, 140): 146.2 | 109.7 / 100.3 / 96.8 / 103.2
 # and vmap / one at a time: PCFG CPU population (~8e8) 1.24x, paper-scale Tracr (2.7e8-5e9)
 # 1.32-1.48x (benchmarks/pcfg_population.py, tracr_grid.py --config=paper).
+# Those are one device. Spread over two CPU devices (member_mesh, 70 members a device), one
+# member at a time won at every size: ms/step of the grid in two paired runs (steps of each
+# mapping interleaved, one fixed batch), vmap | chunks of 1 / 20: Counter 53.7, 44.9 | 40.2,
+# 34.5 / 47.0, 40.6; Max-identifier 112.9, 87.2 | 78.8, 58.4 / 96.8, 74.8 (chunks of 2 as 1,
+# 5 and 10 between). A device then runs its ops on one core beside the other device, and the
+# batched matmuls of a vmap, which would spread over both cores, only contend.
+# benchmarks/tracr_grid.py prints the run's mapping beside one vmap a device.
 TINY_MEMBER_FLOPS = 2.5e7
 SMALL_MEMBER_FLOPS = 1e8
 SMALL_MEMBER_CHUNK = 20
 
 
-def default_member_chunk(flops_per_member: Optional[float] = None) -> int:
+def default_member_chunk(flops_per_member: Optional[float] = None, devices: int = 1) -> int:
   """Members per chunk when a population is mapped: 0 = one vmap over all, 1 = one at a time.
 
   Accelerators want the one wide vmap. On CPU, XLA's batched matmuls of many
   per-member matrices run slower than the same matmuls one by one under lax.map
-  once a member's step is more than small (SMALL_MEMBER_FLOPS); tiny members
-  (TINY_MEMBER_FLOPS: the default-scale Tracr Counter) run fastest in the vmap,
-  where each op's dispatch is paid once for all members, and the sizes between
-  in chunks of SMALL_MEMBER_CHUNK. Unknown size: one at a time.
+  once a member's step is more than small (SMALL_MEMBER_FLOPS); on one device tiny
+  members (TINY_MEMBER_FLOPS: the default-scale Tracr Counter) run fastest in the vmap,
+  where each op's dispatch is paid once for all members, and the sizes between in chunks
+  of SMALL_MEMBER_CHUNK. Spread over `devices` >= 2 CPU devices (member_mesh): one at a
+  time whatever the size. Unknown size: one at a time.
   """
   if jax.default_backend() != 'cpu':
     return 0
-  if flops_per_member is None or flops_per_member >= SMALL_MEMBER_FLOPS:
+  if devices > 1 or flops_per_member is None or flops_per_member >= SMALL_MEMBER_FLOPS:
     return 1
   return 0 if flops_per_member < TINY_MEMBER_FLOPS else SMALL_MEMBER_CHUNK
 
@@ -156,17 +165,17 @@ def member_flops(params: PyTree, batch: PyTree) -> float:
 
 
 def over_members(fn: Callable, member_chunk: Optional[int] = None,
-                 flops_per_member: Optional[float] = None) -> Callable:
+                 flops_per_member: Optional[float] = None, devices: int = 1) -> Callable:
   """fn mapped over the leading (member) axis of every argument and output.
 
   member_chunk: 0 = one jax.vmap over all members; k >= 1 = lax.map over
   chunks of k members (k = 1: one member at a time, no vmap); None or -1 =
-  default_member_chunk(flops_per_member). Each member's arithmetic is the same
+  default_member_chunk(flops_per_member, devices). Each member's arithmetic is the same
   per-example program either way; only the batching of matmuls differs, so
   results agree to float rounding.
   """
   if member_chunk is None or member_chunk == -1:
-    chunk = default_member_chunk(flops_per_member)
+    chunk = default_member_chunk(flops_per_member, devices)
   else:
     chunk = int(member_chunk)
   if chunk < 0:
@@ -196,7 +205,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
   """
   if vmap:
     step = functools.partial(population_train_step, loss_fn=loss_fn, tx=tx,
-                             member_chunk=member_chunk)
+                             member_chunk=member_chunk, devices=1 if mesh is None else mesh.size)
   else:
     step = functools.partial(train_step, loss_fn=loss_fn, tx=tx)
   if mesh is None:
