@@ -8,7 +8,14 @@ median seconds per step of the whole grid, with its members mapped both ways
 (train.over_members: one vmap over all, member_chunk=0; lax.map one member at
 a time, member_chunk=1), against a population of one, with data generation
 included as in a run, and each as a fraction of the FLOP floor (the machine's
-measured fp32 matmul rate). Prints the machine. Nothing here is asserted.
+measured fp32 matmul rate); then the grid as a run steps it (its members spread
+over the launcher's host devices, padded with a copy of the last when the
+devices do not divide them: train.member_mesh, train.place_on_mesh; each device
+mapping its members the library's default way), its steps interleaved with the
+one-member step's (machine.time_interleaved). With calibrated learning rates
+(finetune.lrs=()) the grid has three placeholder lrs, as many as calibration
+picks (speed does not depend on their values). Prints the machine. Nothing here
+is asserted.
 """
 
 import os
@@ -23,6 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import machine  # benchmarks/machine.py  # pylint: disable=g-import-not-at-top
 from configs import pcfg_study as pcfg_config  # pylint: disable=g-import-not-at-top
+from wrapper_study import host_devices  # pylint: disable=g-import-not-at-top
 from wrapper_study import losses  # pylint: disable=g-import-not-at-top
 from wrapper_study import model as model_lib  # pylint: disable=g-import-not-at-top
 from wrapper_study import optim  # pylint: disable=g-import-not-at-top
@@ -35,9 +43,9 @@ _CONFIG = flags.DEFINE_enum('config', 'cpu', ['cpu', 'paper'], 'Which scale to t
 _TIMED = flags.DEFINE_integer('timed_steps', 10, 'Steps timed after warm-up (median).')
 
 
-def _seconds_per_step(config, members, member_chunk) -> tuple[float, float, int]:
-  """(median s/step, FLOPs per step, the library's default member_chunk) of the
-  population's train step, data included."""
+def _prepare(config, members, member_chunk, mesh=None):
+  """(step, state, batch_fn, the library's default member_chunk there) of the population's
+  train step, data included; with a mesh, placed as train.train_loop places it."""
   f = config.finetune
   cfg = pcfg_model.model_config(config)
   params = model_lib.init_params(cfg, jax.random.PRNGKey(0))
@@ -46,10 +54,20 @@ def _seconds_per_step(config, members, member_chunk) -> tuple[float, float, int]
                                               f.warmup_fraction), f.steps)
   state = train.create_population(params_P, tx, np.array([m.lr for m in members], np.float32))
   step = train.make_train_step(losses.next_token_loss_fn(cfg), tx, vmap=True,
-                               member_chunk=member_chunk)
+                               member_chunk=member_chunk, mesh=mesh)
   batch_fn = pcfg_train.finetune_batch_fn(config, config.pretrain.priors[0], members, 0)
+  default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)),
+                                       1 if mesh is None else mesh.size)
+  if mesh is not None:
+    state, batch_fn = train.place_on_mesh(state, batch_fn, mesh, vmap=True)
+  return step, state, batch_fn, default
+
+
+def _seconds_per_step(config, members, member_chunk) -> tuple[float, float, int]:
+  """(median s/step, FLOPs per step, the library's default member_chunk) of the
+  population's train step on one device, data included."""
+  step, state, batch_fn, default = _prepare(config, members, member_chunk)
   flops = machine.step_flops(step, state, batch_fn(0)) if member_chunk == 0 else float('nan')
-  default = train.default_member_chunk(train.member_flops(state.params, batch_fn(0)))
   median, _ = machine.time_train_steps(step, state, batch_fn, _TIMED.value)
   return median, flops, default
 
@@ -62,9 +80,10 @@ def main(_):
   print(f'peak fp32 matmul (2048^3, best of 5): {peak / 1e9:.1f} GFLOP/s')
   m = config.model
   print(f'scale: {_CONFIG.value}: model {m.n_layers} x {m.d_model}, batch {f.batch_size}, '
-        f'window {config.data.window_length}; {len(f.lrs)} lrs x {len(f.c_trs)} C_Tr x '
+        f'window {config.data.window_length}; '
+        f"{len(f.lrs) if f.lrs else '3 placeholder'} lrs x {len(f.c_trs)} C_Tr x "
         f'{len(f.seeds)} seeds')
-  members = population.grid(f.lrs, f.c_trs, f.seeds)
+  members = population.grid(f.lrs or (1e-3, 1e-4, 1e-5), f.c_trs, f.seeds)
   t_vmap, flops, default = _seconds_per_step(config, members, 0)
   t_map, _, _ = _seconds_per_step(config, members, 1)
   t_one, flops_one, _ = _seconds_per_step(config, members[:1], 0)
@@ -78,6 +97,21 @@ def main(_):
   t_grid = t_map if default == 1 else t_vmap
   print(f'  vmap / lax.map: {t_vmap / t_map:.2f}x; one at a time x{p}: {t_one * p * 1e3:.1f} ms '
         f'vs grid {t_grid * 1e3:.1f} ms: batching buys {t_one * p / t_grid:.2f}x')
+  mesh = train.member_mesh(p)
+  if mesh is None:
+    print(f'  as a run steps it: on one device ({jax.device_count()} device(s), {p} members)')
+    return
+  step, state, batch_fn, chunk = _prepare(config, members, None, mesh)
+  one = _prepare(config, members[:1], 0)[:3]
+  paired = machine.time_interleaved({'one': (*one, max(1, p // 4)),
+                                     'run': (step, state, batch_fn, 1)}, _TIMED.value)
+  n_pad = train.member_padding(p, mesh.size)
+  print(f'  as a run steps it, members over {mesh.size} devices ({host_devices.ENV}='
+        f"{os.environ.get(host_devices.ENV, 'auto')}; {n_pad} padding copies), chunks of "
+        f"{chunk}, interleaved with one member over {_TIMED.value} rounds: grid "
+        f"{paired['run'] * 1e3:.1f} ms/step, one member {paired['one'] * 1e3:.2f} ms/step; one "
+        f"at a time x{p} / grid: {paired['one'] * p / paired['run']:.2f}x; "
+        + machine.floor_line('', flops, paired['run'], peak).split(', ', 1)[1])
 
 
 if __name__ == '__main__':

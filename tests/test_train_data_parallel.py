@@ -131,6 +131,50 @@ out['moved'] = max(float(jnp.abs(a - b).max()) for a, b in
 # leaves them replicated on every device; without a mesh the loop steps them on one.
 cut = jax.tree.map(lambda x: x[:5], spread.params)
 out['cut_devices'] = len(jax.tree.leaves(cut)[0].sharding.device_set)
+# 19 members over 2 of the devices: padded with one copy of the last, which the caller never
+# sees (metrics, evaluations, the returned state have 19); each member as on one device.
+P = 19
+seen = {'train': set(), 'eval': set()}
+class Writer:
+  def write_scalars(self, step, scalars):
+    seen['train'].update(np.shape(v)[0] for v in scalars.values())
+  def flush(self):
+    pass
+def evaluate(params, step):
+  seen['eval'].add(jax.tree.leaves(params)[0].shape[0])
+  return {}
+odd_mesh = train.member_mesh(P, jax.devices()[:2])
+out['odd_mesh'] = None if odd_mesh is None else odd_mesh.size
+out['no_mesh_for_9_on_4'] = train.member_mesh(9) is None  # 3 copies: more than 10%.
+odd = {}
+for name, m in (('one', None), ('padded', odd_mesh)):
+  params = train.stack([model_lib.init_params(cfg, jax.random.PRNGKey(i)) for i in range(P)])
+  odd[name] = train.train_loop(state=train.create_population(params, tx, jnp.linspace(0.1, 0.8, P)),
+                               tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=5, vmap=True,
+                               mesh=m, writer=Writer(), log_every=1,
+                               evaluators={'eval': (5, evaluate)})
+# Killed at step 3 (its last save) and resumed to 5: the checkpoint holds the 19 members
+# (restorable on any device count), and the resumed run ends where the uninterrupted one does.
+import tempfile
+from wrapper_study import checkpoint
+with tempfile.TemporaryDirectory() as tmp:
+  fresh = lambda: train.create_population(
+      train.stack([model_lib.init_params(cfg, jax.random.PRNGKey(i)) for i in range(P)]), tx,
+      jnp.linspace(0.1, 0.8, P))
+  with checkpoint.Checkpointer(tmp, meta={'name': 'odd'}, save_every=3) as ckpt:
+    train.train_loop(state=fresh(), tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=3,
+                     vmap=True, mesh=odd_mesh, checkpointer=ckpt)
+  with checkpoint.Checkpointer(tmp, meta={'name': 'odd'}, save_every=3) as ckpt:
+    resumed = train.train_loop(state=fresh(), tx=tx, loss_fn=loss_fn, batch_fn=batch_fn,
+                               total_steps=5, vmap=True, mesh=odd_mesh, checkpointer=ckpt)
+out['odd_resumed_equal'] = all(bool((np.asarray(a) == np.asarray(b)).all()) for a, b in
+                               zip(jax.tree.leaves(resumed), jax.tree.leaves(odd['padded'])))
+out['odd'] = dict(
+    diff=max(float(jnp.abs(a - b).max()) for a, b in
+             zip(jax.tree.leaves(odd['padded'].params), jax.tree.leaves(odd['one'].params))),
+    members=sorted({x.shape[0] for x in jax.tree.leaves(odd['padded'])}),
+    devices=len(jax.tree.leaves(odd['padded'].params)[0].sharding.device_set),
+    seen_train=sorted(seen['train']), seen_eval=sorted(seen['eval']))
 P = 5
 rest = train.train_loop(state=train.create_population(cut, tx, jnp.linspace(0.1, 0.5, P)), tx=tx,
                         loss_fn=loss_fn, batch_fn=batch_fn, total_steps=1, vmap=True)
@@ -150,4 +194,9 @@ def test_population_spread_over_four_devices_matches_one_device():
     assert out[chunk]['diff'] < 1e-5, out
   assert out['cut_devices'] == 4 and out['rest_devices'] == 1, out
   assert not out['default_scan_one_device'] and out['default_scan_mesh'], out
+  assert out['odd_mesh'] == 2 and out['no_mesh_for_9_on_4'], out
+  assert out['odd']['members'] == [19] and out['odd']['devices'] == 1, out
+  assert out['odd']['seen_train'] == [19] and out['odd']['seen_eval'] == [19], out
+  assert out['odd']['diff'] < 1e-5, out
+  assert out['odd_resumed_equal'], out
 

@@ -218,23 +218,45 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
                  out_shardings=(replicated, replicated))
 
 
+# A population that the devices do not divide is padded with copies of its last member up to
+# a multiple of them (train_loop strips them from all it returns, writes, evaluates, saves),
+# when the copies are at most this fraction of it: 27 PCFG members as 28 over two CPU devices
+# stepped 229 vs 320 ms on one (paired); 6 members as 8 over four would waste a third.
+MAX_PADDING_FRACTION = 0.1
+
+
 def member_mesh(n_members: int, devices=None) -> Optional[Mesh]:
   """A 1-D mesh 'member' over `devices` (default: every device) for a population of
-  n_members, or None (one device) when there is one device or they do not divide the
-  members evenly.
+  n_members, or None (one device) when there is one device or the members would need more
+  padding copies (member_padding) than MAX_PADDING_FRACTION of them.
 
   On CPU the launcher makes two host devices where two cores may be used (host_devices):
   one device already spreads each large op over every core (intra-op threads), but a
   population of small members is made of ops too small to spread, and two devices run two
-  members' ops at once. Measured on 2 cores, idle (benchmarks/population_devices.py): the
-  default-scale Tracr grid steps 1.13-1.32x (Counter) and 1.41x (Max-identifier) faster on
-  two. Each member computes what it would on one device up to float order (XLA compiles the
-  smaller per-device batch with other thread partitions).
+  members' ops at once. Measured on 2 cores, idle (benchmarks/population_devices.py, each
+  side mapped its default way): the default-scale Tracr grid steps 1.80x (Counter) and 1.83x
+  (Max-identifier) faster on two. Each member computes what it would on one device up to
+  float order (XLA compiles the smaller per-device batch with other thread partitions).
   """
   devices = jax.devices() if devices is None else list(devices)
-  if len(devices) < 2 or n_members % len(devices):
+  if len(devices) < 2 or member_padding(n_members, len(devices)) > MAX_PADDING_FRACTION * n_members:
     return None
   return Mesh(np.array(devices), ('member',))
+
+
+def member_padding(n_members: int, n_devices: int) -> int:
+  """Copies of the last member that make n_members a multiple of n_devices."""
+  return -n_members % n_devices
+
+
+def pad_members(tree: PyTree, n_pad: int) -> PyTree:
+  """Every leaf with n_pad copies of its last member appended (numpy stays numpy)."""
+  if not n_pad:
+    return tree
+  def pad(x):
+    xp = np if isinstance(x, np.ndarray) else jnp
+    return xp.concatenate([x, xp.repeat(x[-1:], n_pad, axis=0)])
+  return jax.tree.map(pad, tree)
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -260,10 +282,14 @@ def batch_mesh(batch_size: int, devices=None) -> Optional[Mesh]:
 def place_on_mesh(state: PyTree, batch_fn: Callable, mesh: Mesh, vmap: bool
                   ) -> tuple[PyTree, Callable]:
   """(state, batch_fn) placed as make_train_step(mesh=mesh) expects: a population's
-  members split over the devices (vmap), one model's state replicated; batches split."""
+  members split over the devices (vmap; padded with copies of the last member to a multiple
+  of them, member_padding), one model's state replicated; batches split (and padded alike)."""
   replicated, split = data_shardings(mesh)
-  state = jax.device_put(state, split if vmap else replicated)
-  return state, lambda step: shard_batch(batch_fn(step), mesh)
+  if not vmap:
+    return jax.device_put(state, replicated), lambda step: shard_batch(batch_fn(step), mesh)
+  n_pad = member_padding(jax.tree.leaves(state)[0].shape[0], mesh.size)
+  state = jax.device_put(pad_members(state, n_pad), split)
+  return state, lambda step: shard_batch(pad_members(batch_fn(step), n_pad), mesh)
 
 
 def data_shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
@@ -341,7 +367,8 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
     vmap: state and batches are populations (leading axis P).
     member_chunk: with vmap, members per chunk (over_members; None = default).
     mesh: train data-parallel over this mesh (see make_train_step, data_mesh), or with
-      vmap spread the members over it (member_mesh).
+      vmap spread the members over it (member_mesh; members the devices do not divide are
+      padded with copies of the last, which nothing outside this loop sees: place_on_mesh).
 
   Returns:
     The final state.
@@ -356,6 +383,7 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
     raise ValueError(f'Checkpoint step {start} is past total_steps={total_steps}; '
                      'use another --workdir or a larger total_steps.')
   step_fn = make_train_step(loss_fn, tx, vmap=vmap, mesh=mesh, member_chunk=member_chunk)
+  n_members = jax.tree.leaves(state)[0].shape[0] if vmap else 0
   if mesh is not None:
     state, get_batch = place_on_mesh(state, batch_fn, mesh, vmap)
   else:
@@ -367,13 +395,24 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
            if isinstance(x, jax.Array)):
       state = jax.device_get(state)
     get_batch = batch_fn
+  n_pad = jax.tree.leaves(state)[0].shape[0] - n_members if vmap else 0
+
+  def own(tree, host: bool = False):
+    """The caller's members of a population pytree: place_on_mesh's padding copies cut off,
+    through the host (a slice of the spread arrays would be replicated on every device);
+    host: leave them there (metrics)."""
+    if not n_pad:
+      return tree
+    cut = jax.tree.map(lambda x: np.asarray(x)[:n_members], jax.device_get(tree))
+    return cut if host else jax.device_put(cut)
+
   progress = ProgressLogger(total_steps, log_every, start_step=start)
   evaluators = {k: (w if isinstance(w, int) else frozenset(w), fn)
                 for k, (w, fn) in (evaluators or {}).items()}
 
   def finish(step: int, metrics_dev) -> None:
     """Fetch, check and write the metrics of the update that made step `step`."""
-    metrics = jax.device_get(metrics_dev)
+    metrics = own(jax.device_get(metrics_dev), host=True)
     bad = _nonfinite(metrics, vmap) if nan_check else {}
     if bad:
       if checkpointer is not None:
@@ -412,11 +451,11 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
         finish(*pending)
         pending = None
       for k in due_evals:
-        scalars = evaluators[k][1](state.params, n)
+        scalars = evaluators[k][1](own(state.params), n)
         if writer is not None and scalars:
           writer.write_scalars(n, _scalars(k, jax.device_get(scalars)))
       if due_save:
-        checkpointer.save(n, state, force=n == total_steps)
+        checkpointer.save(n, own(state), force=n == total_steps)
     if pending is not None:
       finish(*pending)
   finally:
@@ -426,4 +465,4 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
       checkpointer.wait()
     if writer is not None:
       writer.flush()
-  return state
+  return own(state)
