@@ -396,6 +396,10 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
       state = jax.device_get(state)
     get_batch = batch_fn
   n_pad = jax.tree.leaves(state)[0].shape[0] - n_members if vmap else 0
+  if vmap:
+    logging.info('%s: %d members on %d device(s)%s.', workdir or 'population', n_members,
+                 1 if mesh is None else mesh.size,
+                 f', with {n_pad} padding cop{"y" if n_pad == 1 else "ies"} of the last' if n_pad else '')
 
   def own(tree, host: bool = False):
     """The caller's members of a population pytree: place_on_mesh's padding copies cut off,
