@@ -50,7 +50,7 @@ def main(_):
     mesh = train.member_mesh(len(members))
     if mesh is None:
       print(f'{task}: {len(members)} members on {jax.device_count()} device(s): no mesh '
-            '(set WRAPPER_STUDY_CPU_DEVICES=<n>, n >= 2, dividing the members); skipped')
+            '(set WRAPPER_STUDY_CPU_DEVICES=<n>, n >= 2); skipped')
       continue
     tx = optim.make_optimizer(ft.sgd_config(config, f.warmup_steps), f.steps)
     # noise_std -1 (calibrated in a study) as no noise: the step's speed does not depend on it.

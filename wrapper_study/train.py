@@ -239,7 +239,8 @@ def member_mesh(n_members: int, devices=None) -> Optional[Mesh]:
   float order (XLA compiles the smaller per-device batch with other thread partitions).
   """
   devices = jax.devices() if devices is None else list(devices)
-  if len(devices) < 2 or member_padding(n_members, len(devices)) > MAX_PADDING_FRACTION * n_members:
+  n_pad = member_padding(n_members, len(devices))
+  if len(devices) < 2 or n_pad > MAX_PADDING_FRACTION * n_members:
     return None
   return Mesh(np.array(devices), ('member',))
 
@@ -397,9 +398,9 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
     get_batch = batch_fn
   n_pad = jax.tree.leaves(state)[0].shape[0] - n_members if vmap else 0
   if vmap:
+    copies = f', with {n_pad} padding cop{"y" if n_pad == 1 else "ies"} of the last'
     logging.info('%s: %d members on %d device(s)%s.', workdir or 'population', n_members,
-                 1 if mesh is None else mesh.size,
-                 f', with {n_pad} padding cop{"y" if n_pad == 1 else "ies"} of the last' if n_pad else '')
+                 1 if mesh is None else mesh.size, copies if n_pad else '')
 
   def own(tree, host: bool = False):
     """The caller's members of a population pytree: place_on_mesh's padding copies cut off,
