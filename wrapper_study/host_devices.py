@@ -7,9 +7,11 @@ half the members at once (`train.member_mesh`), and a data-parallel step
 (`train.data_mesh`, `train.batch_mesh`: TinyStories, PCFG pretraining) runs half
 the batch on each. Measured on the project's 2-core machine, idle, one device ->
 two (benchmarks/population_devices.py, tinystories_throughput.py,
-pcfg_train_throughput.py): Tracr grid 1.13-1.32x (Counter) and 1.41x
-(Max-identifier) faster, TinyStories CPU training 1.24x, the paper-shape PCFG
-step 1.05-1.18x; the whole default Tracr study 1.30x (11m38s -> 8m57s).
+pcfg_train_throughput.py): Tracr grid 1.80x (Counter) and 1.83x
+(Max-identifier) faster with each device taking its members one at a time
+(train.default_member_chunk), TinyStories CPU training 1.24x, the paper-shape
+PCFG step 1.05-1.18x; the whole default Tracr study 1.30x (11m38s -> 8m57s,
+before the members went one at a time).
 
 So every binary and benchmark calls `ensure()` before JAX starts its backend:
 it adds `--xla_force_host_platform_device_count=N` to XLA_FLAGS. The flag only
