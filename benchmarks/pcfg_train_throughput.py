@@ -37,12 +37,15 @@ wrapper_study/host_devices.py) the first JAX row also runs data-parallel over
 them, as the PCFG study pretrains (train.batch_mesh): `jax (fused, 2 dev)`, the
 JAX of the "ratio JAX / torch" lines; WRAPPER_STUDY_CPU_DEVICES=1 leaves one.
 
-Timing protocol, the same for each implementation: --warmup untimed steps
-(JAX: compilation), then --steps timed steps, round-robin over the
-implementations so that load from other processes falls evenly on them; each
-step is timed to completion (block_until_ready for JAX; PyTorch on CPU is
-synchronous). Reported: median s/step, tokens/s = batch * seq / median, and
-the ratio JAX tokens/s / PyTorch tokens/s (> 1: JAX is faster).
+Timing protocol, the same for each implementation: one implementation at a
+time, each in a fresh worker process (so that no two models' memory is ever
+resident together: in one process their buffers made page faults take whole
+steps, see main()), --warmup untimed steps (JAX: compilation), then --steps
+timed steps, each timed to completion (block_until_ready for JAX; PyTorch on
+CPU is synchronous). --rounds=N repeats the pass N times, every second one in
+reverse order, so that a drift of the machine's speed falls alike on all (the
+medians are over every round). Reported: median s/step, tokens/s = batch * seq
+/ median, and the ratio JAX tokens/s / PyTorch tokens/s (> 1: JAX is faster).
 
 PyTorch is optional and not a project dependency. Without it the script says so
 and reports JAX alone. Install the CPU build (a plain `pip install torch` pulls
@@ -62,6 +65,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -116,16 +120,22 @@ def _machine(torch) -> list[str]:
 
 # ----------------------------------------------------------------------------- jax
 
+def jax_config(shape: dict, precision: str = 'fp32', attention: str = 'explicit',
+               qkv: str = 'one_matmul') -> model.TransformerConfig:
+  """Our Flax model at this shape."""
+  return model.TransformerConfig(
+      vocab_size=shape['vocab'], max_len=shape['seq'], d_model=shape['d_model'],
+      n_layers=shape['n_layers'], n_heads=shape['n_heads'], d_head=shape['d_head'],
+      d_mlp=shape['d_mlp'], activation='gelu', layer_norm=True, causal=True,
+      precision=precision, attention=attention, qkv=qkv)
+
+
 def make_jax(shape: dict, steps: int, seed: int, precision: str = 'fp32',
              attention: str = 'explicit', qkv: str = 'one_matmul', mesh=None):
   """(step() -> None, param count, params, config, flops(batch)) for our Flax model; with a
   mesh, data-parallel over its devices (train.batch_mesh, as the PCFG study pretrains: pass
   the batch placed with train.shard_batch)."""
-  config = model.TransformerConfig(
-      vocab_size=shape['vocab'], max_len=shape['seq'], d_model=shape['d_model'],
-      n_layers=shape['n_layers'], n_heads=shape['n_heads'], d_head=shape['d_head'],
-      d_mlp=shape['d_mlp'], activation='gelu', layer_norm=True, causal=True,
-      precision=precision, attention=attention, qkv=qkv)
+  config = jax_config(shape, precision, attention, qkv)
   params = model.init_params(config, jax.random.key(seed))
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   tx = optim.make_optimizer(OPT, steps)
@@ -286,16 +296,88 @@ def data_seconds(shape_name: str, on_device: bool, n: int = 20) -> tuple[float, 
   return statistics.median(seconds[1:]), config.pretrain.batch_size
 
 
-def _check_same_logits(torch, gpt, params, config, shape, tokens) -> float:
-  """Max |logit difference| between the two models on the same params and tokens."""
-  load_jax_params(torch, gpt, params, shape)
-  with torch.no_grad():
-    want = gpt(torch.from_numpy(tokens)).numpy()
-  got = np.asarray(model.run_with_cache(config, params, jnp.asarray(tokens))[0])
-  return float(np.max(np.abs(got - want)))
+class _Worker:
+  """One implementation in a process of its own (multiprocessing, spawn), stepped on request."""
+
+  def __init__(self, name: str, spec: dict):
+    self.name = name
+    self._conn, child = multiprocessing.get_context('spawn').Pipe()
+    self._process = multiprocessing.get_context('spawn').Process(
+        target=_worker_main, args=(child, spec), daemon=True)
+    self._process.start()
+    child.close()
+    self.ready = self._receive()
+
+  def _receive(self):
+    try:
+      reply = self._conn.recv()
+    except EOFError:
+      raise RuntimeError(f'{self.name}: its worker process ended (exit code '
+                         f'{self._process.exitcode}); see its output above') from None
+    if isinstance(reply, dict) and 'error' in reply:
+      raise RuntimeError(f"{self.name}: {reply['error']}")
+    return reply
+
+  def call(self, command: str):
+    try:
+      self._conn.send(command)
+    except BrokenPipeError:
+      pass  # It ended; _receive says how.
+    return self._receive()
+
+  def step(self) -> tuple[float, float]:
+    """(seconds to completion, loss) of one training step."""
+    return self.call('step')
+
+  def close(self) -> None:
+    self._conn.send('stop')
+    self._process.join()
+
+
+def _worker_main(conn, spec: dict) -> None:
+  """Builds one implementation, then answers 'step' (seconds, loss), 'flops', 'stop'."""
+  try:
+    shape, data_BxT1 = spec['shape'], spec['data']
+    inputs, targets = data_BxT1[:, :-1], data_BxT1[:, 1:]
+    ready = {}
+    if spec['kind'] == 'jax':
+      mesh = train.batch_mesh(shape['batch']) if spec['mesh'] else None
+      step, ready['n_params'], _, _, flops = make_jax(
+          shape, spec['steps'], spec['seed'], spec['precision'], spec['attention'],
+          spec['qkv'], mesh)
+      batch = dict(inputs=jnp.asarray(inputs, jnp.int32),
+                   targets=jnp.asarray(targets, jnp.int32))
+      if mesh is not None:
+        batch = train.shard_batch(batch, mesh)
+    else:
+      import torch  # pylint: disable=g-import-not-at-top
+      if spec['threads']:
+        torch.set_num_threads(spec['threads'])
+      step, ready['n_params'], gpt = make_torch(torch, shape, spec['attention'], spec['seed'])
+      batch = (torch.from_numpy(inputs), torch.from_numpy(targets))
+      flops = None
+      if spec['check'] is not None:  # Both sides then also train from the same parameters.
+        params, tokens, want = spec['check']
+        load_jax_params(torch, gpt, params, shape)
+        with torch.no_grad():
+          got = gpt(torch.from_numpy(tokens)).numpy()
+        ready['diff'] = float(np.max(np.abs(got - want)))
+    conn.send(ready)
+    while (command := conn.recv()) != 'stop':
+      if command == 'flops':  # XLA counts one device's share of a data-parallel step.
+        conn.send(flops(batch) * (1 if spec['kind'] != 'jax' or mesh is None else mesh.size))
+      else:
+        start = time.perf_counter()
+        loss = step(batch)
+        conn.send((time.perf_counter() - start, loss))
+  except Exception as e:  # pylint: disable=broad-except
+    conn.send({'error': f'{type(e).__name__}: {e}'})
+    raise
 
 
 def main():
+  # Each implementation's worker process holds its own accelerator memory (one GPU is shared).
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--shape', choices=sorted(SHAPES), default='paper',
                       help='model/batch preset; the flags below override its fields')
@@ -303,6 +385,9 @@ def main():
   parser.add_argument('--seq', type=int, default=None, help='tokens per sequence (model input)')
   parser.add_argument('--steps', type=int, default=5, help='timed steps per implementation')
   parser.add_argument('--warmup', type=int, default=1, help='untimed steps first (JAX compiles)')
+  parser.add_argument('--rounds', type=int, default=1,
+                      help='passes over the implementations, each --warmup + --steps steps in a '
+                           'fresh process; every second pass in reverse order')
   parser.add_argument('--torch-attention', default='sdpa',
                       help=f'comma list of {ATTENTIONS}: one PyTorch row each')
   parser.add_argument('--torch-threads', type=int, default=0,
@@ -341,8 +426,8 @@ def main():
   bad = [q for q in jax_qkvs if q not in model.QKV_FORMS]
   if bad or not jax_qkvs:
     parser.error(f'--jax-qkv: unknown {bad}; valid: {model.QKV_FORMS}')
-  if min(shape['batch'], shape['seq'], args.steps) < 1 or args.warmup < 0:
-    parser.error('--batch, --seq and --steps must be >= 1, --warmup >= 0')
+  if min(shape['batch'], shape['seq'], args.steps, args.rounds) < 1 or args.warmup < 0:
+    parser.error('--batch, --seq, --steps and --rounds must be >= 1, --warmup >= 0')
 
   torch = None
   if not args.no_torch:
@@ -352,7 +437,7 @@ def main():
       print(f'PyTorch not available ({e}); reporting JAX only. '
             'Install: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu')
     else:
-      if args.torch_threads:
+      if args.torch_threads:  # As the PyTorch workers will set it (for the printout).
         torch.set_num_threads(args.torch_threads)
 
   print('\n'.join(_machine(torch)))
@@ -361,61 +446,70 @@ def main():
         f"d_head {shape['d_head']}, width {shape['d_model']}, MLP {shape['d_mlp']}, "
         f"vocab {shape['vocab']}; batch {B} x seq {T} = {B * T} tokens/step; "
         f'JAX {args.precision}, no dropout, '
-        f'clip 1.0 + AdamW; {args.warmup} warm-up + {args.steps} timed steps, round-robin')
+        f'clip 1.0 + AdamW; {args.warmup} warm-up + {args.steps} timed steps, one '
+        f'implementation at a time in a process of its own, {args.rounds} round(s)')
 
   rng = np.random.default_rng(args.seed)
   data_BxT1 = rng.integers(0, shape['vocab'], size=(B, T + 1), dtype=np.int64)
-  inputs, targets = data_BxT1[:, :-1], data_BxT1[:, 1:]
 
-  impls = {}  # name -> (step fn, batch, n_params)
-  jax_batch = dict(inputs=jnp.asarray(inputs, jnp.int32), targets=jnp.asarray(targets, jnp.int32))
-  jax_names = []
-  for i, (qkv, attention) in enumerate((q, a) for q in jax_qkvs for a in jax_attentions):
-    jax_step, jax_n, params, cfg, flops = make_jax(
-        shape, args.warmup + args.steps, args.seed, args.precision, attention, qkv)
-    if i == 0:
-      jax_params, config, jax_flops = params, cfg, flops
-    jax_names.append(f'jax ({attention})' if qkv == jax_qkvs[0] else f'jax ({attention}, {qkv})')
-    impls[jax_names[-1]] = (jax_step, jax_batch, jax_n)
+  # One implementation at a time, each in a process of its own (_Worker) that ends before
+  # the next starts. With all of them in one process (round-robin, as this script timed
+  # before), their step buffers (7 GB of a JAX step at the paper shape) made page faults
+  # take whole steps on this VM: a step's system time rose to 10-25 s, the 2-device JAX
+  # median to 11.5 s against 2.3 s (ratio 0.31x beside runs of 1.76x and 2.09x); one model
+  # in a process never showed it, and all of them in processes at once do not fit in 24 GB.
   mesh = train.batch_mesh(B)
+  specs = {}  # name -> the worker's build arguments
+  jax_names = []
+  for qkv, attention in ((q, a) for q in jax_qkvs for a in jax_attentions):
+    jax_names.append(f'jax ({attention})' if qkv == jax_qkvs[0] else f'jax ({attention}, {qkv})')
+    specs[jax_names[-1]] = dict(kind='jax', attention=attention, qkv=qkv, mesh=False)
   if mesh is not None:  # The first row as the PCFG study pretrains: split over the devices.
-    jax_step, jax_n, *_ = make_jax(shape, args.warmup + args.steps, args.seed, args.precision,
-                                   jax_attentions[0], jax_qkvs[0], mesh)
     name = f'jax ({jax_attentions[0]}, {mesh.size} dev)'
     jax_names.insert(0, name)
-    impls = {name: (jax_step, train.shard_batch(jax_batch, mesh), jax_n), **impls}
+    specs = {name: dict(kind='jax', attention=jax_attentions[0], qkv=jax_qkvs[0], mesh=True),
+             **specs}
+  check = None
   if torch is not None:
-    torch_batch = (torch.from_numpy(inputs), torch.from_numpy(targets))
     for attention in attentions:
-      step, n, gpt = make_torch(torch, shape, attention, args.seed)
-      if not args.no_check:
-        check = data_BxT1[:2, :-1]
-        diff = _check_same_logits(torch, gpt, jax_params, config, shape, check)
-        print(f'check torch ({attention}) with the JAX params: max |logit diff| = {diff:.2e} '
-              f"on 2 x {T} tokens ({'OK' if diff < 1e-3 else 'MISMATCH'})")
-      impls[f'torch ({attention})'] = (step, torch_batch, n)
-
+      specs[f'torch ({attention})'] = dict(kind='torch', attention=attention,
+                                           threads=args.torch_threads)
+    if not args.no_check:  # Our first model's logits, which each PyTorch row must reproduce.
+      config = jax_config(shape, args.precision, jax_attentions[0], jax_qkvs[0])
+      params = jax.device_get(model.init_params(config, jax.random.key(args.seed)))
+      tokens = data_BxT1[:2, :-1]
+      check = (params, tokens,
+               np.asarray(model.run_with_cache(config, params, jnp.asarray(tokens))[0]))
+  common = dict(shape=shape, steps=args.warmup + args.steps, seed=args.seed,
+                precision=args.precision, data=data_BxT1)
   emb = shape['vocab'] * shape['d_model'] + T * shape['d_model']
-  for name, (_, _, n) in impls.items():
-    print(f'params {name}: {n:,} ({n - emb:,} without token/position embeddings)')
-  counts = {n for _, _, n in impls.values()}
+  jax_name, jax_flops = jax_names[0], None
+  first, losses_seen, n_params = {}, {}, {}
+  times = {name: [] for name in specs}
+  for r in range(args.rounds):
+    for name in (list(specs) if r % 2 == 0 else list(specs)[::-1]):
+      worker = _Worker(name, dict(common, **specs[name], check=check))
+      if r == 0:
+        n_params[name] = n = worker.ready['n_params']
+        print(f'params {name}: {n:,} ({n - emb:,} without token/position embeddings)')
+        if 'diff' in worker.ready:
+          diff = worker.ready['diff']
+          print(f'check {name} with the JAX params: max |logit diff| = {diff:.2e} '
+                f"on 2 x {T} tokens ({'OK' if diff < 1e-3 else 'MISMATCH'})")
+      for i in range(args.warmup + args.steps):
+        seconds, loss = worker.step()
+        if r == 0:
+          losses_seen.setdefault(name, []).append(loss)
+          if i == 0:
+            first[name] = seconds
+        if i >= args.warmup:
+          times[name].append(seconds)
+      if name == jax_name and jax_flops is None and not args.no_floor:
+        jax_flops = worker.call('flops')
+      worker.close()
+  impls = specs
   if len(impls) > 1:
-    print('param counts equal' if len(counts) == 1 else 'PARAM COUNTS DIFFER')
-
-  first, losses_seen = {}, {}
-  for name, (step, batch, _) in impls.items():
-    for i in range(args.warmup):
-      start = time.perf_counter()
-      losses_seen.setdefault(name, []).append(step(batch))
-      if i == 0:
-        first[name] = time.perf_counter() - start
-  times = {name: [] for name in impls}
-  for _ in range(args.steps):
-    for name, (step, batch, _) in impls.items():
-      start = time.perf_counter()
-      loss = step(batch)
-      times[name].append(time.perf_counter() - start)
-      losses_seen.setdefault(name, []).append(loss)
+    print('param counts equal' if len(set(n_params.values())) == 1 else 'PARAM COUNTS DIFFER')
 
   print('load average after (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg())
   medians = {k: statistics.median(v) for k, v in times.items()}
@@ -429,7 +523,6 @@ def main():
     f = f'{first[name]:>10.2f}' if name in first else f"{'-':>10}"
     print(f'{name:<22} {f} {medians[name]:>13.3f} {min(v):>7.3f} {max(v):>7.3f} '
           f'{tps[name]:>9.0f}  {losses_seen[name][0]:.3f}..{losses_seen[name][-1]:.3f}')
-  jax_name = jax_names[0]
   for name in impls:
     if name not in jax_names:
       print(f'ratio JAX / {name} tokens/s: {tps[jax_name] / tps[name]:.2f}x  (JAX = {jax_name})')
@@ -446,7 +539,7 @@ def main():
           'dispatch)')
   if not args.no_floor:
     peak = machine.matmul_flops_per_s(precision=args.precision)
-    print(machine.floor_line(f'JAX step ({args.precision})', jax_flops(jax_batch),
+    print(machine.floor_line(f'JAX step ({args.precision})', jax_flops,
                              medians[jax_name], peak))
 
 
