@@ -301,9 +301,9 @@ class _Worker:
 
   def __init__(self, name: str, spec: dict):
     self.name = name
-    self._conn, child = multiprocessing.get_context('spawn').Pipe()
-    self._process = multiprocessing.get_context('spawn').Process(
-        target=_worker_main, args=(child, spec), daemon=True)
+    context = multiprocessing.get_context('spawn')  # A fresh interpreter: its own allocator.
+    self._conn, child = context.Pipe()
+    self._process = context.Process(target=_worker_main, args=(child, spec), daemon=True)
     self._process.start()
     child.close()
     self.ready = self._receive()
@@ -500,15 +500,14 @@ def main():
         seconds, loss = worker.step()
         if r == 0:
           losses_seen.setdefault(name, []).append(loss)
-          if i == 0:
+          if i == 0 and args.warmup:
             first[name] = seconds
         if i >= args.warmup:
           times[name].append(seconds)
       if name == jax_name and jax_flops is None and not args.no_floor:
         jax_flops = worker.call('flops')
       worker.close()
-  impls = specs
-  if len(impls) > 1:
+  if len(specs) > 1:
     print('param counts equal' if len(set(n_params.values())) == 1 else 'PARAM COUNTS DIFFER')
 
   print('load average after (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg())
@@ -518,17 +517,17 @@ def main():
             f"{'max':>7} {'tokens/s':>9}  losses (first..last)")
   print(header)
   print('-' * len(header))
-  for name in impls:
+  for name in specs:
     v = times[name]
     f = f'{first[name]:>10.2f}' if name in first else f"{'-':>10}"
     print(f'{name:<22} {f} {medians[name]:>13.3f} {min(v):>7.3f} {max(v):>7.3f} '
           f'{tps[name]:>9.0f}  {losses_seen[name][0]:.3f}..{losses_seen[name][-1]:.3f}')
-  for name in impls:
+  for name in specs:
     if name not in jax_names:
       print(f'ratio JAX / {name} tokens/s: {tps[jax_name] / tps[name]:.2f}x  (JAX = {jax_name})')
   for other in jax_names[1:]:
     print(f'ratio {jax_name} / {other} tokens/s: {tps[jax_name] / tps[other]:.2f}x')
-    for name in impls:
+    for name in specs:
       if name not in jax_names:
         print(f'ratio {other} / {name} tokens/s: {tps[other] / tps[name]:.2f}x')
   for on_device, where in ((False, 'on the host'), (True, 'on the device (data.on_device)')):
