@@ -74,10 +74,14 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 5, precision: str = 'fp32')
 
 
 def step_flops(jitted, *args) -> float:
-  """FLOPs of one call of a jitted function, as XLA counts them after compiling."""
+  """FLOPs of one call of a jitted function, as XLA counts them after compiling, times the
+  devices its arguments span: XLA counts one device's share of a partitioned program (a
+  data-parallel step over two CPU devices read half the one-device count)."""
   cost = jitted.lower(*args).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost.get('flops', float('nan')))
+  devices = max((len(x.sharding.device_set) for x in jax.tree.leaves(args)
+                 if isinstance(x, jax.Array)), default=1)
+  return devices * float(cost.get('flops', float('nan')))
 
 
 def time_train_steps(step, state, batch_fn, timed: int) -> tuple[float, float]:

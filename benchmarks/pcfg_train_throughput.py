@@ -364,8 +364,8 @@ def _worker_main(conn, spec: dict) -> None:
         ready['diff'] = float(np.max(np.abs(got - want)))
     conn.send(ready)
     while (command := conn.recv()) != 'stop':
-      if command == 'flops':  # XLA counts one device's share of a data-parallel step.
-        conn.send(flops(batch) * (1 if spec['kind'] != 'jax' or mesh is None else mesh.size))
+      if command == 'flops':
+        conn.send(flops(batch))
       else:
         start = time.perf_counter()
         loss = step(batch)
