@@ -104,6 +104,17 @@ def time_interleaved(runs: dict, rounds: int) -> dict[str, float]:
   """Median s/step of each run {name: (step, state, batch_fn, steps per round)}, after one
   untimed first call each: every round steps each run in turn, so that a change in the
   machine's speed during the measurement falls on all of them alike."""
+  return medians(time_interleaved_rounds(runs, rounds))
+
+
+def medians(by_round: dict[str, list[list[float]]]) -> dict[str, float]:
+  """{name: median s/step over all its rounds' steps} of time_interleaved_rounds' times."""
+  return {name: statistics.median(t for r in rounds for t in r)
+          for name, rounds in by_round.items()}
+
+
+def time_interleaved_rounds(runs: dict, rounds: int) -> dict[str, list[list[float]]]:
+  """time_interleaved's step times, kept by round: {name: [[s of each step] per round]}."""
   states, done = {}, {}
   for name, (step, state, batch_fn, _) in runs.items():
     states[name], m = step(state, batch_fn(0))
@@ -112,13 +123,25 @@ def time_interleaved(runs: dict, rounds: int) -> dict[str, float]:
   times = {name: [] for name in runs}
   for _ in range(rounds):
     for name, (step, _, batch_fn, per_round) in runs.items():
+      times[name].append([])
       for _ in range(per_round):
         t0 = time.perf_counter()
         states[name], m = step(states[name], batch_fn(done[name]))
         jax.block_until_ready(m)
-        times[name].append(time.perf_counter() - t0)
+        times[name][-1].append(time.perf_counter() - t0)
         done[name] += 1
-  return {name: statistics.median(t) for name, t in times.items()}
+  return times
+
+
+def ratio_by_round(one_rounds: list[list[float]], grid_rounds: list[list[float]],
+                   members: int) -> str:
+  """'median M.MMx, quartiles Q1-Q3x over R rounds' of the per-round ratio one at a time x
+  members / grid (each round's median step on each side): how far the machine's drift moves
+  a paired ratio within one run."""
+  ratios = [members * statistics.median(one) / statistics.median(grid)
+            for one, grid in zip(one_rounds, grid_rounds)]
+  q1, q2, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+  return f'median {q2:.2f}x, quartiles {q1:.2f}-{q3:.2f}x over {len(ratios)} rounds'
 
 
 def floor_line(name: str, flops: float, seconds: float, peak: float) -> str:

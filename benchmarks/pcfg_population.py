@@ -12,7 +12,8 @@ measured fp32 matmul rate); then the grid as a run steps it (its members spread
 over the launcher's host devices, padded with a copy of the last when the
 devices do not divide them: train.member_mesh, train.place_on_mesh; each device
 mapping its members the library's default way), its steps interleaved with the
-one-member step's (machine.time_interleaved). With calibrated learning rates
+one-member step's (machine.time_interleaved_rounds), with the ratio also per round (its
+median and quartiles: how far the machine's drift moves it within the run). With calibrated learning rates
 (finetune.lrs=()) the grid has three placeholder lrs, as many as calibration
 picks (speed does not depend on their values). Prints the machine. Nothing here
 is asserted.
@@ -103,14 +104,16 @@ def main(_):
     return
   step, state, batch_fn, chunk = _prepare(config, members, None, mesh)
   one = _prepare(config, members[:1], 0)[:3]
-  paired = machine.time_interleaved({'one': (*one, max(1, p // 4)),
-                                     'run': (step, state, batch_fn, 1)}, _TIMED.value)
+  by_round = machine.time_interleaved_rounds({'one': (*one, max(1, p // 4)),
+                                              'run': (step, state, batch_fn, 1)}, _TIMED.value)
+  paired = machine.medians(by_round)
   n_pad = train.member_padding(p, mesh.size)
   print(f'  as a run steps it, members over {mesh.size} devices ({host_devices.ENV}='
         f"{os.environ.get(host_devices.ENV, 'auto')}; {n_pad} padding copies), chunks of "
         f"{chunk}, interleaved with one member over {_TIMED.value} rounds: grid "
         f"{paired['run'] * 1e3:.1f} ms/step, one member {paired['one'] * 1e3:.2f} ms/step; one "
-        f"at a time x{p} / grid: {paired['one'] * p / paired['run']:.2f}x; "
+        f"at a time x{p} / grid: {paired['one'] * p / paired['run']:.2f}x (per round: "
+        f"{machine.ratio_by_round(by_round['one'], by_round['run'], p)}); "
         + machine.floor_line('', flops, paired['run'], peak).split(', ', 1)[1])
 
 

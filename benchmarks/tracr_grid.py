@@ -12,7 +12,8 @@ vmap over all members (member_chunk=0) and lax.map one member at a time
 when it is neither; the default for this backend is marked; and the grid with
 the other q/k/v form (model.qkv); and the grid as a run steps it: like the
 launcher, the script splits the CPU into host devices (wrapper_study/host_devices.py)
-and the members spread over them (train.member_mesh). Prints the machine. Nothing
+and the members spread over them (train.member_mesh), timed interleaved with one
+configuration, the ratio also per round (median and quartiles). Prints the machine. Nothing
 here is asserted; it reports.
 """
 
@@ -101,7 +102,8 @@ def main(_):
     runs['run'] = (step, state, batch_fn, 1)
     if default_run != 0:  # Side by side: the same mesh, one vmap over each device's members.
       runs['run, one vmap'] = (*_prepare(config, tm, data, members, 0, mesh)[:3], 1)
-    paired = machine.time_interleaved(runs, _TIMED.value)
+    by_round = machine.time_interleaved_rounds(runs, _TIMED.value)
+    paired = machine.medians(by_round)
     t_run = paired['run']
     # The q/k/v form (model.qkv): the other one, same grid mapping, side by side.
     other = 'three_matmuls' if tm.config.qkv == 'one_matmul' else 'one_matmul'
@@ -135,7 +137,8 @@ def main(_):
           f"(the default there){vmapped}, timed interleaved with one config over "
           f"{_TIMED.value} rounds: grid {t_run * 1e3:.1f} ms/step, one config "
           f"{paired['one'] * 1e3:.2f} ms/step; one at a time x{len(members)} / grid: "
-          f"{paired['one'] * len(members) / t_run:.2f}x; "
+          f"{paired['one'] * len(members) / t_run:.2f}x (per round: "
+          f"{machine.ratio_by_round(by_round['one'], by_round['run'], len(members))}); "
           + machine.floor_line('', f_grid, t_run, peak).split(', ', 1)[1])
     run_grid += f.steps * t_run / 60
     run_one += len(members) * f.steps * paired['one'] / 60
