@@ -35,11 +35,25 @@ def _safe_div(num, den):
   return num / jnp.maximum(den, 1e-8)
 
 
+def argmax(x: jax.Array) -> jax.Array:
+  """jnp.argmax over the last axis, the same index everywhere (the first maximum; the first
+  NaN if any), computed as max, then min of the indices that reach it.
+
+  Why: XLA:CPU lowers jnp.argmax to one (value, index) reduction that it does not vectorize;
+  two plain reductions are 2.2-3.3x faster on CPU (PCFG CPU batch 16 x 58 x 268: 0.29 vs
+  0.69 ms; paper 96 x 259 x 268: 5.9 vs 16.1 ms; Tracr 176 x 26: 0.03 vs 0.08 ms), and the
+  argmax of the train metrics was the costliest op of a PCFG population member's step.
+  """
+  idx = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  top = (x == jnp.max(x, axis=-1, keepdims=True)) | jnp.isnan(x)
+  return jnp.min(jnp.where(top, idx, x.shape[-1]), axis=-1)
+
+
 def accuracy(logits_BxTxO: jax.Array, targets_BxT: jax.Array,
              weights_BxT: Optional[jax.Array] = None) -> jax.Array:
   """Weighted mean of argmax == target."""
   w_BxT = _weights(targets_BxT, weights_BxT)
-  correct_BxT = (jnp.argmax(logits_BxTxO, axis=-1) == targets_BxT).astype(jnp.float32)
+  correct_BxT = (argmax(logits_BxTxO) == targets_BxT).astype(jnp.float32)
   return _safe_div(jnp.sum(correct_BxT * w_BxT), jnp.sum(w_BxT))
 
 
