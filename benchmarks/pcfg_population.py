@@ -12,10 +12,10 @@ measured fp32 matmul rate); then the grid as a run steps it (its members spread
 over the launcher's host devices, padded with a copy of the last when the
 devices do not divide them: train.member_mesh, train.place_on_mesh; each device
 mapping its members the library's default way), its steps interleaved with the
-one-member step's (machine.time_interleaved_rounds), with the ratio also per round (its
-median and quartiles: how far the machine's drift moves it within the run). With calibrated learning rates
-(finetune.lrs=()) the grid has three placeholder lrs, as many as calibration
-picks (speed does not depend on their values). Prints the machine. Nothing here
+one-member step's (machine.time_interleaved_rounds), the ratio also per round (its
+median and quartiles: how far the machine's drift moves it within the run). With
+calibrated learning rates (finetune.lrs=()) the grid has three placeholder lrs, as
+many as calibration picks (speed does not depend on their values). Prints the machine. Nothing here
 is asserted.
 """
 

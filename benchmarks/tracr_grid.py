@@ -13,8 +13,8 @@ when it is neither; the default for this backend is marked; and the grid with
 the other q/k/v form (model.qkv); and the grid as a run steps it: like the
 launcher, the script splits the CPU into host devices (wrapper_study/host_devices.py)
 and the members spread over them (train.member_mesh), timed interleaved with one
-configuration, the ratio also per round (median and quartiles). Prints the machine. Nothing
-here is asserted; it reports.
+configuration, the ratio also per round (median and quartiles). Prints the machine.
+Nothing here is asserted; it reports.
 """
 
 import dataclasses
