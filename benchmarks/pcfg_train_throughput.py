@@ -488,7 +488,9 @@ def main():
   times = {name: [] for name in specs}
   for r in range(args.rounds):
     for name in (list(specs) if r % 2 == 0 else list(specs)[::-1]):
-      worker = _Worker(name, dict(common, **specs[name], check=check))
+      # Only a PyTorch worker checks logits: the JAX ones need not receive the params.
+      worker = _Worker(name, dict(common, **specs[name],
+                                  check=check if specs[name]['kind'] == 'torch' else None))
       if r == 0:
         n_params[name] = n = worker.ready['n_params']
         print(f'params {name}: {n:,} ({n - emb:,} without token/position embeddings)')
