@@ -100,6 +100,16 @@ def time_train_steps(step, state, batch_fn, timed: int) -> tuple[float, float]:
   return statistics.median(times), first
 
 
+def time_draws(batch_fn, draws: int) -> float:
+  """Median s of batch_fn(step) to completion (a run's data draw for that step)."""
+  times = []
+  for s in range(1, draws + 1):
+    t0 = time.perf_counter()
+    jax.block_until_ready(batch_fn(s))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
 def time_interleaved(runs: dict, rounds: int) -> dict[str, float]:
   """Median s/step of each run {name: (step, state, batch_fn, steps per round)}, after one
   untimed first call each: every round steps each run in turn, so that a change in the

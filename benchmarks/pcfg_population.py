@@ -13,7 +13,9 @@ over the launcher's host devices, padded with a copy of the last when the
 devices do not divide them: train.member_mesh, train.place_on_mesh; each device
 mapping its members the library's default way), its steps interleaved with the
 one-member step's (machine.time_interleaved_rounds), the ratio also per round (its
-median and quartiles: how far the machine's drift moves it within the run). With
+median and quartiles: how far the machine's drift moves it within the run), and that ratio
+split into the devices, one member's compute against the grid's per member and device (both
+stepped on a fixed batch), and the data draws. With
 calibrated learning rates (finetune.lrs=()) the grid has three placeholder lrs, as
 many as calibration picks (speed does not depend on their values). Prints the machine. Nothing here
 is asserted.
@@ -102,10 +104,23 @@ def main(_):
   if mesh is None:
     print(f'  as a run steps it: on one device ({jax.device_count()} device(s), {p} members)')
     return
-  step, state, batch_fn, chunk = _prepare(config, members, None, mesh)
-  one = _prepare(config, members[:1], 0)[:3]
-  by_round = machine.time_interleaved_rounds({'one': (*one, max(1, p // 4)),
-                                              'run': (step, state, batch_fn, 1)}, _TIMED.value)
+  # The grid as a run steps it, paired with one member, their steps interleaved; beside them
+  # the same two steps on one fixed batch (compute only), so that the ratio splits into
+  # P x one / grid = devices x (one member's compute / the grid's per member and device),
+  # then the data draws (timed apart).
+  runs, draw, chunk = {}, {}, None
+  for name, members_here, member_chunk, per_round in (
+      ('one', members[:1], 0, max(1, p // 4)), ('run', members, None, 1)):
+    step, state, batch_fn, default = _prepare(config, members_here, member_chunk,
+                                              None if name == 'one' else mesh)
+    runs[name] = (step, state, batch_fn, per_round)
+    fixed_step, fixed_state, fixed_fn = _prepare(config, members_here, member_chunk,
+                                                 None if name == 'one' else mesh)[:3]
+    runs[f'{name}, fixed batch'] = (fixed_step, fixed_state,
+                                    lambda _, b=fixed_fn(0): b, per_round)
+    draw[name] = machine.time_draws(batch_fn, _TIMED.value)
+    chunk = default if name == 'run' else chunk
+  by_round = machine.time_interleaved_rounds(runs, _TIMED.value)
   paired = machine.medians(by_round)
   n_pad = train.member_padding(p, mesh.size)
   print(f'  as a run steps it, members over {mesh.size} devices ({host_devices.ENV}='
@@ -115,6 +130,17 @@ def main(_):
         f"at a time x{p} / grid: {paired['one'] * p / paired['run']:.2f}x (per round: "
         f"{machine.ratio_by_round(by_round['one'], by_round['run'], p)}); "
         + machine.floor_line('', flops, paired['run'], peak).split(', ', 1)[1])
+  one, grid = paired['one, fixed batch'], paired['run, fixed batch']
+  # More devices than cores share them: count the cores the grid can keep busy.
+  cores = min(mesh.size, len(os.sched_getaffinity(0)))
+  per_member = cores * grid / p
+  print(f'  split, the same rounds on a fixed batch (compute only): one member {one * 1e3:.2f} '
+        f'ms, grid {grid * 1e3:.1f} ms = {per_member * 1e3:.2f} ms per member on each of '
+        f'{cores} cores ({mesh.size} devices); x{p} / grid = {cores} cores x '
+        f'{one / per_member:.2f} (one member alone / per member in the grid) = '
+        f"{p * one / grid:.2f}x; data draws apart: one member {draw['one'] * 1e3:.2f} ms, grid "
+        f"{draw['run'] * 1e3:.1f} ms (a run draws the next batch while a step computes: "
+        'train.train_loop)')
 
 
 if __name__ == '__main__':
