@@ -39,12 +39,17 @@ def cpu_name() -> str:
   return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+  """Cores this process may run on (its affinity where the OS has one)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
 def describe() -> list[str]:
   """Platform, CPU, usable cores, jax backend and devices, XLA_FLAGS, load average."""
-  try:
-    usable = len(os.sched_getaffinity(0))
-  except AttributeError:
-    usable = os.cpu_count()
+  usable = usable_cores()
   return [f'platform: {platform.platform()}, python {platform.python_version()}',
           f'cpu: {cpu_name()}, os.cpu_count={os.cpu_count()}, usable={usable}',
           f'jax {jax.__version__}, backend {jax.default_backend()}, '

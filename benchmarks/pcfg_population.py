@@ -14,7 +14,7 @@ devices do not divide them: train.member_mesh, train.place_on_mesh; each device
 mapping its members the library's default way), its steps interleaved with the
 one-member step's (machine.time_interleaved_rounds), the ratio also per round (its
 median and quartiles: how far the machine's drift moves it within the run), and that ratio
-split into the devices, one member's compute against the grid's per member and device (both
+split into the cores, one member's compute against the grid's per member and core (both
 stepped on a fixed batch), and the data draws. With
 calibrated learning rates (finetune.lrs=()) the grid has three placeholder lrs, as
 many as calibration picks (speed does not depend on their values). Prints the machine. Nothing here
@@ -106,7 +106,7 @@ def main(_):
     return
   # The grid as a run steps it, paired with one member, their steps interleaved; beside them
   # the same two steps on one fixed batch (compute only), so that the ratio splits into
-  # P x one / grid = devices x (one member's compute / the grid's per member and device),
+  # P x one / grid = cores x (one member's compute / the grid's per member and core),
   # then the data draws (timed apart).
   runs, draw, chunk = {}, {}, None
   for name, members_here, member_chunk, per_round in (
@@ -119,7 +119,8 @@ def main(_):
     runs[f'{name}, fixed batch'] = (fixed_step, fixed_state,
                                     lambda _, b=fixed_fn(0): b, per_round)
     draw[name] = machine.time_draws(batch_fn, _TIMED.value)
-    chunk = default if name == 'run' else chunk
+    if name == 'run':
+      chunk = default
   by_round = machine.time_interleaved_rounds(runs, _TIMED.value)
   paired = machine.medians(by_round)
   n_pad = train.member_padding(p, mesh.size)
@@ -132,7 +133,7 @@ def main(_):
         + machine.floor_line('', flops, paired['run'], peak).split(', ', 1)[1])
   one, grid = paired['one, fixed batch'], paired['run, fixed batch']
   # More devices than cores share them: count the cores the grid can keep busy.
-  cores = min(mesh.size, len(os.sched_getaffinity(0)))
+  cores = min(mesh.size, machine.usable_cores())
   per_member = cores * grid / p
   print(f'  split, the same rounds on a fixed batch (compute only): one member {one * 1e3:.2f} '
         f'ms, grid {grid * 1e3:.1f} ms = {per_member * 1e3:.2f} ms per member on each of '
