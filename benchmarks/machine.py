@@ -49,9 +49,8 @@ def usable_cores() -> int:
 
 def describe() -> list[str]:
   """Platform, CPU, usable cores, jax backend and devices, XLA_FLAGS, load average."""
-  usable = usable_cores()
   return [f'platform: {platform.platform()}, python {platform.python_version()}',
-          f'cpu: {cpu_name()}, os.cpu_count={os.cpu_count()}, usable={usable}',
+          f'cpu: {cpu_name()}, os.cpu_count={os.cpu_count()}, usable={usable_cores()}',
           f'jax {jax.__version__}, backend {jax.default_backend()}, '
           f'{jax.device_count()} device(s): {jax.devices()}',
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",

@@ -3,22 +3,21 @@ r"""The PCFG fine-tuning population (lrs x C_Tr x seeds) in one jit vs one membe
   python benchmarks/pcfg_population.py [--config=cpu|paper] [--timed_steps=10]
 
 The population of `configs/pcfg_study.py` (CPU scale by default) on a freshly
-initialised model of its shape (speed does not depend on the weights): the
-median seconds per step of the whole grid, with its members mapped both ways
-(train.over_members: one vmap over all, member_chunk=0; lax.map one member at
-a time, member_chunk=1), against a population of one, with data generation
-included as in a run, and each as a fraction of the FLOP floor (the machine's
-measured fp32 matmul rate); then the grid as a run steps it (its members spread
-over the launcher's host devices, padded with a copy of the last when the
-devices do not divide them: train.member_mesh, train.place_on_mesh; each device
-mapping its members the library's default way), its steps interleaved with the
-one-member step's (machine.time_interleaved_rounds), the ratio also per round (its
-median and quartiles: how far the machine's drift moves it within the run), and that ratio
-split into the cores, one member's compute against the grid's per member and core (both
-stepped on a fixed batch), and the data draws. With
-calibrated learning rates (finetune.lrs=()) the grid has three placeholder lrs, as
-many as calibration picks (speed does not depend on their values). Prints the machine. Nothing here
-is asserted.
+initialised model of its shape (speed does not depend on the weights): the median
+seconds per step of the whole grid, with its members mapped both ways
+(train.over_members: one vmap over all, member_chunk=0; lax.map one member at a time,
+member_chunk=1), against a population of one, with data generation included as in a run,
+and each as a fraction of the FLOP floor (the machine's measured fp32 matmul rate); then
+the grid as a run steps it (its members spread over the launcher's host devices, padded
+with a copy of the last when the devices do not divide them: train.member_mesh,
+train.place_on_mesh; each device mapping its members the library's default way), its
+steps interleaved with the one-member step's (machine.time_interleaved_rounds), the
+ratio also per round (its median and quartiles: how far the machine's drift moves it
+within the run), and that ratio split into the cores, one member's compute against the
+grid's per member and core (both stepped on a fixed batch), and the data draws. With
+calibrated learning rates (finetune.lrs=()) the grid has three placeholder lrs, as many
+as calibration picks (speed does not depend on their values). Prints the machine.
+Nothing here is asserted.
 """
 
 import os
@@ -114,10 +113,9 @@ def main(_):
     step, state, batch_fn, default = _prepare(config, members_here, member_chunk,
                                               None if name == 'one' else mesh)
     runs[name] = (step, state, batch_fn, per_round)
-    fixed_step, fixed_state, fixed_fn = _prepare(config, members_here, member_chunk,
-                                                 None if name == 'one' else mesh)[:3]
-    runs[f'{name}, fixed batch'] = (fixed_step, fixed_state,
-                                    lambda _, b=fixed_fn(0): b, per_round)
+    # The same compiled step on a copy of the state (each run donates its own buffers).
+    runs[f'{name}, fixed batch'] = (step, jax.tree.map(jnp.copy, state),
+                                    lambda _, b=batch_fn(0): b, per_round)
     draw[name] = machine.time_draws(batch_fn, _TIMED.value)
     if name == 'run':
       chunk = default
