@@ -35,6 +35,7 @@ import jax
 from ml_collections import config_flags
 
 import configs
+from launch import audit as audit_cli
 from wrapper_study import allocator
 from wrapper_study import checkpoint
 from wrapper_study import config_check
@@ -192,7 +193,9 @@ def _final_screen(workdir: pathlib.Path, report: pathlib.Path) -> str:
 
 
 def run():
-  """The console script `wrapper-study`."""
+  """The console script `wrapper-study` (and `wrapper-study audit ...`, see launch/audit.py)."""
+  if audit_cli.is_audit(sys.argv):
+    sys.argv = audit_cli.to_runner_argv(sys.argv)
   allocator.ensure_fast()  # May re-execute this process once, with tcmalloc.
   try:
     host_devices.ensure()  # Two CPU devices where two cores may be used; before JAX starts.

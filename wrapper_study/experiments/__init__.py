@@ -7,6 +7,7 @@ EXPERIMENTS = {
     'pcfg_study': 'wrapper_study.experiments.pcfg_study',
     'pcfg_analysis': 'wrapper_study.experiments.pcfg_analysis',
     'tinystories_study': 'wrapper_study.experiments.tinystories_study',
+    'audit': 'wrapper_study.experiments.audit',
 }
 
 
