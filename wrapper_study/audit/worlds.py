@@ -83,9 +83,10 @@ def tracr_capability(data, n: int = 256, seed: int = 0) -> spec_lib.Capability:
   """A Tracr task (`tracr.train.TaskData`: spec + compiled model) as a capability.
 
   O_PT rows: r(x, O_PT) at the readout position on C_Te = 0 inputs (no row obeys
-  the spurious correlation, so O_PT and O_FT answers differ); O_FT: r(x, O_FT) on
-  the same kind of inputs. Probe targets: both labels, read at the answer position.
-  Rows whose label the compiled model cannot output (-1) are dropped.
+  the spurious correlation); O_FT: r(x, O_FT) on the same inputs. Rows where the two
+  answers agree (they would not tell the capabilities apart) and rows whose label the
+  compiled model cannot output (-1) are dropped. Probe targets: both labels, read at
+  the answer position.
   """
   from wrapper_study.tracr import tasks  # pylint: disable=g-import-not-at-top
   pos = data.position
@@ -96,7 +97,7 @@ def tracr_capability(data, n: int = 256, seed: int = 0) -> spec_lib.Capability:
   for split, salt in (('train', 1), ('eval', 2)):
     toks = tasks.sample(data.spec, np.random.default_rng([seed, 31, salt]), n, 0.0)
     pt, ft = data.labels(toks, data.spec.operand_pt), data.labels(toks, data.spec.operand_ft)
-    ok = (pt >= 0) & (ft >= 0)
+    ok = (pt >= 0) & (ft >= 0) & (pt != ft)  # Rows where O_PT and O_FT answers differ.
     inputs = data.inputs(toks)[ok]
     sets[f'o_pt_{split}'] = _answer_set(inputs, pt[ok], pos)
     sets[f'o_ft_{split}'] = _answer_set(inputs, ft[ok], pos)
