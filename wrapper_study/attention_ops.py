@@ -101,7 +101,7 @@ class DenseParams(nn.Module):
 
 
 def qkv(x_BxTxD, n_heads: int, d_head: int, *, init_std: float, use_bias: bool, dtype,
-        heads_major: bool):
+        heads_major: bool, n_kv_heads: Optional[int] = None):
   """q, k, v ([B, T, H, K] each) as one matmul with the three kernels side by side.
 
   Called inside a module's compact method: its params 'query', 'key', 'value' sit in that
@@ -110,10 +110,25 @@ def qkv(x_BxTxD, n_heads: int, d_head: int, *, init_std: float, use_bias: bool, 
   products; small matmuls pay per call more than per FLOP: measured on CPU (jax 0.10, 140
   vmapped Tracr members of [176, 47] x [47, 12], fwd+bwd), 4.7-6.0 ms as three products,
   2.9 ms as one. heads_major: one einsum per head into [3, B, H, T, K], so that the causal
-  blocks need no transposes (see heads_major_dot).
+  blocks need no transposes (see heads_major_dot). n_kv_heads (grouped-query attention, fewer
+  key/value heads than query heads): k and v come back with n_kv_heads heads, from the same
+  one matmul; heads_major is then ignored (the result is the same either way).
   """
   B, T, D = x_BxTxD.shape
   F = n_heads * d_head
+  if n_kv_heads is not None and n_kv_heads != n_heads:
+    sizes = (F, n_kv_heads * d_head, n_kv_heads * d_head)
+    params = [DenseParams(f, init_std, use_bias, name=name)(D)
+              for f, name in zip(sizes, ('query', 'key', 'value'))]
+    kernel_DxG = jnp.concatenate([kernel for kernel, _ in params], axis=1)
+    bias_G = jnp.concatenate([bias for _, bias in params]) if use_bias else None
+    x_BxTxD, kernel_DxG, bias_G = nn.dtypes.promote_dtype(x_BxTxD, kernel_DxG, bias_G, dtype=dtype)
+    y_BxTxG = jnp.einsum('btd,dg->btg', x_BxTxD, kernel_DxG)
+    if bias_G is not None:
+      y_BxTxG += bias_G
+    q_BxTxF, k_BxTxE, v_BxTxE = jnp.split(y_BxTxG, (F, F + sizes[1]), axis=-1)
+    return (q_BxTxF.reshape(B, T, n_heads, d_head), k_BxTxE.reshape(B, T, n_kv_heads, d_head),
+            v_BxTxE.reshape(B, T, n_kv_heads, d_head))
   params = [DenseParams(F, init_std, use_bias, name=name)(D) for name in ('query', 'key', 'value')]
   kernel_Dx3F = jnp.concatenate([kernel for kernel, _ in params], axis=1)
   bias_3F = jnp.concatenate([bias for _, bias in params]) if use_bias else None
@@ -129,6 +144,26 @@ def qkv(x_BxTxD, n_heads: int, d_head: int, *, init_std: float, use_bias: bool, 
     y_BxTx3F += bias_3F
   return tuple(y_BxTxF.reshape(B, T, n_heads, d_head)
                for y_BxTxF in jnp.split(y_BxTx3F, 3, axis=-1))
+
+
+def apply_rope(x_BxTxHxK: jax.Array, positions_BxT: jax.Array, base: float) -> jax.Array:
+  """Rotary position embedding of q or k, in llama2.c's pairing convention.
+
+  Dimensions (2i, 2i+1) form pair i (a complex number) and turn by angle
+  position * base**(-2i/K). This is llama2.c's / Meta LLaMA's interleaved
+  layout, not the half-split (i, i + K/2) layout of GPT-NeoX / HF, so
+  llama2.c checkpoints load without permuting q/k weights. Computed in float32
+  as llama2.c does. positions_BxT may have batch 1 (broadcast).
+  """
+  K = x_BxTxHxK.shape[-1]
+  inv_freq_J = 1.0 / (base ** (jnp.arange(0, K, 2, dtype=jnp.float32) / K))  # J = K/2 pairs.
+  angle_BxTx1xJ = positions_BxT.astype(jnp.float32)[:, :, None, None] * inv_freq_J
+  cos, sin = jnp.cos(angle_BxTx1xJ), jnp.sin(angle_BxTx1xJ)
+  x = x_BxTxHxK.astype(jnp.float32)
+  re_BxTxHxJ, im_BxTxHxJ = x[..., 0::2], x[..., 1::2]
+  out_BxTxHxJx2 = jnp.stack([re_BxTxHxJ * cos - im_BxTxHxJ * sin,
+                             re_BxTxHxJ * sin + im_BxTxHxJ * cos], axis=-1)
+  return out_BxTxHxJx2.reshape(x_BxTxHxK.shape).astype(x_BxTxHxK.dtype)
 
 
 def fused(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS, scale, causal_self: bool,

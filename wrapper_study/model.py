@@ -30,8 +30,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-# Decoding state, in its own module; model.KVCache and model.positions_from_pad_mask stay valid.
+# Rotary embedding and decoding state, in their own modules; model.apply_rope, model.KVCache and
+# model.positions_from_pad_mask stay valid.
 from wrapper_study import attention_ops
+from wrapper_study.attention_ops import apply_rope  # pylint: disable=unused-import
 from wrapper_study.kv_cache import KVCache, positions_from_pad_mask  # pylint: disable=unused-import
 
 MASK_VALUE = attention_ops.MASK_VALUE  # Tracr's -1e30, see there.
@@ -66,6 +68,7 @@ class TransformerConfig:
   d_model: int = 64  # D
   n_layers: int = 2  # Blocks, each attention then MLP.
   n_heads: int = 4  # H
+  n_kv_heads: Optional[int] = None  # Key/value heads (grouped-query attention); None: n_heads.
   d_head: int = 16  # K; also the value size, as in tracr.
   d_mlp: int = 256  # M
   d_vocab_out: Optional[int] = None  # O; None means vocab_size.
@@ -77,6 +80,7 @@ class TransformerConfig:
   norm: str = 'layer'  # NORMS, used when layer_norm: LayerNorm, or RMSNorm (scale only).
   pos_embedding: str = 'learned'  # POS_EMBEDDINGS: added table, rotary on q/k, or none.
   rope_base: float = 10000.0  # theta of the rotary frequencies.
+  norm_eps: float = 1e-5  # epsilon of LayerNorm / RMSNorm (minGPT, llama2.c, GPT-2: 1e-5).
   mlp: str = 'standard'  # MLPS: fc_out(act(fc_in x)), or fc_out(act(fc_gate x) * fc_in x).
   tied_embeddings: bool = False  # Logits = x @ embed.T; no `unembed` param.
   precision: str = 'fp32'  # PRECISIONS; not architecture (checkpoints ignore it). tf32: GPU/TPU.
@@ -86,6 +90,10 @@ class TransformerConfig:
   @property
   def n_outputs(self) -> int:
     return self.d_vocab_out or self.vocab_size
+
+  @property
+  def kv_heads(self) -> int:
+    return self.n_kv_heads or self.n_heads
 
   def validate(self) -> None:
     """Raises ValueError naming the field when a value cannot work."""
@@ -117,6 +125,9 @@ class TransformerConfig:
     if self.mlp == 'swiglu' and self.activation != 'silu':
       raise ValueError(f"model.mlp='swiglu' gates with silu; set model.activation='silu' "
                        f'(got {self.activation!r}).')
+    if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
+      raise ValueError(f'model.n_kv_heads={self.n_kv_heads} must divide model.n_heads='
+                       f'{self.n_heads} (each key/value head serves a group of query heads).')
     if self.tied_embeddings and self.n_outputs != self.vocab_size:
       raise ValueError(f'model.tied_embeddings reads logits off the input embedding, so model.'
                        f'd_vocab_out must be None or {self.vocab_size}, got {self.d_vocab_out}.')
@@ -232,30 +243,10 @@ def _dtype(config: TransformerConfig):
 
 
 def _norm(config: TransformerConfig, name: str) -> nn.Module:
-  # eps 1e-5 for both, as minGPT (LayerNorm) and llama2.c (RMSNorm) use.
+  eps = config.norm_eps
   if config.norm == 'rms':
-    return nn.RMSNorm(epsilon=1e-5, name=name, dtype=_dtype(config))  # x*rsqrt(mean(x^2)+eps)*scale.
-  return nn.LayerNorm(epsilon=1e-5, name=name, dtype=_dtype(config))
-
-
-def apply_rope(x_BxTxHxK: jax.Array, positions_BxT: jax.Array, base: float) -> jax.Array:
-  """Rotary position embedding of q or k, in llama2.c's pairing convention.
-
-  Dimensions (2i, 2i+1) form pair i (a complex number) and turn by angle
-  position * base**(-2i/K). This is llama2.c's / Meta LLaMA's interleaved
-  layout, not the half-split (i, i + K/2) layout of GPT-NeoX / HF, so
-  llama2.c checkpoints load without permuting q/k weights. Computed in float32
-  as llama2.c does. positions_BxT may have batch 1 (broadcast).
-  """
-  K = x_BxTxHxK.shape[-1]
-  inv_freq_J = 1.0 / (base ** (jnp.arange(0, K, 2, dtype=jnp.float32) / K))  # J = K/2 pairs.
-  angle_BxTx1xJ = positions_BxT.astype(jnp.float32)[:, :, None, None] * inv_freq_J
-  cos, sin = jnp.cos(angle_BxTx1xJ), jnp.sin(angle_BxTx1xJ)
-  x = x_BxTxHxK.astype(jnp.float32)
-  re_BxTxHxJ, im_BxTxHxJ = x[..., 0::2], x[..., 1::2]
-  out_BxTxHxJx2 = jnp.stack([re_BxTxHxJ * cos - im_BxTxHxJ * sin,
-                             re_BxTxHxJ * sin + im_BxTxHxJ * cos], axis=-1)
-  return out_BxTxHxJx2.reshape(x_BxTxHxK.shape).astype(x_BxTxHxK.dtype)
+    return nn.RMSNorm(epsilon=eps, name=name, dtype=_dtype(config))  # x*rsqrt(mean(x^2)+eps)*scale.
+  return nn.LayerNorm(epsilon=eps, name=name, dtype=_dtype(config))
 
 
 def init_kv_cache(config: TransformerConfig, batch_size: int, length: Optional[int] = None,
@@ -268,7 +259,7 @@ def init_kv_cache(config: TransformerConfig, batch_size: int, length: Optional[i
   length = config.max_len if length is None else length
   if not 1 <= length <= config.max_len:
     raise ValueError(f'KV cache length={length} must be in 1..model.max_len={config.max_len}.')
-  shape = (config.n_layers, batch_size, length, config.n_heads, config.d_head)
+  shape = (config.n_layers, batch_size, length, config.kv_heads, config.d_head)
   return KVCache(k_LxBxSxHxK=jnp.zeros(shape, dtype), v_LxBxSxHxK=jnp.zeros(shape, dtype),
                  valid_BxS=jnp.zeros((batch_size, length), bool),
                  index=jnp.zeros((), jnp.int32))
@@ -291,12 +282,12 @@ class Attention(nn.Module):
     if c.qkv == 'one_matmul':
       q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = attention_ops.qkv(
           x_BxTxD, c.n_heads, c.d_head, init_std=c.init_std, use_bias=c.use_bias,
-          dtype=_dtype(c), heads_major=blocks)
-    else:
-      dot = attention_ops.heads_major_dot(c.n_heads, into_heads=True) if blocks else None
+          dtype=_dtype(c), heads_major=blocks, n_kv_heads=c.n_kv_heads)
+    else:  # k, v with kv_heads heads (fewer under grouped-query attention); dot per head.
       q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = (
-          _dense(c.n_heads * c.d_head, c, name, dot)(x_BxTxD).reshape(B, T, c.n_heads, c.d_head)
-          for name in ('query', 'key', 'value'))
+          _dense(h * c.d_head, c, name, attention_ops.heads_major_dot(h, into_heads=True)
+                 if blocks else None)(x_BxTxD).reshape(B, T, h, c.d_head)
+          for h, name in ((c.n_heads, 'query'), (c.kv_heads, 'key'), (c.kv_heads, 'value')))
     q_BxTxHxK = rec(f'{prefix}.hook_q', q_BxTxHxK)
     k_BxTxHxK = rec(f'{prefix}.hook_k', k_BxTxHxK)
     v_BxTxHxK = rec(f'{prefix}.hook_v', v_BxTxHxK)
@@ -309,6 +300,9 @@ class Attention(nn.Module):
       kv_cache, layer = kv
       kv_cache = kv_cache.write(layer, k_BxTxHxK, v_BxTxHxK)
       k_BxSxHxK, v_BxSxHxK = kv_cache.k_LxBxSxHxK[layer], kv_cache.v_LxBxSxHxK[layer]
+    if c.kv_heads != c.n_heads:  # Query head h reads key/value head h // group (HF repeat_kv).
+      k_BxSxHxK, v_BxSxHxK = (jnp.repeat(y, c.n_heads // c.kv_heads, axis=2)
+                              for y in (k_BxSxHxK, v_BxSxHxK))
     if fused:
       z_BxTxHxK = attention_ops.fused(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS,
                                       scale=1.0 / float(c.d_head) ** 0.5,
