@@ -105,7 +105,10 @@ def run(config, workdir) -> dict:
     tables.write_csv(out_dir / 'claims.csv', claims, claims_lib.CLAIMS_COLUMNS)
     tables.write_csv(out_dir / 'accuracy.csv', acc_rows)
     tables.write_csv(out_dir / 'weight_change.csv', w_rows)
-    for name, rows in (('probes', probe_rows), ('pruning', prune_rows), ('reft', reft_rows)):
+    top_rows = [dict(granularity=g, rank=i, unit=str(u)) for g, o in prune_outs.items()
+                for i, u in enumerate(o['top_units'])]
+    for name, rows in (('probes', probe_rows), ('pruning', prune_rows), ('reft', reft_rows),
+                       ('top_units', top_rows)):
       if rows:
         tables.write_csv(out_dir / f'{name}.csv', rows)
     np.savez(workdir / 'audit_arrays.npz', **_arrays(probes_out, prune_outs, reft_out))
