@@ -1,6 +1,6 @@
 """Writes colabs/<world>.ipynb from the cells below, executes each, and stores it with outputs.
 
-  python colabs/build.py                  # every notebook (tracr, pcfg, tinystories)
+  python colabs/build.py                  # every notebook (tracr, pcfg, tinystories, audit)
   python colabs/build.py tracr pcfg       # some of them
 
 The cells here are the notebooks' source: edit them here, rerun this script,
@@ -459,7 +459,116 @@ plots.curves(sites, {m: probes[m][world.feature] for m in probes}, 'block (B0 = 
              f'{world.feature} probe accuracy (%)', f'{world.feature} probe per block');"""),
     ]
 
-NOTEBOOKS = {'tracr': TRACR, 'pcfg': PCFG, 'tinystories': TINYSTORIES}
+
+# ----------------------------------------------------------------- Audit ----
+
+AUDIT = [
+    ('markdown', """\
+# wrapper_study: audit your own pair
+
+Your model was fine-tuned, and a capability it had (O_PT) seems gone. Deleted, or *wrapped*?
+`wrapper-study audit` answers with the paper's instruments on any pretrained / fine-tuned pair
+of checkpoints (Hugging Face GPT-2 or LLaMA-family directories, or the project's own): accuracy
+on O_PT and O_FT, linear probes on every block, grad x weight pruning against random pruning,
+reverse fine-tuning against a control that never had O_PT, weight change, and verdicts with
+their checks, controls and intervals.
+
+This notebook makes a small pair itself (a model pretrained to copy the first token of a
+prompt, then fine-tuned on the same prompts to copy the last), saves both as Hugging Face
+directories, writes the capability spec, and audits them as you would your own, in about a
+minute on a CPU.
+
+""" + _QUESTION),
+    ('code', _INSTALL),
+    ('code', """\
+%matplotlib inline
+import json
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import jax
+import numpy as np
+from IPython.display import Image, Markdown, display
+
+from wrapper_study import model
+from wrapper_study.audit import revive, spec
+from wrapper_study.hf import export
+from wrapper_study.report import tables
+
+root = pathlib.Path(tempfile.mkdtemp(prefix='audit_'))"""),
+    ('markdown', """\
+## 1. A pair to audit
+
+Prompts are a task token (1) and six symbols (2..11). O_PT: answer the first symbol; O_FT:
+answer the last. Pretrain on O_PT, fine-tune briefly on O_FT (same prompts, other answer)."""),
+    ('code', """\
+rng = np.random.default_rng(0)
+def rows(n, pick):
+  xs = rng.integers(2, 12, (n, 6))
+  return [{'prompt': [1] + x.tolist(), 'answer': [int(x[pick])]} for x in xs]
+o_pt_rows, o_ft_rows = rows(512, 0), rows(512, -1)
+as_set = lambda rs: spec.token_set([r['prompt'] for r in rs], [r['answer'] for r in rs])
+
+cfg = model.TransformerConfig(vocab_size=12, max_len=8, d_model=32, n_layers=2, n_heads=4,
+                              d_head=8, d_mlp=64, activation='gelu', layer_norm=True, causal=True)
+one = lambda p: jax.tree.map(lambda x: x[None], p)  # A population of one member.
+pre_P, _ = revive.train(cfg, one(model.init_params(cfg, jax.random.PRNGKey(0))), [0],
+                        as_set(o_pt_rows), steps=300, lr=3e-3, batch_size=64, salt=1)
+ft_P, _ = revive.train(cfg, pre_P, [0], as_set(o_ft_rows), steps=100, lr=1e-3, batch_size=64,
+                       salt=2)
+for name, p in (('pretrained', pre_P), ('finetuned', ft_P)):
+  export.save_pretrained(cfg, jax.tree.map(lambda x: x[0], p), root / name)
+print(sorted(str(p.relative_to(root)) for p in root.rglob('*')))"""),
+    ('markdown', """\
+## 2. The capability spec
+
+One JSON file naming JSONL files of `{"prompt": [token ids], "answer": [token ids]}` rows (the
+format is in `wrapper_study/audit/spec.py`; a `file.py:function` returning the sets works too).
+Half of each file is held out for every accuracy; without a probe file, the probe target is
+the O_PT answer."""),
+    ('code', """\
+for name, rs in (('o_pt', o_pt_rows), ('o_ft', o_ft_rows)):
+  (root / f'{name}.jsonl').write_text('\\n'.join(json.dumps(r) for r in rs))
+(root / 'spec.json').write_text(json.dumps(
+    {'name': 'copy the first token', 'o_pt': 'o_pt.jsonl', 'o_ft': 'o_ft.jsonl'}))
+print((root / 'spec.json').read_text()); print((root / 'o_pt.jsonl').read_text()[:120])"""),
+    ('markdown', """\
+## 3. The audit
+
+In a terminal this is `wrapper-study audit --pretrained=... --finetuned=... --capability=...
+--workdir=...`; here the same binary runs from Python. `--config=audit:smoke` is the quick
+size, with a longer reFT so revival can show; every field of `configs/audit.py` can be set
+with `--config.<field>=...`."""),
+    ('code', """\
+workdir = root / 'audit'
+cmd = [sys.executable, '-m', 'launch.main', 'audit', f'--pretrained={root / "pretrained"}',
+       f'--finetuned={root / "finetuned"}', f'--capability={root / "spec.json"}',
+       f'--workdir={workdir}', '--config=audit:smoke', '--config.probe.steps=200',
+       '--config.reft.steps=40', '--config.reft.eval_every=5', '--config.reft.lr=1e-3',
+       '--config.reft.batch_size=32', '--config.reft.control_ft_steps=100']
+proc = subprocess.run(cmd, capture_output=True, text=True)
+assert proc.returncode == 0, proc.stderr[-3000:]
+print(proc.stdout)"""),
+    ('markdown', """\
+## 4. Verdicts
+
+`tables/claims.csv` (the columns every world writes): each claim with its manipulation check
+(did fine-tuning lower Acc O_PT?), control and 95% interval; the overall reading last, never
+stronger than the claims under it. report.md says what each verdict means."""),
+    ('code', """\
+found = tables.read_csv(workdir / 'tables' / 'claims.csv')
+display(Markdown(tables.markdown_table(found, ['claim_id', 'verdict', 'value', 'ci_low',
+                                              'ci_high', 'control_value'])))
+display(Markdown(tables.markdown_table(tables.read_csv(workdir / 'tables' / 'accuracy.csv'))))
+display(Image(filename=str(workdir / 'figures' / 'probes.png')))
+display(Image(filename=str(workdir / 'figures' / 'pruning_neuron.png')))"""),
+    ('code', """\
+display(Image(filename=str(workdir / 'figures' / 'reft.png')))"""),
+]
+
+NOTEBOOKS = {'tracr': TRACR, 'pcfg': PCFG, 'tinystories': TINYSTORIES, 'audit': AUDIT}
 
 
 def notebook(name: str):

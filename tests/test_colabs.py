@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 COLABS = pathlib.Path(__file__).resolve().parents[1] / 'colabs'
-NAMES = ('tracr', 'pcfg', 'tinystories')
+NAMES = ('tracr', 'pcfg', 'tinystories', 'audit')
 
 
 def _build():
