@@ -44,6 +44,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.finetuned = ''
   c.capability = ''  # spec.json or path/file.py:function.
   c.seed = 0  # The random-unit draws of the pruning control.
+  c.inputs_digest = ''  # Set by the experiment's validate(): the input files' digest (reruns).
   c.eval = ml_collections.ConfigDict(dict(
       chunk=64,  # Rows per forward (bounds logits memory: rows x T x vocabulary).
       batch_size=500,  # Rows per forward when collecting probe features.

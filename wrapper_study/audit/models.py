@@ -101,6 +101,21 @@ def load(directory, flag: str):
   return cfg, jax.tree.map(lambda x: np.asarray(x, np.float32), params)
 
 
+def files_digest(*paths) -> str:
+  """A digest of the files at `paths` (directories: every file inside) by name, size and
+  modification time: cheap (nothing is read), and changes when a checkpoint or data file does."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  h = hashlib.sha256()
+  for p in paths:
+    p = pathlib.Path(p)
+    files = sorted(p.rglob('*')) if p.is_dir() else [p]
+    for f in files:
+      if f.is_file():
+        st = f.stat()
+        h.update(f'{f.resolve()}:{st.st_size}:{st.st_mtime_ns};'.encode())
+  return h.hexdigest()[:16]
+
+
 def _architecture(cfg: model_lib.TransformerConfig) -> dict:
   """The config fields that change the function (not precision, attention kernel, qkv form)."""
   d = cfg.to_dict()

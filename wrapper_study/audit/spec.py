@@ -291,6 +291,20 @@ def load(spec: str) -> Capability:
   return from_function(spec)
 
 
+def files_of(spec: str) -> list[pathlib.Path]:
+  """The files a spec reads (the spec, its JSONL or .py files), for a digest; never raises."""
+  path = pathlib.Path(spec)
+  if not path.is_file():
+    return [pathlib.Path(spec.rpartition(':')[0])]
+  try:
+    named = json.loads(path.read_text())
+    named = [v.rpartition(':')[0] if k == 'data' else v for k, v in named.items()
+             if k in ('o_pt', 'o_ft', 'probe', 'data') and isinstance(v, str)]
+  except (ValueError, AttributeError):
+    named = []
+  return [path] + [p if pathlib.Path(p).is_absolute() else path.parent / p for p in named]
+
+
 # ---------------------------------------------------------------- validation ----
 
 def _check_token_set(s, field: str, vocab_size: int, n_outputs: int, max_len: int) -> None:

@@ -27,7 +27,12 @@ from wrapper_study.report import tables
 
 
 def validate(config) -> None:
-  """Every check that needs no model weights: fields, directories, the spec's files."""
+  """Every check that needs no model weights: fields, directories, the spec's files.
+
+  Also sets config.inputs_digest (the models' and the spec's files by name, size and time):
+  the launcher's finished-run record is keyed by the config, so a checkpoint or data file
+  changed under the same paths makes the audit run again.
+  """
   for field in ('pretrained', 'finetuned', 'capability'):
     if not config_check.get(config, field):
       config_check.fail(field, config_check.get(config, field),
@@ -35,9 +40,9 @@ def validate(config) -> None:
   models.check(config.pretrained, 'pretrained')
   models.check(config.finetuned, 'finetuned')
   config_check.positive(config, 'eval.chunk', 'eval.batch_size', 'probe.steps',
-                        'reft.batch_size', 'reft.eval_every', integer=True)
+                        'reft.batch_size', 'reft.eval_every', 'reft.steps', integer=True)
   config_check.positive(config, 'probe.lr', 'reft.lr', 'reft.control_ft_lr')
-  config_check.non_negative_int(config, 'reft.steps', 'reft.control_ft_steps', 'seed',
+  config_check.non_negative_int(config, 'reft.control_ft_steps', 'seed',
                                 'pruning.random_draws', 'pruning.chunk_size')
   config_check.one_of(config, 'probe.method', probing.METHODS)
   config_check.subset_of(config, 'pruning.granularities', ('weight', 'neuron'), allow_empty=True)
@@ -47,6 +52,8 @@ def validate(config) -> None:
   if config.pruning.granularities and config.pruning.random_draws < 1:
     config_check.fail('pruning.random_draws', config.pruning.random_draws,
                       'must be >= 1 when pruning runs (the random-unit control)')
+  config.inputs_digest = models.files_digest(config.pretrained, config.finetuned,
+                                             *spec_lib.files_of(config.capability))
   if not 0 < config.verdicts.revival_fraction <= 1:
     config_check.fail('verdicts.revival_fraction', config.verdicts.revival_fraction,
                       'must be in (0, 1]')
