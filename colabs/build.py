@@ -497,7 +497,8 @@ from wrapper_study.audit import revive, spec
 from wrapper_study.hf import export
 from wrapper_study.report import tables
 
-root = pathlib.Path(tempfile.mkdtemp(prefix='audit_'))"""),
+root = pathlib.Path(tempfile.mkdtemp(prefix='audit_'))
+print('the pair, its spec and the audit go to', root)"""),
     ('markdown', """\
 ## 1. A pair to audit
 
