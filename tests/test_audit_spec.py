@@ -2,7 +2,6 @@
 written as specs, and the audit's verdict rules (checks, controls, seeds, censoring)."""
 
 import json
-import types
 
 import numpy as np
 import pytest
@@ -200,9 +199,16 @@ def test_metrics_score_every_answer_token_and_ignore_padding():
   s = spec_lib.token_set([[1, 2], [3], [4, 5, 6]], [[3, 4], [5], [7]])
   logits, _ = model_lib.Transformer(cfg).apply({'params': params}, s.inputs)
   pred = np.asarray(logits.argmax(-1))
+  # Make row 1 right by construction: its one scored target is what the model predicts.
+  s = spec_lib.TokenSet(s.inputs, np.where(s.weights > 0, s.targets, 0), s.weights)
+  s.targets[1, 0] = pred[1, 0]
   want = np.mean([(pred[i][s.weights[i] > 0] == s.targets[i][s.weights[i] > 0]).all()
                   for i in range(3)]) * 100
+  assert want > 33
+  logp = np.asarray(jax.nn.log_softmax(logits))
+  ce = -np.take_along_axis(logp, s.targets[..., None], -1)[..., 0]
+  want_loss = (ce * s.weights).sum() / s.weights.sum()
   for chunk in (1, 2, 64):  # Chunking (and its padding rows) changes nothing.
     m = measure.metrics_fn(cfg)(params, measure.set_arrays(s, chunk))
     assert float(m['acc']) == pytest.approx(want)
-  del types
+    assert float(m['loss']) == pytest.approx(want_loss, rel=1e-5)
