@@ -117,7 +117,8 @@ def gpt2_export(config: model_lib.TransformerConfig, params) -> tuple[dict, dict
         'activation_function': _GPT2_EXPORT_ACTIVATIONS[c.activation],
         'layer_norm_epsilon': c.norm_eps, 'initializer_range': c.init_std,
         'tie_word_embeddings': c.tied_embeddings, 'scale_attn_weights': True,
-        'resid_pdrop': 0.0, 'embd_pdrop': 0.0, 'attn_pdrop': 0.0}
+        'resid_pdrop': 0.0, 'embd_pdrop': 0.0, 'attn_pdrop': 0.0,
+        'bos_token_id': None, 'eos_token_id': None}  # GPT-2's 50256 is outside small vocabs.
   t = {'transformer.wte.weight': params['embed']['embedding'],
        'transformer.wpe.weight': params['pos_embed']['embedding'],
        'transformer.ln_f.weight': params['ln_final']['scale'],

@@ -18,6 +18,7 @@ import pathlib
 import jax
 import numpy as np
 
+from wrapper_study import config_check
 from wrapper_study import model as model_lib
 from wrapper_study.hf import architectures
 from wrapper_study.hf import safetensors_io
@@ -29,8 +30,10 @@ SUPPORTED = {'gpt2': 'GPT-2', 'llama': 'LLaMA family (LLaMA 1/2/3 without rope s
                                         'TinyLlama, SmolLM, llama2.c exports)'}
 
 
-class UnsupportedModelError(ValueError):
-  """A checkpoint the loader cannot read; its message is one line (the CLI exits 2 on it)."""
+class UnsupportedModelError(config_check.ConfigError):
+  """A checkpoint the loader cannot read; its message is one line. A ConfigError (so a
+  ValueError): raised from an experiment's validate() or run(), `wrapper-study` prints
+  `FATAL config error: <message>` and exits 2."""
 
 
 def supported_text() -> str:
