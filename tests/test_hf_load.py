@@ -39,7 +39,8 @@ def _same_tree(a, b) -> bool:
 @pytest.mark.parametrize('name,overrides', [
     ('gpt2', {}),
     ('llama_gqa', {}),
-    ('llama_gqa', {'qkv': 'three_matmuls', 'attention': 'fused'}),  # Other forms, same numbers.
+    ('llama_gqa', {'attention': 'fused'}),  # Other forms of the same function.
+    ('llama_gqa', {'qkv': 'three_matmuls', 'attention': 'fused'}),
 ])
 def test_logits_match_transformers(name, overrides):
   config, params = hf.load_pretrained(FIXTURES / name, **overrides)
@@ -112,6 +113,15 @@ def test_unsupported_options_of_a_supported_type_fail_in_one_line(tmp_path):
   (tmp_path / 'pytorch_model.bin').write_bytes(b'')
   with pytest.raises(hf.UnsupportedModelError, match=r"found \['pytorch_model.bin'\].*only"):
     hf.check_supported(tmp_path)
+
+
+def test_checkpoints_of_the_bare_model_without_the_head_prefix_load_the_same(tmp_path):
+  # The original `gpt2` upload is a GPT2Model: 'h.0.attn...' instead of 'transformer.h.0...'.
+  tensors = safetensors_io.load_file(FIXTURES / 'gpt2' / 'model.safetensors')
+  safetensors_io.save_file({k.removeprefix('transformer.'): v for k, v in tensors.items()},
+                           tmp_path / 'model.safetensors')
+  shutil.copy(FIXTURES / 'gpt2' / 'config.json', tmp_path)
+  assert _same_tree(hf.load_pretrained(tmp_path)[1], hf.load_pretrained(FIXTURES / 'gpt2')[1])
 
 
 def test_a_missing_or_extra_tensor_is_named(tmp_path):
