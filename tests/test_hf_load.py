@@ -39,6 +39,7 @@ def _same_tree(a, b) -> bool:
 @pytest.mark.parametrize('name,overrides', [
     ('gpt2', {}),
     ('llama_gqa', {}),
+    ('mistral_mqa', {}),
     ('llama_gqa', {'attention': 'fused'}),  # Other forms of the same function.
     ('llama_gqa', {'qkv': 'three_matmuls', 'attention': 'fused'}),
 ])
@@ -59,6 +60,9 @@ def test_configs_read_from_the_fixtures():
   assert (llama.n_heads, llama.n_kv_heads, llama.rope_base, llama.norm_eps) == (4, 2, 5e5, 1e-6)
   assert not llama.tied_embeddings and 'unembed' in params
   assert params['blocks_0']['attn']['key']['kernel'].shape == (32, 2 * 8)
+  mistral, params = hf.load_pretrained(FIXTURES / 'mistral_mqa')
+  assert (mistral.n_kv_heads, mistral.max_len, mistral.tied_embeddings) == (1, 16, True)
+  assert 'unembed' not in params  # Tied: one matrix, as in the file.
 
 
 def test_run_with_cache_on_a_loaded_model():

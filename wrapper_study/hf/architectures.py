@@ -17,9 +17,13 @@ shared transformer must match:
   head's q/k dimensions, so q_proj and k_proj rows are reordered per head on load (and back on
   export); attention scores are unchanged (q.k sums the same products), hook_q/hook_k hold
   the interleaved order.
+- Mistral: LLaMA's weights and computation plus a sliding attention window; with sequences no
+  longer than the window it is exactly LLaMA, so max_len is capped at `sliding_window`.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -234,6 +238,15 @@ def llama_export(config: model_lib.TransformerConfig, params) -> tuple[dict, dic
   return hf, t
 
 
+def mistral_config(hf: dict) -> model_lib.TransformerConfig:
+  config = llama_config(hf)
+  window = hf.get('sliding_window')
+  if window and window < config.max_len:  # Within the window no key is dropped: LLaMA.
+    config = dataclasses.replace(config, max_len=window)
+  return config
+
+
 # model_type -> (config, params, tensor-name prefix that Hugging Face's *ForCausalLM adds).
 LOADERS = {'gpt2': (gpt2_config, gpt2_params, 'transformer.'),
-           'llama': (llama_config, llama_params, 'model.')}
+           'llama': (llama_config, llama_params, 'model.'),
+           'mistral': (mistral_config, llama_params, 'model.')}

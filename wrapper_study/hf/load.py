@@ -27,7 +27,8 @@ CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
 INDEX_FILE = 'model.safetensors.index.json'
 SUPPORTED = {'gpt2': 'GPT-2', 'llama': 'LLaMA family (LLaMA 1/2/3 without rope scaling, '
-                                        'TinyLlama, SmolLM, llama2.c exports)'}
+                                        'TinyLlama, SmolLM, llama2.c exports)',
+             'mistral': 'Mistral, up to its sliding window'}
 
 
 class UnsupportedModelError(config_check.ConfigError):

@@ -8,6 +8,8 @@ init makes logits near zero, where a wrong permutation hides):
   gpt2/        GPT-2: gelu_new, tied embeddings, fused c_attn; one model.safetensors.
   llama_gqa/   LLaMA: 4 query heads on 2 key/value heads, untied lm_head, rope_theta 5e5,
                rms_norm_eps 1e-6; saved in shards (model.safetensors.index.json).
+  mistral_mqa/ Mistral: 4 query heads on 1 key/value head, tied, sliding_window 16 (longer
+               than the inputs, so it is LLaMA's function).
 Each directory also holds tokens.npy (fixed inputs) and logits.npy, the logits of the
 reference implementation (transformers, PyTorch fp32, eager attention) on them.
 tests/test_hf_load.py compares the Flax model's logits with these, without PyTorch.
@@ -61,6 +63,13 @@ def _save(model, name: str, **save_kwargs) -> None:
         f'logits std {logits.std():.3f}')
 
 
+def _save_tied(model, seed: int) -> None:
+  _randomize(model, seed)
+  model.tie_weights()  # Redrawn separately above; tied again, the saved file holds one.
+  assert model.lm_head.weight is model.model.embed_tokens.weight
+  _save(model.eval(), 'mistral_mqa')
+
+
 def main():
   torch.manual_seed(0)
   gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
@@ -77,6 +86,13 @@ def main():
       attn_implementation='eager'))
   _randomize(llama, seed=2)
   _save(llama.eval(), 'llama_gqa', max_shard_size='20KB')
+
+  mistral = transformers.MistralForCausalLM(transformers.MistralConfig(
+      vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+      num_attention_heads=4, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
+      sliding_window=16, rms_norm_eps=1e-5, tie_word_embeddings=True,
+      attn_implementation='eager'))
+  _save_tied(mistral, seed=3)
   print(json.dumps({'torch': torch.__version__, 'transformers': transformers.__version__}))
   check_exports()
 
