@@ -65,7 +65,8 @@ def unsupported_options(hf: dict) -> list[str]:
 
 
 def _rope(hf: dict) -> dict:
-  """RoPE settings: transformers >= 5 writes `rope_parameters`, older `rope_theta`/`rope_scaling`."""
+  """RoPE settings: transformers >= 5 writes `rope_parameters`, older versions `rope_theta` and
+  `rope_scaling`."""
   rope = dict(hf.get('rope_scaling') or {})
   rope.update(hf.get('rope_parameters') or {})
   rope.setdefault('rope_theta', hf.get('rope_theta', 10000.0))

@@ -74,7 +74,8 @@ def main():
   torch.manual_seed(0)
   gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
       vocab_size=VOCAB, n_positions=16, n_embd=32, n_layer=2, n_head=4,
-      activation_function='gelu_new', bos_token_id=None, eos_token_id=None, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+      activation_function='gelu_new', bos_token_id=None, eos_token_id=None,
+      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
       attn_implementation='eager'))
   _randomize(gpt2, seed=1)
   _save(gpt2.eval(), 'gpt2')
