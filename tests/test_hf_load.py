@@ -120,10 +120,14 @@ def test_unsupported_options_of_a_supported_type_fail_in_one_line(tmp_path):
 
 
 def test_checkpoints_of_the_bare_model_without_the_head_prefix_load_the_same(tmp_path):
-  # The original `gpt2` upload is a GPT2Model: 'h.0.attn...' instead of 'transformer.h.0...'.
+  # The original `gpt2` upload is a GPT2Model: 'h.0.attn...' instead of 'transformer.h.0...',
+  # with the causal-mask buffers 'h.{l}.attn.bias' and 'h.{l}.attn.masked_bias' stored too.
   tensors = safetensors_io.load_file(FIXTURES / 'gpt2' / 'model.safetensors')
-  safetensors_io.save_file({k.removeprefix('transformer.'): v for k, v in tensors.items()},
-                           tmp_path / 'model.safetensors')
+  bare = {k.removeprefix('transformer.'): v for k, v in tensors.items()}
+  for l in range(2):
+    bare[f'h.{l}.attn.bias'] = np.tril(np.ones((1, 1, 16, 16), np.float32))
+    bare[f'h.{l}.attn.masked_bias'] = np.array(-1e4, np.float32)
+  safetensors_io.save_file(bare, tmp_path / 'model.safetensors')
   shutil.copy(FIXTURES / 'gpt2' / 'config.json', tmp_path)
   assert _same_tree(hf.load_pretrained(tmp_path)[1], hf.load_pretrained(FIXTURES / 'gpt2')[1])
 
@@ -138,6 +142,9 @@ def test_a_missing_or_extra_tensor_is_named(tmp_path):
   safetensors_io.save_file({**tensors, 'transformer.h.0.adapter.weight': np.zeros(2, np.float32)},
                            tmp_path / 'model.safetensors')
   with pytest.raises(hf.UnsupportedModelError, match='adapter'):
+    hf.load_pretrained(tmp_path)
+  (tmp_path / 'model.safetensors').write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":')
+  with pytest.raises(hf.UnsupportedModelError, match='not a readable safetensors file'):
     hf.load_pretrained(tmp_path)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import struct
 
 import jax
 import numpy as np
@@ -97,7 +98,11 @@ def read_tensors(directory) -> dict[str, np.ndarray]:
     files = [WEIGHTS_FILE]
   tensors = {}
   for name in files:
-    tensors.update(safetensors_io.load_file(directory / name))
+    try:
+      tensors.update(safetensors_io.load_file(directory / name))
+    except (OSError, ValueError, struct.error) as e:  # Missing shard, truncated or not the format.
+      raise UnsupportedModelError(f'{directory / name}: not a readable safetensors file '
+                                  f'({type(e).__name__}: {e}).') from None
   return tensors
 
 
