@@ -1,6 +1,7 @@
 """Hugging Face checkpoints in and out: parity with transformers' logits (stored, no PyTorch
 here), one-line refusals, bitwise export round trips of the worlds' own models."""
 
+import functools
 import json
 import pathlib
 import shutil
@@ -82,8 +83,9 @@ def test_kv_cache_decoding_of_a_loaded_gqa_model_matches_the_full_forward():
   config, params = hf.load_pretrained(FIXTURES / 'llama_gqa')
   tokens = np.load(FIXTURES / 'llama_gqa' / 'tokens.npy')
   kv = model_lib.init_kv_cache(config, batch_size=3, length=12)
-  first, kv = model_lib.forward_with_kv_cache(config, params, tokens[:, :7], kv)
-  rest, _ = model_lib.forward_with_kv_cache(config, params, tokens[:, 7:], kv)
+  step = jax.jit(functools.partial(model_lib.forward_with_kv_cache, config))
+  first, kv = step(params, tokens[:, :7], kv)
+  rest, _ = step(params, tokens[:, 7:], kv)
   np.testing.assert_allclose(np.concatenate([first, rest], axis=1),
                              np.load(FIXTURES / 'llama_gqa' / 'logits.npy'), atol=TOLERANCE)
 
@@ -161,6 +163,14 @@ def test_bf16_and_fp16_tensors_widen_to_fp32_exactly(tmp_path):
   np.testing.assert_array_equal(read['b'], values.astype(np.float16))
 
 
+def _random_params(config, seed: int) -> dict:
+  """Params of init_params' tree, every leaf N(0, 1) (biases and norms too; no slow init)."""
+  rng = np.random.RandomState(seed)
+  return jax.tree_util.tree_map(
+      lambda s: jnp.asarray(rng.standard_normal(s.shape).astype(np.float32)),
+      jax.eval_shape(lambda: model_lib.init_params(config, jax.random.PRNGKey(0))))
+
+
 def _world_models():
   pcfg = pcfg_model.model_config(pcfg_study.get_config('smoke'))
   tinystories = tinystories_model.model_config(tinystories_study.get_config('smoke'))
@@ -171,29 +181,25 @@ def _world_models():
 @pytest.mark.parametrize('max_shard_bytes', [None, 4096])
 def test_export_then_load_is_bitwise(tmp_path, world, max_shard_bytes):
   config = _world_models()[world]
-  params = model_lib.init_params(config, jax.random.PRNGKey(3))
+  params = _random_params(config, seed=3)
   hf.save_pretrained(config, params, tmp_path, max_shard_bytes=max_shard_bytes)
   assert (tmp_path / 'model.safetensors.index.json').exists() == bool(max_shard_bytes)
   loaded_config, loaded = hf.load_pretrained(tmp_path, precision=config.precision,
                                              attention=config.attention, qkv=config.qkv)
   assert loaded_config == config
-  assert _same_tree(params, loaded)
-  tokens = np.arange(2 * 8).reshape(2, 8) % config.vocab_size
-  np.testing.assert_array_equal(_logits(config, params, tokens),
-                                _logits(loaded_config, loaded, tokens))
+  assert _same_tree(params, loaded)  # Same config and bits: the same model.
 
 
 def test_export_round_trip_of_grouped_query_untied_llama(tmp_path):
   config = model_lib.llama_config(40, 16, 32, 2, 4, n_kv_heads=2, tied_embeddings=False,
                                    use_bias=True, rope_base=5e5, norm_eps=1e-6)
-  params = model_lib.init_params(config, jax.random.PRNGKey(4))
+  params = _random_params(config, seed=4)
   loaded_config, loaded = hf.load_pretrained(hf.save_pretrained(config, params, tmp_path))
   assert loaded_config == config and _same_tree(params, loaded)
 
 
 def test_a_model_without_a_hugging_face_architecture_is_refused_in_one_line(tmp_path):
   tracr_like = model_lib.TransformerConfig(vocab_size=8, max_len=6)  # No LayerNorm, not causal.
-  params = model_lib.init_params(tracr_like, jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match='model.causal=False') as e:
-    hf.save_pretrained(tracr_like, params, tmp_path)
-  assert '\n' not in str(e.value)
+    hf.save_pretrained(tracr_like, params=None, directory=tmp_path)  # Refused before params.
+  assert '\n' not in str(e.value) and not list(tmp_path.iterdir())
