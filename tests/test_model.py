@@ -529,3 +529,25 @@ def test_checkpoint_meta_ignores_attention(params):
   explicit = checkpoint.make_meta('x', CFG, params)
   assert explicit == checkpoint.make_meta('x', dataclasses.replace(CFG, attention='fused'), params)
   assert 'attention' not in explicit['model']
+
+
+@pytest.mark.parametrize('qkv', ['one_matmul', 'three_matmuls'])
+def test_grouped_query_attention_is_multi_head_attention_with_shared_key_values(qkv):
+  # n_kv_heads=2 of 4: query heads (0, 1) read kv head 0 and (2, 3) kv head 1. The same model
+  # with 4 kv heads whose key/value kernels repeat each group's gives the same logits.
+  gqa = m.llama_config(13, 8, 32, 2, 4, n_kv_heads=2, qkv=qkv)
+  mha = dataclasses.replace(gqa, n_kv_heads=None)
+  p = m.init_params(gqa, jax.random.PRNGKey(2))
+  assert p['blocks_0']['attn']['key']['kernel'].shape == (32, 2 * 8)
+  repeat = lambda w: jnp.repeat(w.reshape(32, 2, 8), 2, axis=1).reshape(32, 4 * 8)
+  p_mha = jax.tree_util.tree_map(lambda x: x, p)
+  for l in range(2):
+    for name in ('key', 'value'):
+      kernel = p[f'blocks_{l}']['attn'][name]['kernel']
+      p_mha[f'blocks_{l}']['attn'][name] = {'kernel': repeat(kernel)}
+  tokens = _tokens(t=8) % 13
+  logits, cache = m.run_with_cache(gqa, p, tokens, names=['blocks.0.attn.hook_v'])
+  assert cache['blocks.0.attn.hook_v'].shape == (3, 8, 2, 8)
+  np.testing.assert_allclose(logits, m.run_with_cache(mha, p_mha, tokens)[0], atol=1e-5)
+  with pytest.raises(ValueError, match='n_kv_heads=3 must divide'):
+    dataclasses.replace(gqa, n_kv_heads=3).validate()

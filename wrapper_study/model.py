@@ -5,8 +5,10 @@ are (no LayerNorm, ReLU MLPs, biases, attention scaled by 1/sqrt(d_head)); the
 PCFG and TinyStories models are the same module with other config values. The
 LLaMA-style flavour of the TinyStories world (the authors' llama2.c fork) is
 `norm='rms'`, `pos_embedding='rope'`, `mlp='swiglu'`, `tied_embeddings=True`,
-`use_bias=False`; see `llama_config`. Every new field defaults to the old
-behaviour, so older configs give the same parameter tree and outputs.
+`use_bias=False`; see `llama_config`. Grouped-query attention (`n_kv_heads`)
+and `norm_eps` serve the Hugging Face checkpoints of `wrapper_study/hf`. Every
+new field defaults to the old behaviour, so older configs give the same
+parameter tree and outputs.
 `precision` (fp32 / tf32 / bf16 compute) never changes the fp32 params;
 `attention` ('explicit' / 'fused') changes how attention is computed, not what.
 

@@ -17,9 +17,13 @@ shared transformer must match:
   head's q/k dimensions, so q_proj and k_proj rows are reordered per head on load (and back on
   export); attention scores are unchanged (q.k sums the same products), hook_q/hook_k hold
   the interleaved order.
+- Mistral: LLaMA's weights and computation plus a sliding attention window; with sequences no
+  longer than the window it is exactly LLaMA, so max_len is capped at `sliding_window`.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -61,7 +65,8 @@ def unsupported_options(hf: dict) -> list[str]:
 
 
 def _rope(hf: dict) -> dict:
-  """RoPE settings: transformers >= 5 writes `rope_parameters`, older `rope_theta`/`rope_scaling`."""
+  """RoPE settings: transformers >= 5 writes `rope_parameters`, older versions `rope_theta` and
+  `rope_scaling`."""
   rope = dict(hf.get('rope_scaling') or {})
   rope.update(hf.get('rope_parameters') or {})
   rope.setdefault('rope_theta', hf.get('rope_theta', 10000.0))
@@ -117,7 +122,8 @@ def gpt2_export(config: model_lib.TransformerConfig, params) -> tuple[dict, dict
         'activation_function': _GPT2_EXPORT_ACTIVATIONS[c.activation],
         'layer_norm_epsilon': c.norm_eps, 'initializer_range': c.init_std,
         'tie_word_embeddings': c.tied_embeddings, 'scale_attn_weights': True,
-        'resid_pdrop': 0.0, 'embd_pdrop': 0.0, 'attn_pdrop': 0.0}
+        'resid_pdrop': 0.0, 'embd_pdrop': 0.0, 'attn_pdrop': 0.0,
+        'bos_token_id': None, 'eos_token_id': None}  # GPT-2's 50256 is outside small vocabs.
   t = {'transformer.wte.weight': params['embed']['embedding'],
        'transformer.wpe.weight': params['pos_embed']['embedding'],
        'transformer.ln_f.weight': params['ln_final']['scale'],
@@ -233,6 +239,15 @@ def llama_export(config: model_lib.TransformerConfig, params) -> tuple[dict, dic
   return hf, t
 
 
+def mistral_config(hf: dict) -> model_lib.TransformerConfig:
+  config = llama_config(hf)
+  window = hf.get('sliding_window')
+  if window and window < config.max_len:  # Within the window no key is dropped: LLaMA.
+    config = dataclasses.replace(config, max_len=window)
+  return config
+
+
 # model_type -> (config, params, tensor-name prefix that Hugging Face's *ForCausalLM adds).
 LOADERS = {'gpt2': (gpt2_config, gpt2_params, 'transformer.'),
-           'llama': (llama_config, llama_params, 'model.')}
+           'llama': (llama_config, llama_params, 'model.'),
+           'mistral': (mistral_config, llama_params, 'model.')}

@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import struct
 
 import jax
 import numpy as np
 
+from wrapper_study import config_check
 from wrapper_study import model as model_lib
 from wrapper_study.hf import architectures
 from wrapper_study.hf import safetensors_io
@@ -26,11 +28,14 @@ CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'model.safetensors'
 INDEX_FILE = 'model.safetensors.index.json'
 SUPPORTED = {'gpt2': 'GPT-2', 'llama': 'LLaMA family (LLaMA 1/2/3 without rope scaling, '
-                                        'TinyLlama, SmolLM, llama2.c exports)'}
+                                        'TinyLlama, SmolLM, llama2.c exports)',
+             'mistral': 'Mistral, up to its sliding window'}
 
 
-class UnsupportedModelError(ValueError):
-  """A checkpoint the loader cannot read; its message is one line (the CLI exits 2 on it)."""
+class UnsupportedModelError(config_check.ConfigError):
+  """A checkpoint the loader cannot read; its message is one line. A ConfigError (so a
+  ValueError): raised from an experiment's validate() or run(), `wrapper-study` prints
+  `FATAL config error: <message>` and exits 2."""
 
 
 def supported_text() -> str:
@@ -93,7 +98,11 @@ def read_tensors(directory) -> dict[str, np.ndarray]:
     files = [WEIGHTS_FILE]
   tensors = {}
   for name in files:
-    tensors.update(safetensors_io.load_file(directory / name))
+    try:
+      tensors.update(safetensors_io.load_file(directory / name))
+    except (OSError, ValueError, struct.error) as e:  # Missing shard, truncated or not the format.
+      raise UnsupportedModelError(f'{directory / name}: not a readable safetensors file '
+                                  f'({type(e).__name__}: {e}).') from None
   return tensors
 
 

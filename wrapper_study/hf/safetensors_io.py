@@ -44,12 +44,13 @@ def load_file(path, names: Optional[set] = None) -> dict[str, np.ndarray]:
     if info['dtype'] == 'BF16':  # The top half of an fp32: widen by shifting, exact.
       array = (raw.view('<u2').astype(np.uint32) << 16).view(np.float32)
     elif info['dtype'] in _DTYPES:
-      array = raw.view(np.dtype(_DTYPES[info['dtype']]).newbyteorder('<')).astype(
-          _DTYPES[info['dtype']])
+      dtype = np.dtype(_DTYPES[info['dtype']])
+      array = np.array(raw.view(dtype.newbyteorder('<')), dtype=dtype)  # One copy, native order.
     else:
       raise ValueError(f'{path}: tensor {name} has dtype {info["dtype"]}, which this reader '
                        f'does not know (known: BF16, {", ".join(_DTYPES)}).')
-    out[name] = np.array(array.reshape(info['shape']))  # A copy: the memmap closes.
+    out[name] = array.reshape(info['shape'])
+  del data  # The copies outlive the map.
   return out
 
 
