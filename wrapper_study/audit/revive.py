@@ -48,7 +48,9 @@ def _step_fn(cfg, tx):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  return jax.jit(jax.vmap(step))
+  # Params and optimizer state are donated: a step updates them in place instead of holding
+  # two copies of every member's weights and Adam moments.
+  return jax.jit(jax.vmap(step), donate_argnums=(0, 1))
 
 
 def _batches(s: spec_lib.TokenSet, seeds, step: int, batch_size: int, salt: int) -> dict:
@@ -61,7 +63,11 @@ def _batches(s: spec_lib.TokenSet, seeds, step: int, batch_size: int, salt: int)
 
 def train(cfg, params_P, seeds, s: spec_lib.TokenSet, *, steps: int, lr: float, batch_size: int,
           salt: int, eval_steps=(), evaluate=None, what: str = 'training'):
-  """AdamW on s for every member (stacked params_P) at once; (params_P, {step: evaluate()})."""
+  """AdamW on s for every member (stacked params_P) at once; (params_P, {step: evaluate()}).
+
+  params_P is copied once (the steps donate their buffers; the caller's arrays stay valid).
+  """
+  params_P = jax.tree.map(jnp.copy, params_P)
   tx = optax.adamw(lr, weight_decay=0.0)
   opt_state = jax.vmap(tx.init)(params_P)
   step_fn = _step_fn(cfg, tx)
