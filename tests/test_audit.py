@@ -152,3 +152,15 @@ def test_bad_input_is_one_fatal_line_exit_2(tmp_path, case):
   lines = [l for l in proc.stderr.splitlines() if l.startswith('FATAL')]
   assert len(lines) == 1 and want in lines[0], proc.stderr[-2000:]
   assert 'Traceback' not in proc.stderr
+
+
+def test_audit_subcommand_is_the_config_runner_with_overrides():
+  from launch import audit as audit_cli  # pylint: disable=g-import-not-at-top
+  argv = ['wrapper-study', 'audit', '--pretrained=a', '--finetuned', 'b', '--capability=c.py:f',
+          '--workdir=w', '--config.reft.steps=5']
+  assert audit_cli.is_audit(argv) and not audit_cli.is_audit(['wrapper-study', '--config=x'])
+  assert audit_cli.to_runner_argv(argv) == [
+      'wrapper-study', '--config=audit', '--config.pretrained=a', '--config.finetuned=b',
+      '--config.capability=c.py:f', '--workdir=w', '--config.reft.steps=5']
+  assert audit_cli.to_runner_argv(['x', 'audit', '--config=audit:smoke', '--workdir=w'])[1] == (
+      '--config=audit:smoke')
