@@ -384,3 +384,56 @@ def test_p3_check_names_the_condition_that_failed():
   row = judge_analysis(**ANALYSIS_NOT_MEASURED['P3'][0])['P3']
   assert 'needs >= floor + 5: NOT met' in row['manipulation_check'], row
   assert '(needs one: met)' in row['manipulation_check'], row
+
+
+# ------------------------------------------------------------------ issue 29 ----
+
+
+def test_not_learned_is_by_construction_when_eta_s_was_calibrated_on_it():
+  """Point 7: the calibration picks eta_S so that C_Tr=0 Acc O_FT <= 60; testing <= 70 there
+  tests the selection. Reported `by construction`, not counted; uncalibrated lrs are judged."""
+  rows = {r['claim_id']: r for r in claims.study(STUDY, study_rows(), calibrated=True)}
+  row = rows['T5.not_learned']
+  assert row['verdict'].startswith(claims_lib.BY_CONSTRUCTION), row
+  assert 'holds on the values' in row['reason'], row
+  assert len(claims_lib.counted(list(rows.values()))) == 2
+  assert judge_study()['T5.not_learned']['verdict'] == claims_lib.HOLDS
+
+
+def test_pt_kept_asks_what_fine_tuning_changed():
+  """Point 8: a model fine-tuning did not move keeps O_PT trivially: not a verdict."""
+  unmoved = lambda p, lr, c, m, s, v: (_study_value(p, lr, c, m, LAST)
+                                       if p == 'high' and m == FT1 else v)
+  row = judge_study(unmoved)['T5.pt_kept']
+  assert row['verdict'] == claims_lib.not_measured(
+      'fine-tuning at eta_S changed nothing: an unmoved model keeps O_PT trivially'), row
+
+
+def test_pruning_control_is_random_units_not_the_c_tr0_model():
+  """Point 9: the C_Tr=0 model forms the wrapper too (Fig. 79), so its gain is no control: the
+  same gain there no longer cancels the C_Tr=1 gain; K random units of the same model do."""
+  def c_tr0_revives_too(p, members):
+    for i, m in enumerate(members):
+      p['acc_pt'][:, i, 0], p['acc_pt'][:, i, 3] = 10.0, 60.0 + m.seed
+  row = judge_analysis(prune=c_tr0_revives_too)['P2']
+  assert row['verdict'] == claims_lib.HOLDS and row['control_value'] == 0.0, row
+  assert 'random units' in row['reason'], row
+
+
+def test_reft_iterations_need_three_evaluations_per_doubling():
+  """Point 10: on 5, 10, 20, 50, 100 every revival from 51 to 100 read as 100; a threshold
+  read off a log plot is not decided on such a grid."""
+  coarse = CONFIG.copy_and_resolve_references()
+  coarse.analysis.reft_eval_steps = (5, 10, 20, 50, 100, 150, 225, 300, 400, 500)
+  rows = {r['claim_id'].split('[')[0]: r for r in claims.analysis(coarse, *analysis_inputs())}
+  assert rows['P4.strong']['verdict'] == claims_lib.not_measured(
+      'evaluation grid too coarse where the threshold decides'), rows['P4.strong']
+  assert judge_analysis()['P4.strong']['verdict'] == claims_lib.HOLDS  # The default grid.
+
+
+def test_members_of_one_seed_are_one_value_in_p3_and_p4():
+  """Point 3: P3's C_Tr members and P4's reFT members of one seed were separate 'seeds'."""
+  found = judge_analysis()
+  assert found['P3']['n_seeds'] == len(SEEDS), found['P3']
+  assert found['P4.weak']['n_seeds'] == len(SEEDS), found['P4.weak']
+  assert found['E2.jailbreak_acc']['n_seeds'] == len(SEEDS), found['E2.jailbreak_acc']
