@@ -61,7 +61,7 @@ def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
               'P4.scr_slower'):
     assert tag in names
   for c in claims:  # A verdict, with its reason where it is not a plain one.
-    assert c['verdict'].split(' (')[0] in ('holds', 'partly', 'does not hold', 'not measured'), c
+    assert c['verdict'].split(' (')[0] in claims_lib.VERDICTS, c
     assert c['reason'] and c['world'] == 'pcfg', c
   reft_rows = tables.read_csv(workdir / 'tables' / 'analysis_main_reft.csv')
   assert tuple(reft_rows[0]) == reft.REVIVAL_COLUMNS  # The schema every world writes.
