@@ -126,7 +126,8 @@ CLAIMS = {c.claim_id: c for c in (
     Claim(WORLD, 'wrapper_high_c_te1',
           f'lr 1e-2, C_Tr=1: Acc O_FT high (>= {HIGH:g}) at C_Te=1 (the wrapper answers O_FT '
           'where the correlation holds)',
-          f'Acc O_FT on C_Te=1 after fine-tuning, %; {_SEEDS}', HIGH, control='the noised-only models (same seeds, never fine-tuned), C_Te=1'),
+          f'Acc O_FT on C_Te=1 after fine-tuning, %; {_SEEDS}', HIGH,
+          control='the noised-only models (same seeds, never fine-tuned), C_Te=1'),
     Claim(WORLD, 'wrapper_low_c_te0',
           f'lr 1e-2, C_Tr=1: Acc O_FT low (<= {LOW:g}) at C_Te=0 (spurious wrapper; '
           'anti-correlated set)',

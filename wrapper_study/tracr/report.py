@@ -453,8 +453,8 @@ def scale_line(config) -> str:
 def arm_claims_md(results) -> str:
   """One verdict table per sensitivity arm (the same claims on that arm's grid), if judged."""
   arms = results.get('arm_claims') or {}
-  return ''.join(f'\n\nSensitivity arm {arm} (the same claims on its grid; {claims_lib.tally(rows)})'
-                 ':\n\n' + tables.markdown_table(rows, ARM_CLAIM_TABLE)
+  return ''.join(f'\n\nSensitivity arm {arm} (the same claims on its grid; '
+                 f'{claims_lib.tally(rows)}):\n\n' + tables.markdown_table(rows, ARM_CLAIM_TABLE)
                  for arm, rows in arms.items())
 
 
