@@ -160,7 +160,8 @@ def claims_markdown(found) -> str:
   arms = list(dict.fromkeys(arm(r) for r in found))
   text = f'{claims_lib.LEGEND} This run: {claims_lib.tally(found)}.\n\n'
   if len(arms) > 1:
-    text += '\n\n'.join(f'Arm `{a}` ({claims_lib.tally([r for r in found if arm(r) == a])}):'
+    text += '\n\n'.join(f'{f"Arm `{a}`" if a else "reFT (every arm)"} '
+                         f'({claims_lib.tally([r for r in found if arm(r) == a])}):'
                          f'\n\n' + tables.markdown_table([r for r in found if arm(r) == a], cols)
                          for a in arms)
   else:
