@@ -311,3 +311,11 @@ def test_readout_threshold_is_the_papers_cell_within_its_span():
   rows = cell_rows(paper.LR_VS, 0.0, (89.6, 89.8, 89.7)) + noised_rows()
   row = judged(tc.Evidence(rows), 'max_identifier')['readout_learned_lr_vs']
   assert row['verdict'] == HOLD, row
+
+
+def test_scratch_at_no_reft_lr_is_no_control():
+  """Point 5: Scr.+FT only at 1e-2, reFT at 1e-3: nothing matched, nothing decided."""
+  rows = [reft_row(paper.LR_M, s, 5, 95, 200) for s in SEEDS]
+  rows += [reft_row(None, s, 2, 95, 10, 1e-2) for s in SEEDS]
+  row = judged(tc.Evidence(noised_rows(), (), rows, reft_steps=500))['reft_faster_than_scratch']
+  assert row['verdict'] == claims_lib.not_measured('no Scr.+FT at the reFT lrs'), row

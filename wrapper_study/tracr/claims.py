@@ -244,7 +244,9 @@ def reft_claims(ev: Evidence, task: str) -> list[dict]:
   if not src or not scratch:
     out.append(_absent(cid, task, 'no reFT from lr 1e-2, or no Scr.+FT'))
   elif not lrs:
-    out.append(_absent(cid, task, 'no Scr.+FT at the reFT lrs (the matched control)'))
+    out.append(_judge(cid, task, [], check=claims_lib.Check(
+        False, 'Scr.+FT ran at no reFT lr: no matched control (a larger lr is no control)',
+        'no Scr.+FT at the reFT lrs')))
   else:
     src, scratch_m = at(src, lrs), at(scratch, lrs)
     kept = [r for r in src if not _diverged(r) and float(r['acc_o_pt_start']) < thr]

@@ -403,7 +403,8 @@ def arm_sections(config, task, arm_rows) -> list[tuple[str, str]]:
                      f'The main grid with one change, {arm} (finetune.{field} = {value:g}; '
                      f'seeds {tuple(config.calibration.get("arm_seeds") or config.finetune.seeds)}), to '
                      f'show how much the starting point or the clipping decides Table 3. The '
-                     f'claims are judged on the main grid only.\n\n' + table3_markdown(rows)))
+                     f'task\'s claims are also judged on this grid (verdict tables under the '
+                     f'main one, tables/claims_arms.csv).\n\n' + table3_markdown(rows)))
   return sections
 
 
