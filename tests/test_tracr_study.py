@@ -453,8 +453,9 @@ def test_calibrated_start_and_sensitivity_arms_end_to_end(tracr_cache, tmp_path)
   assert '[3/6] counter/sensitivity' in proc.stderr
   # Issue 29: each arm is judged by the task's own claims, a verdict table per arm.
   judged = tables.read_csv(workdir / 'tables' / 'claims_arms.csv')
-  assert {r['claim_id'] for r in judged} == {
-      f'{arm}:counter/{c}' for arm in ('noise=0.01', 'clip=10') for c in paper.TASK_CLAIMS['counter']}
+  assert {r['claim_id'] for r in judged} == {f'{arm}:counter/{c}'
+                                            for arm in ('noise=0.01', 'clip=10')
+                                            for c in paper.TASK_CLAIMS['counter']}
   assert all(r['verdict'].startswith(claims_lib.VERDICTS) for r in judged)
   assert 'Sensitivity arm clip=10 (the same claims on its grid' in text
   assert claims_lib.LEGEND in text
