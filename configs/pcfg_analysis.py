@@ -58,11 +58,19 @@ Choices where the paper is silent, with reasons:
   one.
 """
 
+import math
+
 import ml_collections
 
 from configs import pcfg_study
 
 VARIANTS = ('main', 'mixing', 'jailbreak', 'randft')
+
+
+def log_grid(first: int, last: int, per_doubling: int = 3) -> tuple[int, ...]:
+  """Steps first .. last, per_doubling of them per doubling (rounded, distinct)."""
+  n = int(per_doubling * math.log2(last / first))
+  return tuple(sorted({round(first * 2 ** (k / per_doubling)) for k in range(n + 1)} | {last}))
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
@@ -101,7 +109,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       reft_lrs=(),  # eta_M, eta_S; () = those of the fine-tuning lrs (calibrated at CPU scale).
       reft_source_c_trs=(0.0, 1.0),  # Fine-tuned models reverse-fine-tuned (at the largest lr).
       reft_steps=500,  # Paper: 10K (as fine-tuning).
-      reft_eval_steps=(5, 10, 20, 50, 100, 150, 225, 300, 400, 500),
+      # 3 evaluations per doubling (issue 29: P4's thresholds, read off the paper's log-scale
+      # Fig. 9, are decided where 51-100 must not all read as 100): 5, 6, 8, 10, ..., 500.
+      reft_eval_steps=log_grid(5, 500),
       scr_ft_prior=(0.003, 0.997, 0.0),  # Scr.+FT base: the mirror of the (CPU) low prior.
       revival_threshold=90.0,  # Acc O_PT (%) that counts as revived.
   ))
@@ -118,7 +128,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.analysis.mask_samples = 512
     c.analysis.k_step = 1
     c.analysis.reft_steps = 10_000
-    c.analysis.reft_eval_steps = (30, 100, 300, 1_000, 2_000, 3_000, 4_500, 6_000, 8_000, 10_000)
+    c.analysis.reft_eval_steps = log_grid(30, 10_000)
   elif scale == 'smoke':
     c.finetune.eval_steps = (2, 4)
     c.analysis.probe_steps = 20

@@ -61,7 +61,7 @@ def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
               'P4.scr_slower'):
     assert tag in names
   for c in claims:  # A verdict, with its reason where it is not a plain one.
-    assert c['verdict'].split(' (')[0] in ('holds', 'partly', 'does not hold', 'not measured'), c
+    assert c['verdict'].split(' (')[0] in claims_lib.VERDICTS, c
     assert c['reason'] and c['world'] == 'pcfg', c
   reft_rows = tables.read_csv(workdir / 'tables' / 'analysis_main_reft.csv')
   assert tuple(reft_rows[0]) == reft.REVIVAL_COLUMNS  # The schema every world writes.
@@ -70,9 +70,11 @@ def test_end_to_end_writes_every_figure_table_and_claim(smoke_run):
   config = analysis_config.get_config('smoke')
   # Every reFT group has every seed, and one row per (source, C_Tr, lr).
   assert all(int(r['n_seeds']) == len(config.finetune.seeds) for r in reft_rows)
-  prune = np.load(next((workdir / 'analysis').glob('*_prune.npz')))
+  prune = np.load(next((workdir / 'analysis').glob('*_prune_rand.npz')))
   n_members = len(config.finetune.lrs) * len(config.finetune.c_trs) * len(config.finetune.seeds)
   assert prune['acc_pt'].shape == (2, n_members, config.analysis.k_max + 1)
+  # Issue 29: P2's control, K random units of each model over K = 0..15 (here k_max).
+  assert prune['acc_pt_rand'].shape == (1, n_members, min(15, config.analysis.k_max) + 1)
   probes = np.load(next((workdir / 'analysis').glob('*_probes.npz')))['acc']
   assert probes.shape == (1 + n_members, config.model.n_layers + 1, 2)
   assert (probes >= 0).all() and (probes <= 100).all()

@@ -37,8 +37,8 @@ LAST = STUDY.finetune.eval_steps[-1]
 
 def _study_value(prior, lr, c, metric, step):
   """The paper's story: low prior C_Tr=1 is a wrapper; eta_S does not learn O_FT; high keeps O_PT."""
-  if prior == 'high':
-    return {PT0: 98.0 if step == 0 else 95.0}.get(metric, 50.0)
+  if prior == 'high':  # Fine-tuning teaches O_FT where it is triggered, and keeps O_PT.
+    return {PT0: 98.0 if step == 0 else 95.0, FT1: 20.0 if step == 0 else 97.0}.get(metric, 50.0)
   if step == 0:
     return {PT0: 80.0, FT1: 5.0, FT0: 5.0, FT0N: 5.0}[metric]
   if metric == PT0:
@@ -157,6 +157,9 @@ def analysis_inputs(ft=None, reft_at=None, reft_start=None, probes=None, prune=N
   prune_out = {'acc_pt': np.full((2, len(members), n_k), 10.0),
                'acc_ft': np.full((2, len(members), n_k), 50.0),
                'classes_pt': np.full((2, len(members), n_k), 5.0)}
+  n_few = min(paper.PRUNE_FEW_NEURONS, CONFIG.analysis.k_max) + 1
+  prune_out.update({f'{k}_rand': np.full((1, len(members), n_few), v[0, 0, 0])
+                    for k, v in prune_out.items()})  # K random units: no gain.
   for i, m in enumerate(members):
     if m.c_tr == 0.0:
       prune_out['acc_pt'][:, i] = 40.0
@@ -200,9 +203,9 @@ def _ft_unchanged(m, k, s):  # Fine-tuning moved nothing at any lr.
   return _ft_value(m, k, STEPS[-1]) if k in (PT0, FT1) and s == 0 else _ft_value(m, k, s)
 
 
-def _prune_control_revives(p, members):
+def _prune_control_revives(p, members):  # K random units of the same model gain as much.
   for i, m in enumerate(members):
-    p['acc_pt'][:, i, 0], p['acc_pt'][:, i, 3] = 10.0, 60.0 + m.seed
+    p['acc_pt_rand'][:, i, 0], p['acc_pt_rand'][:, i, 3] = 10.0, 60.0 + m.seed
 
 
 def _prune_nothing_lost(p, members):
@@ -223,7 +226,7 @@ def _never(source):
 ANALYSIS_FAIL = {
     'P1a': dict(ft=_ft_edit(lambda m: m.c_tr == 1.0 and m.lr == 1e-5, FT0, 40.0)),
     'P1b': dict(ft=_ft_edit(lambda m: m.c_tr == 0.0, PT0, 10.0)),
-    'P2': dict(prune=_prune_control_revives),  # The C_Tr=0 control gains as much.
+    'P2': dict(prune=_prune_control_revives),  # K random units gain as much.
     'P3': dict(probes=_probe_drops),
     'P4.strong': dict(reft_at=lambda s: 225 if s == 'high/ft' else _revives_at(s)),
     'P4.weak': dict(reft_at=lambda s: None if s == 'low/ft' else _revives_at(s)),
@@ -310,17 +313,20 @@ def test_reft_starting_above_the_threshold_is_not_a_revival():
 
 def test_never_counts_in_medians_and_a_model_that_never_counted_has_nothing_to_revive():
   # reFT of the fine-tuned models never revives: never = reft_steps + 1 in the per-seed medians,
-  # so Scr.+FT (300) is not slower than reFT (501).
+  # so Scr.+FT (300: the grid's first step at or after it) is not slower than reFT (>= 501, an
+  # upper bound on the gap).
   row = judge_analysis(reft_at=_never)['P4.scr_slower']
   assert row['verdict'] == claims_lib.DOES_NOT_HOLD, row
-  assert row['value'] == 300 - (CONFIG.analysis.reft_steps + 1)
+  scr_ft = min(s for s in REFT_STEPS if s >= 300)
+  assert row['value'] == scr_ft - (CONFIG.analysis.reft_steps + 1)
+  assert 'bounds from one censored arm' in row['reason'], row
   # The low-prior model did not count O_PT before fine-tuning: nothing to revive.
   row = judge_analysis(ft=_ft_edit(lambda m: True, PT0, 50.0, step=0))['P4.weak']
   assert row['verdict'] == claims_lib.not_measured(
       'pretraining did not teach O_PT: nothing to revive'), row
 
 
-def test_pruning_gain_is_read_against_the_c_tr0_control():
+def test_pruning_gain_is_read_against_k_random_units():
   row = judge_analysis()['P2']
   assert row['value'] == pytest.approx(51.0) and row['control_value'] == 0.0
   row = judge_analysis(prune=_prune_control_revives)['P2']
@@ -378,3 +384,56 @@ def test_p3_check_names_the_condition_that_failed():
   row = judge_analysis(**ANALYSIS_NOT_MEASURED['P3'][0])['P3']
   assert 'needs >= floor + 5: NOT met' in row['manipulation_check'], row
   assert '(needs one: met)' in row['manipulation_check'], row
+
+
+# ------------------------------------------------------------------ issue 29 ----
+
+
+def test_not_learned_is_by_construction_when_eta_s_was_calibrated_on_it():
+  """Point 7: the calibration picks eta_S so that C_Tr=0 Acc O_FT <= 60; testing <= 70 there
+  tests the selection. Reported `by construction`, not counted; uncalibrated lrs are judged."""
+  rows = {r['claim_id']: r for r in claims.study(STUDY, study_rows(), calibrated=True)}
+  row = rows['T5.not_learned']
+  assert row['verdict'].startswith(claims_lib.BY_CONSTRUCTION), row
+  assert 'holds on the values' in row['reason'], row
+  assert len(claims_lib.counted(list(rows.values()))) == 2
+  assert judge_study()['T5.not_learned']['verdict'] == claims_lib.HOLDS
+
+
+def test_pt_kept_asks_what_fine_tuning_changed():
+  """Point 8: a model fine-tuning did not move keeps O_PT trivially: not a verdict."""
+  unmoved = lambda p, lr, c, m, s, v: (_study_value(p, lr, c, m, LAST)
+                                       if p == 'high' and m == FT1 else v)
+  row = judge_study(unmoved)['T5.pt_kept']
+  assert row['verdict'] == claims_lib.not_measured(
+      'fine-tuning at eta_S changed nothing: an unmoved model keeps O_PT trivially'), row
+
+
+def test_pruning_control_is_random_units_not_the_c_tr0_model():
+  """Point 9: the C_Tr=0 model forms the wrapper too (Fig. 79), so its gain is no control: the
+  same gain there no longer cancels the C_Tr=1 gain; K random units of the same model do."""
+  def c_tr0_revives_too(p, members):
+    for i, m in enumerate(members):
+      p['acc_pt'][:, i, 0], p['acc_pt'][:, i, 3] = 10.0, 60.0 + m.seed
+  row = judge_analysis(prune=c_tr0_revives_too)['P2']
+  assert row['verdict'] == claims_lib.HOLDS and row['control_value'] == 0.0, row
+  assert 'random units' in row['reason'], row
+
+
+def test_reft_iterations_need_three_evaluations_per_doubling():
+  """Point 10: on 5, 10, 20, 50, 100 every revival from 51 to 100 read as 100; a threshold
+  read off a log plot is not decided on such a grid."""
+  coarse = CONFIG.copy_and_resolve_references()
+  coarse.analysis.reft_eval_steps = (5, 10, 20, 50, 100, 150, 225, 300, 400, 500)
+  rows = {r['claim_id'].split('[')[0]: r for r in claims.analysis(coarse, *analysis_inputs())}
+  assert rows['P4.strong']['verdict'] == claims_lib.not_measured(
+      'evaluation grid too coarse where the threshold decides'), rows['P4.strong']
+  assert judge_analysis()['P4.strong']['verdict'] == claims_lib.HOLDS  # The default grid.
+
+
+def test_members_of_one_seed_are_one_value_in_p3_and_p4():
+  """Point 3: P3's C_Tr members and P4's reFT members of one seed were separate 'seeds'."""
+  found = judge_analysis()
+  assert found['P3']['n_seeds'] == len(SEEDS), found['P3']
+  assert found['P4.weak']['n_seeds'] == len(SEEDS), found['P4.weak']
+  assert found['E2.jailbreak_acc']['n_seeds'] == len(SEEDS), found['E2.jailbreak_acc']

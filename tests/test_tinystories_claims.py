@@ -5,6 +5,7 @@ twist_fraction by step), the probe accuracies and the classifier's scores. The
 good history tells the paper's story; each bad one changes one thing.
 """
 
+import copy
 import dataclasses
 import math
 
@@ -54,7 +55,10 @@ def _logs(tmp_path, history) -> dict:
 
 
 def judge(tmp_path, *histories) -> dict:
-  """claim_id -> its claims.csv row; several histories are replicates (model seeds)."""
+  """claim_id -> its claims.csv row; several histories are replicates (model seeds). One
+  history is judged as two identical replicates (issue 29: one seed decides nothing)."""
+  if len(histories) == 1:
+    histories = (histories[0], copy.deepcopy(histories[0]))
   rows = claims.claims(CONFIG, [_logs(tmp_path, h) for h in histories],
                        [h['probes'] for h in histories], histories[0]['clf'],
                        histories[0]['info'])
@@ -132,7 +136,8 @@ def test_the_papers_story_holds_every_claim(tmp_path):
   assert list(rows) == list(paper.CLAIMS)
   for claim_id, row in rows.items():
     assert row['verdict'] == claims_lib.HOLDS, row
-    assert row['world'] == 'tinystories' and row['n_seeds'] == 1
+    assert row['world'] == 'tinystories'
+    assert row['n_seeds'] == (1 if claim_id == 'classifier_accuracy' else 2), row
     assert row['ci_low'] != '' and row['ci_high'] != '', row
     assert row['ci_low'] <= row['value'] <= row['ci_high'], row
     if claim_id != 'deletion_lr_raises_loss_more':  # Compares two lrs: no other control.
@@ -183,27 +188,53 @@ def test_twists_left_after_deletion_are_not_a_fast_recovery(tmp_path):
   assert 'in 5 of 6 models; left out: F (eta_M)' in row['manipulation_check']
 
 
-def test_close_revival_is_partly(tmp_path):
-  """Deleted surely at 1, Not-in-PT possibly at 1 but surely only at the second point: the
-  interval straddles."""
+def test_one_replicate_decides_nothing(tmp_path):
+  """Issue 29 point 1: one replicate's Wilson / Newcombe / band intervals are the sampling
+  noise of one model, not a verdict over seeds: every claim but the classifier's (one object,
+  no seeds) is 'not measured (1 seed)', its single observation kept in the reason."""
+  h = good_history()
+  rows = claims.claims(CONFIG, [_logs(tmp_path, h)], [h['probes']], h['clf'], h['info'])
+  for row in rows:
+    if row['claim_id'] == 'classifier_accuracy':
+      assert row['verdict'] == claims_lib.HOLDS, row
+    else:
+      assert row['verdict'] == claims_lib.not_measured('1 seed'), row
+      assert 'a single observation' in row['reason'], row
+
+
+def test_replicates_straddling_the_threshold_are_inconclusive(tmp_path):
+  """Two replicates, one clearly for and one against: the t-interval straddles."""
+  a, b = good_history(), good_history()
+  _set(b, ['reft_' + m for m in DELETED], 'twist_loss', REFT, 1.6)  # Above Not-in-PT's 1.5.
+  row = judge(tmp_path, a, b)['reft_loss_below_not_in_pt']
+  assert row['verdict'] == claims_lib.INCONCLUSIVE and 'straddles' in row['reason'], row
+
+
+def test_recovery_censored_in_both_arms_is_not_measured(tmp_path):
+  """Issue 29 point 2: neither a deleted model nor Not-in-PT reaches 3/4 of Present's within
+  the budget: no gap (never - never was scored 0, 'does not hold')."""
   history = good_history()
-  history['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'][POINTS[1]] = 62.0
-  history['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'][POINTS[2]] = 88.0
-  assert judge(tmp_path, history)['reft_recovers_faster']['verdict'] == claims_lib.PARTLY
-
-
-def test_loss_difference_within_the_margin_is_partly(tmp_path):
+  for m in DELETED + [paper.NOT_IN_PT]:
+    history['logs']['reft_' + m]['twist_fraction'] = dict(zip(POINTS, (5.0, 10.0, 20.0, 30.0)))
+  row = judge(tmp_path, history)['reft_recovers_faster']
+  assert row['verdict'] == claims_lib.not_measured(f'censored: neither revived within {REFT}'), row
+  # Only Not-in-PT censored: the deleted models' gaps are lower bounds, and they hold.
   history = good_history()
-  _set(history, ['reft_' + m for m in DELETED], 'twist_loss', REFT, 1.5 - paper.LOSS_MARGIN / 2)
-  assert judge(tmp_path, history)['reft_loss_below_not_in_pt']['verdict'] == claims_lib.PARTLY
+  history['logs']['reft_' + paper.NOT_IN_PT]['twist_fraction'] = dict(
+      zip(POINTS, (5.0, 10.0, 20.0, 30.0)))
+  assert judge(tmp_path, history)['reft_recovers_faster']['verdict'] == claims_lib.HOLDS
 
 
-def test_rate_difference_inside_its_interval_is_partly(tmp_path):
-  """Present 90% vs a deleted model at 80% of 64 generations: Newcombe straddles 0."""
-  history = good_history()
-  _set(history, DELETED[:1], 'twist_fraction', DEL, 80.0)
-  row = judge(tmp_path, history)['deletion_lowers_fraction']
-  assert row['verdict'] == claims_lib.PARTLY and row['ci_low'] < 0 < row['ci_high'], row
+def test_recovery_is_scored_on_a_doubling_grid():
+  """Issue 29 point 11: the recovery claim reads 1, 2, 4, ... up to the budget beside Table
+  1's points, and deletion moves the model as far as the paper's (lr budget)."""
+  points = claims.reft_points(CONFIG)
+  grid = [s for s in points if s]
+  assert grid[0] == 1 and grid[-1] == REFT
+  assert all(b <= 2 * a for a, b in zip(grid, grid[1:])), grid
+  assert set(CONFIG.reft.score_steps) <= set(points)
+  assert train.lr_budget_ratio(CONFIG, 'deletion') == pytest.approx(
+      paper.DELETION_BUDGET_RATIO, rel=0.05)
 
 
 def test_one_model_clearly_failing_fails_an_every_model_claim(tmp_path):

@@ -164,9 +164,16 @@ def reft_row(source_lr, seed, start, peak, revived_at, reft_lr=1e-3):
               acc_o_pt_max=peak, revived_at=revived_at)
 
 
-def reft_evidence(source_lr, start, peak, revived, scratch_at):
+def reft_evidence(source_lr, start, peak, revived, scratch_at, scratch_lr=1e-3,
+                  lr_m_peak=None):
+  """reFT at 1e-3 from `source_lr`, Scr.+FT at `scratch_lr` (matched: the same 1e-3);
+  lr_m_peak: also reFT of lr 1e-2 models (no_revival_lr_l's positive control) peaking there."""
   rows = [reft_row(source_lr, s, start, peak, r) for s, r in zip(SEEDS, revived)]
-  rows += [reft_row(None, s, 2, 95 if a != '' else 30, a, 1e-2) for s, a in zip(SEEDS, scratch_at)]
+  rows += [reft_row(None, s, 2, 95 if a != '' else 30, a, scratch_lr)
+           for s, a in zip(SEEDS, scratch_at)]
+  if lr_m_peak is not None:
+    rows += [reft_row(paper.LR_M, s, 5, lr_m_peak, 50 if lr_m_peak >= 90 else '')
+             for s in SEEDS]
   return tc.Evidence(noised_rows(), (), rows, reft_steps=500, revival_threshold=90.0)
 
 
@@ -181,18 +188,22 @@ def test_reft_faster_than_scratch(case, ev, want):
   assert row['verdict'] == want, (case, row)
 
 
-def test_reft_faster_counts_never_as_slowest():
-  # Neither revives within 500 iterations: a difference of 0, not "faster".
-  row = judged(reft_evidence(paper.LR_M, 5, 30, ('', '', ''), ('', '', '')))[
+def test_reft_faster_counts_never_as_a_bound():
+  # Scr.+FT never revives within 500: the gaps are lower bounds (>= 481), and they hold.
+  row = judged(reft_evidence(paper.LR_M, 5, 95, (10, 20, 10), ('', '', '')))[
       'reft_faster_than_scratch']
-  assert row['verdict'] == FAIL and row['value'] == 0.0, row
+  assert row['verdict'] == HOLD and 'bounds from one censored arm' in row['reason'], row
+  # reFT never revives, Scr.+FT does: upper bounds, below the margin: does not hold.
+  row = judged(reft_evidence(paper.LR_M, 5, 30, ('', '', ''), (20, 10, 20)))[
+      'reft_faster_than_scratch']
+  assert row['verdict'] == FAIL, row
 
 
 @pytest.mark.parametrize('case, ev, want', [
-    ('fail', reft_evidence(paper.LR_L, 5, 99, (10, 20, 10), ('', '', '')), FAIL),
-    ('not measured', reft_evidence(paper.LR_L, 95, 99, (0, 0, 0), ('', '', '')),
+    ('fail', reft_evidence(paper.LR_L, 5, 99, (10, 20, 10), ('', '', ''), lr_m_peak=99), FAIL),
+    ('not measured', reft_evidence(paper.LR_L, 95, 99, (0, 0, 0), ('', '', ''), lr_m_peak=99),
      'not measured (fine-tuning did not remove O_PT: nothing to revive)'),
-    ('hold', reft_evidence(paper.LR_L, 5, 20, ('', '', ''), (20, 10, 20)), HOLD),
+    ('hold', reft_evidence(paper.LR_L, 5, 20, ('', '', ''), (20, 10, 20), lr_m_peak=99), HOLD),
 ])
 def test_no_revival_after_large_lr(case, ev, want):
   row = judged(ev)['no_revival_lr_l']
@@ -263,3 +274,48 @@ def test_table3_marks_collapsed_and_diverged_cells():
   assert rows[1]['diverged'] == 2 and rows[1]['n_distinct'] == ''
   md = report.table3_markdown(rows)
   assert '1 COLLAPSED' in md and '2/2 diverged' in md and 'diverged |' in md
+
+
+# ------------------------------------------------------------------ issue 29 ----
+
+
+def test_scratch_control_runs_at_the_reft_lrs_only():
+  """Point 5: Scr.+FT at 1e-2 (a larger lr than any reFT's) revived fast and made reFT at 1e-3
+  look slow; the matched control is Scr.+FT at the reFT lr 1e-3 (slower than reFT)."""
+  rows = [reft_row(paper.LR_M, s, 5, 95, 200) for s in SEEDS]
+  rows += [reft_row(None, s, 2, 95, 10, 1e-2) for s in SEEDS]  # Unmatched: larger lr.
+  rows += [reft_row(None, s, 2, 95, 400, 1e-3) for s in SEEDS]  # Matched.
+  row = judged(tc.Evidence(noised_rows(), (), rows, reft_steps=500))['reft_faster_than_scratch']
+  assert row['verdict'] == HOLD and row['value'] == 200.0, row
+  assert row['control_value'] == 400.0 and 'matched lrs 0.001' in row['reason'], row
+
+
+def test_no_revival_needs_its_positive_control_to_revive():
+  """Point 5: reFT after lr 1e-2 (which should revive) is no_revival_lr_l's matched control;
+  when it does not revive either, the budget cannot tell, whatever lr 1e-1 did."""
+  ev = reft_evidence(paper.LR_L, 5, 20, ('', '', ''), (20, 10, 20), lr_m_peak=40)
+  row = judged(ev)['no_revival_lr_l']
+  assert row['verdict'] == claims_lib.not_measured(
+      'the matched control (reFT after lr 1e-2) did not revive either: the budget cannot '
+      'tell'), row
+  row = judged(reft_evidence(paper.LR_L, 5, 20, ('', '', ''), (20, 10, 20), lr_m_peak=99))[
+      'no_revival_lr_l']
+  assert row['verdict'] == HOLD and row['control_value'] == 99.0, row
+
+
+def test_readout_threshold_is_the_papers_cell_within_its_span():
+  """Point 6: the paper's own cell is 91.1 and its 1e-4 cells span 88.6-97.1; 90 would fail a
+  faithful reproduction at 89-90."""
+  assert paper.READOUT_PAPER_CELL == 91.1 and paper.READOUT_PAPER_SPAN == (88.6, 97.1)
+  assert paper.CLAIMS['readout_learned_lr_vs'].threshold == 88.6
+  rows = cell_rows(paper.LR_VS, 0.0, (89.6, 89.8, 89.7)) + noised_rows()
+  row = judged(tc.Evidence(rows), 'max_identifier')['readout_learned_lr_vs']
+  assert row['verdict'] == HOLD, row
+
+
+def test_scratch_at_no_reft_lr_is_no_control():
+  """Point 5: Scr.+FT only at 1e-2, reFT at 1e-3: nothing matched, nothing decided."""
+  rows = [reft_row(paper.LR_M, s, 5, 95, 200) for s in SEEDS]
+  rows += [reft_row(None, s, 2, 95, 10, 1e-2) for s in SEEDS]
+  row = judged(tc.Evidence(noised_rows(), (), rows, reft_steps=500))['reft_faster_than_scratch']
+  assert row['verdict'] == claims_lib.not_measured('no Scr.+FT at the reFT lrs'), row

@@ -199,7 +199,8 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
       f'{t}/{c}' for t in ('counter', 'max_identifier')
       for c in paper.TASK_CLAIMS[t] + paper.GENERAL_CLAIMS}
   assert all(r['world'] == 'tracr' and r['verdict'].split(' (')[0] in (
-      'holds', 'partly', 'does not hold', 'not measured') for r in claims)
+      'holds', 'inconclusive', 'does not hold', 'not measured', 'by construction')
+      for r in claims)
   assert "reduced scale: 6 of the paper's 10K iterations, Counter over 6 of 45 tokens" in text
   assert {'n_distinct', 'collapsed', 'c_te0_natural/acc_o_ft'} <= set(table[0])
   for name in ('members_counter.csv', 'pruning_members_counter.csv', 'reft_members_counter.csv'):
@@ -450,6 +451,14 @@ def test_calibrated_start_and_sensitivity_arms_end_to_end(tracr_cache, tmp_path)
   assert 'clip=10 (finetune.grad_clip_norm = 10; seeds (1,))' in text
   assert 'counter: Table 3, sensitivity arm clip=10' in text
   assert '[3/6] counter/sensitivity' in proc.stderr
+  # Issue 29: each arm is judged by the task's own claims, a verdict table per arm.
+  judged = tables.read_csv(workdir / 'tables' / 'claims_arms.csv')
+  assert {r['claim_id'] for r in judged} == {f'{arm}:counter/{c}'
+                                            for arm in ('noise=0.01', 'clip=10')
+                                            for c in paper.TASK_CLAIMS['counter']}
+  assert all(r['verdict'].startswith(claims_lib.VERDICTS) for r in judged)
+  assert 'Sensitivity arm clip=10 (the same claims on its grid' in text
+  assert claims_lib.LEGEND in text
 
 
 @pytest.mark.parametrize('arms, match', [

@@ -55,7 +55,7 @@ def run(config, workdir) -> dict:
         # The pretrained accuracy belongs to the final checkpoint only.
         pre = tuple(acc.values())[:2] if pt_step == config.pretrain.steps else (float('nan'),) * 2
         rows += pcfg_report.table_rows(config, prior, pt_step, members, history, pre)
-  found = pcfg_claims.study(config, rows)
+  found = pcfg_claims.study(config, rows, calibrated=calibration is not None)
   tables_dir = workdir / 'tables'
   tables.write_csv(tables_dir / 'pretrained_accuracy.csv', pre_rows)
   tables.write_csv(tables_dir / f'finetune_{config.finetune.task}.csv', rows)

@@ -97,7 +97,8 @@ def validate(config) -> None:
     cc.fail('deletion.lr_names', d.lr_names,
             f'must name each of deletion.lrs={tuple(d.lrs)} once (Table 1 uses eta_M, eta_S)')
   for path, total in (('deletion.loss_steps', d.steps), ('reft.loss_steps', config.reft.steps),
-                      ('reft.score_steps', config.reft.steps)):
+                      ('reft.score_steps', config.reft.steps),
+                      ('reft.recovery_steps', config.reft.steps)):
     steps = cc.get(config, path)
     if not steps or any(isinstance(s, bool) or not isinstance(s, int) or not 0 < s <= total
                         for s in steps) or list(steps) != sorted(set(steps)):

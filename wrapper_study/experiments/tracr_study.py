@@ -117,8 +117,10 @@ def _check_k_max(config) -> None:
             f'{name}; valid: 0..{n}. Fix it with --config.pruning.k_max=...')
 
 
-def sensitivity_rows(config, data, test_sets, workdir, writer) -> list[dict]:
-  """Table 3 of the grid rerun under each of calibration.arms (how much the start decides it)."""
+def sensitivity_rows(config, data, test_sets, workdir, writer,
+                     arm_claims: dict = None) -> list[dict]:
+  """Table 3 of the grid rerun under each of calibration.arms (how much the start decides it);
+  arm_claims (arm -> rows) gets the task's claims judged on each arm's grid (issue 29)."""
   rows = []
   for arm in config.calibration.arms:
     acfg = train.arm_config(config, arm)
@@ -127,8 +129,13 @@ def sensitivity_rows(config, data, test_sets, workdir, writer) -> list[dict]:
     final = {m: c[-1] for m in report.METRICS + report.NATURAL_METRICS
              if (c := history.curve(m)[1]).size}
     distinct = analysis.n_distinct(data.tm, data.position, params_P, test_sets)
+    finite = population.finite_members(params_P)
     rows += [{'arm': arm, **r} for r in report.table3_rows(
-        acfg, data.spec.task, members, final, population.finite_members(params_P), distinct)]
+        acfg, data.spec.task, members, final, finite, distinct)]
+    if arm_claims is not None and data.spec.impl.paper_claims:
+      mrows = analysis.member_rows(acfg, data, members, params_P, history, test_sets, finite)
+      arm_claims.setdefault(arm, []).extend(tracr_claims.task_claims(
+          data.spec.task, data.spec.impl.paper_claims, tracr_claims.Evidence(mrows)))
   tables.write_csv(workdir / 'tables' / f'table3_arms_{data.spec.task}.csv', rows)
   return rows
 
@@ -181,7 +188,8 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   arm_rows = []
   if config.calibration.arms:
     with times.timed(f'{name}/sensitivity'):  ######## The same grid under other starts ########
-      arm_rows = sensitivity_rows(config, data, test_sets, workdir, writer)
+      arm_rows = sensitivity_rows(config, data, test_sets, workdir, writer,
+                                  results.setdefault('arm_claims', {}))
 
   with times.timed(f'{name}/maps'):  ######## Attention and MLP maps ########
     report.map_figures(config, data, members, params_P, test_sets, workdir,
@@ -245,6 +253,10 @@ def run(config, workdir) -> dict:
   tables.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', results['compiled'])
   tables.write_csv(workdir / 'tables' / 'calibration.csv', results['calibration'])
   tables.write_csv(workdir / 'tables' / 'claims.csv', results['claims'], claims_lib.CLAIMS_COLUMNS)
+  tables.write_csv(workdir / 'tables' / 'claims_arms.csv',
+                   [{**r, 'claim_id': f'{arm}:{r["claim_id"]}'}
+                    for arm, rows in results.get('arm_claims', {}).items() for r in rows],
+                   claims_lib.CLAIMS_COLUMNS)
   tables.write_csv(workdir / 'tables' / 'timing.csv', results['timing'])
   about = {s.task: s.impl.description or s.program_name for s in specs}
   tables.write_report(workdir / 'report.md', 'Tracr study',

@@ -31,7 +31,7 @@ from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import paper
 
 _PROBE_TRAIN_SALT, _PROBE_TEST_SALT = 505, 506
-_PRUNE_SCORE_SALT, _PRUNE_TEST_SALT = 404, 405
+_PRUNE_SCORE_SALT, _PRUNE_TEST_SALT, _PRUNE_RANDOM_SALT = 404, 405, 406
 
 
 def probe_data(config, n: int, salt: int):
@@ -141,6 +141,16 @@ def prune(config, params_P) -> dict[str, np.ndarray]:
   curves = pruning.search(eval_fn, params_P, units, jnp.concatenate([rank_gw, rank_lm]),
                           member_C, ks, chunk_size=a.prune_chunk)
   out = {k: np.asarray(v).reshape(2, n_members, len(ks)) for k, v in curves.items()}
+  # P2's control (issue 29): K random units of the same model, searched over the same
+  # K = 0..PRUNE_FEW_NEURONS with the same "best K" rule: did grad x weight find something
+  # a random choice of as many units would not? One fixed permutation per member.
+  few = list(range(min(paper.PRUNE_FEW_NEURONS, a.k_max) + 1))
+  rng = np.random.default_rng([config.seed, _PRUNE_RANDOM_SALT])
+  rank_rand = np.stack([np.argsort(rng.permutation(units.n_units)) for _ in range(n_members)])
+  rand = pruning.search(eval_fn, params_P, units, jnp.asarray(rank_rand, jnp.int32),
+                        np.arange(n_members), few, chunk_size=a.prune_chunk)
+  out.update({f'{k}_rand': np.asarray(v).reshape(1, n_members, len(few))
+              for k, v in rand.items()})
   out['mask_n_pruned'] = n_pruned
   out['top_units_gw'] = np.array([pruning.top_units(units, rank_gw[i], paper.PRUNE_FEW_NEURONS)
                                   for i in range(n_members)])
@@ -190,7 +200,7 @@ def analyse(config, pop: str, pre_params, params_P, workdir: pathlib.Path,
         lambda: _nan_probes(probes(config, pre_params, params_P), bad))
   if config.analysis.pruning:
     with times.timed(f'pruning + learned mask {label}'):
-      out['prune'] = metrics.cached_arrays(cache / f'{pop}_prune.npz',
+      out['prune'] = metrics.cached_arrays(cache / f'{pop}_prune_rand.npz',
                                            lambda: _nan_prune(prune(config, params_P), bad))
   return out
 
@@ -208,5 +218,6 @@ def _nan_probes(out, bad_P):
 
 
 def _nan_prune(out, bad_P):
-  return {k: _nan_at(v, bad_P, 1) if k in ('acc_pt', 'acc_ft', 'classes_pt') else
+  curves = ('acc_pt', 'acc_ft', 'classes_pt', 'acc_pt_rand', 'acc_ft_rand', 'classes_pt_rand')
+  return {k: _nan_at(v, bad_P, 1) if k in curves else
           (_nan_at(v, bad_P, 0) if k == 'mask_n_pruned' else v) for k, v in out.items()}

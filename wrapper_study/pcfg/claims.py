@@ -23,6 +23,7 @@ from wrapper_study.pcfg import model as pcfg_model
 from wrapper_study.pcfg import paper
 from wrapper_study.pcfg import train as pcfg_train
 from wrapper_study.report import claims as claims_lib
+from wrapper_study.report import intervals
 
 PT0, PT1, FT0, FT1 = 'c_te0/acc_o_pt', 'c_te1/acc_o_pt', 'c_te0/acc_o_ft', 'c_te1/acc_o_ft'
 FT0N = f'{pcfg_train.NATURAL}/acc_o_ft'
@@ -161,8 +162,13 @@ def wrapper_claim(config, grid: Grid, claim) -> dict:
 # ------------------------------------------------------------------- study ----
 
 
-def study(config, rows) -> list[dict]:
-  """Table 5's signatures at the last evaluation, one CLAIMS_COLUMNS row each."""
+def study(config, rows, calibrated: bool = False) -> list[dict]:
+  """Table 5's signatures at the last evaluation, one CLAIMS_COLUMNS row each.
+
+  calibrated: the lrs were picked by pcfg.calibration, which chose eta_S as the largest lr
+  at which the low prior's C_Tr=0 Acc O_FT stays <= calibration.stay_max: T5.not_learned then
+  tests the quantity its lr was chosen on and is reported `by construction` (not counted).
+  """
   low, high = study_grid(config, rows, 'low'), study_grid(config, rows, 'high')
   out = [wrapper_claim(config, low, _claim('T5.wrapper'))]
   eta_s, eta_l = _lrs(config)[0], _lrs(config)[-1]
@@ -178,6 +184,13 @@ def study(config, rows) -> list[dict]:
         f'O_FT (C_Te=0) rose {gain:+.1f} (needs >= {paper.FT_CHANGED_MIN})',
         'the largest lr did not learn O_FT either: nothing to contrast')
     row = claims_lib.judge(claim, v, check=check, control_value=_mean(start))
+    cal = config.get('calibration')
+    if calibrated and cal is not None and cal.get('prior', 'low') == 'low':
+      row['reason'] = (f'{row["verdict"]} on the values ({row["reason"]}); but eta_S={eta_s:g} '
+                       f'was chosen by the calibration so that this Acc O_FT stays <= '
+                       f'{cal.get("stay_max", "stay_max")}: the claim tests its own selection')
+      row['verdict'] = claims_lib.by_construction(
+          'eta_S chosen so that C_Tr=0 Acc O_FT stays low')
     row['reason'] += (f'; natural set {_fmt(low.get(eta_s, 0.0, FT0N))}'
                       f'{_collapsed(low, eta_s, 0.0)}; control: Acc O_FT before fine-tuning')
     out.append(row)
@@ -187,10 +200,25 @@ def study(config, rows) -> list[dict]:
     out.append(_missing(claim, f'high prior, lr {eta_s:g}'))
   else:
     start = _mean(high.get(eta_s, cs[0], PT0, 0))
+    # Issue 29: "kept" means something only if fine-tuning did something; an unmoved model
+    # keeps O_PT trivially. The check asks what fine-tuning changed: Acc O_FT (C_Te=1, the
+    # cells where it is taught) rose, or Acc O_FT (C_Te=0) moved, by >= FT_CHANGED_MIN.
+    moved = {}
+    for c in cs:
+      for m in (FT1, FT0):
+        a, b = high.get(eta_s, c, m, 0), high.get(eta_s, c, m)
+        if a is not None and b is not None:
+          moved[f'C_Tr {c:g} {m}'] = abs(_mean(b) - _mean(a))
+    best = max(moved, key=moved.get) if moved else None
+    did = best is not None and moved[best] >= paper.FT_CHANGED_MIN
+    taught = start >= paper.PT_KEPT_MIN
     check = claims_lib.Check(
-        start >= paper.PT_KEPT_MIN, f'the pretrained model counts {config.finetune.operand_pt}: '
-        f'Acc O_PT {start:.1f} before fine-tuning (needs >= {paper.PT_KEPT_MIN})',
-        'pretraining did not teach O_PT: nothing to keep')
+        taught and did, f'the pretrained model counts {config.finetune.operand_pt}: Acc O_PT '
+        f'{start:.1f} before fine-tuning (needs >= {paper.PT_KEPT_MIN}); fine-tuning moved '
+        + (f'{best} by {moved[best]:.1f} points' if best else 'nothing measured')
+        + f' (needs >= {paper.FT_CHANGED_MIN})',
+        'pretraining did not teach O_PT: nothing to keep' if not taught else
+        'fine-tuning at eta_S changed nothing: an unmoved model keeps O_PT trivially')
     row = claims_lib.judge(claim, np.min([high.get(eta_s, c, PT0) for c in cs], axis=0),
                            check=check, control_value=start)
     row['reason'] += '; ' + '; '.join(f'C_Tr {c:g}: {_fmt(high.get(eta_s, c, PT0))}'
@@ -218,10 +246,12 @@ def p1b(config, grid: Grid, claim) -> dict:
   return row
 
 
-def _best_gain(p, i, k_few) -> tuple[float, int]:
-  """(largest Acc O_PT gain over K = 1..k_few without a collapse, its K) of candidate i."""
-  curve, classes = p['acc_pt'][0, i], p['classes_pt'][0, i]
-  ok = [k for k in range(1, k_few + 1) if classes[k] >= paper.PRUNE_MIN_DISTINCT_ANSWERS]
+def _best_gain(p, i, k_few, order: str = '') -> tuple[float, int]:
+  """(largest Acc O_PT gain over K = 1..k_few without a collapse, its K) of candidate i;
+  order '_rand': the random-units ordering (P2's control), over the same K."""
+  curve, classes = p[f'acc_pt{order}'][0, i], p[f'classes_pt{order}'][0, i]
+  ok = [k for k in range(1, min(k_few, len(curve) - 1) + 1)
+        if classes[k] >= paper.PRUNE_MIN_DISTINCT_ANSWERS]
   if not ok:
     return 0.0, 0
   k = max(ok, key=lambda k: curve[k])
@@ -229,15 +259,23 @@ def _best_gain(p, i, k_few) -> tuple[float, int]:
 
 
 def p2(config, r: dict, claim) -> dict:
-  """Pruning gain of C_Tr=1 models over the same pruning of C_Tr=0 models (same seed)."""
+  """Pruning gain of C_Tr=1 models (grad x weight) over K random units of the same model.
+
+  Issue 29: the C_Tr=0 model at eta_S forms the wrapper too (paper Fig. 79), so it is no
+  control; K random units of the same model, searched over the same K with the same rule, ask
+  whether grad x weight found the wrapper. (The eta_L model, where O_PT is deleted, is not in
+  the analysis grid: eta_M and eta_S only.)
+  """
   members, p = r['members'], r['prune']
   lr = _lrs(config)[0]
   k_few = min(paper.PRUNE_FEW_NEURONS, config.analysis.k_max)
   by_seed = lambda c: {m.seed: i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c}
-  ft, ctl = by_seed(1.0), by_seed(0.0)
-  seeds = sorted(set(ft) & set(ctl))
+  ft, c0 = by_seed(1.0), by_seed(0.0)
+  seeds = sorted(ft)
   if not seeds:
-    return _missing(claim, f'lr {lr:g}, C_Tr=0 and 1')
+    return _missing(claim, f'lr {lr:g}, C_Tr=1')
+  if 'acc_pt_rand' not in p:
+    return _missing(claim, 'the random-units control (an analysis cached before issue 29)')
   steps, pt = r['history'].curve(PT0)
   start = {s: float(pt[list(steps).index(0), i]) for s, i in ft.items()} if 0 in steps else {}
   kept = [s for s in seeds if s in start and
@@ -250,13 +288,16 @@ def p2(config, r: dict, claim) -> dict:
       'fine-tuning did not remove O_PT: nothing to revive')
   use = kept or seeds
   gains = {s: _best_gain(p, ft[s], k_few) for s in use}
-  controls = {s: _best_gain(p, ctl[s], k_few) for s in use}
+  controls = {s: _best_gain(p, ft[s], k_few, '_rand') for s in use}
+  old = {s: _best_gain(p, c0[s], k_few)[0] for s in use if s in c0}
   row = claims_lib.judge(claim, [gains[s][0] - controls[s][0] for s in use], check=check,
                          control_value=_mean([controls[s][0] for s in use]))
   row['reason'] += ('; ' + '; '.join(
       f'seed {s}: +{gains[s][0]:.1f} at K={gains[s][1]} (Acc O_FT '
       f'{p["acc_ft"][0, ft[s], 0]:.1f} -> {p["acc_ft"][0, ft[s], gains[s][1]]:.1f}), control '
-      f'C_Tr=0 +{controls[s][0]:.1f}' for s in use) + '; control: mean best gain of C_Tr=0 models')
+      f'{gains[s][1] and controls[s][1]} random units +{controls[s][0]:.1f}'
+      + (f', C_Tr=0 grad x weight +{old[s]:.1f}' if s in old else '') for s in use)
+      + '; control: mean best gain of K random units of the same model')
   return row
 
 
@@ -284,9 +325,12 @@ def p3(config, prior: str, r: dict, claim) -> Optional[dict]:
       'the pretrained model does not decode O_PT above the floor: nothing to keep')
   best = lambda lr: np.array([acc[1 + i, 1:, 0].max() for i, m in enumerate(members)
                               if m.lr == lr], float)
+  seeds = lambda lr: [m.seed for m in members if m.lr == lr]
   per_lr = {lr: best(lr) for lr in (kept or use)}
-  n = min(len(v) for v in per_lr.values())
-  per_seed = np.min([v[:n] - pre_best for v in per_lr.values()], axis=0)
+  # Issue 29: members of one seed (its C_Tr) are one value (their mean) before the interval;
+  # then the worst lr per seed.
+  per_seed = np.min([intervals.per_seed(seeds(lr), v - pre_best) for lr, v in per_lr.items()],
+                    axis=0)
   row = claims_lib.judge(claim, per_seed, check=check, control_value=floor)
   row['reason'] += ('; ' + '; '.join(f'{lr_name(config, lr)}: best block {_mean(v):.1f} '
                                      f'(pretrained {pre_best:.1f})' for lr, v in per_lr.items())
@@ -298,12 +342,16 @@ def jailbreak(config, grid: Grid, tag: str) -> list[dict]:
   fams = pcfg_model.jailbreak_families(config)
   kept, check = _changed_lrs(grid, _lrs(config))
   use = kept or _lrs(config)
-  plain = np.concatenate([grid.get(lr, 1.0, PT0) for lr in use])
-  fam = lambda f: np.concatenate([grid.get(lr, 1.0, f'{PT0}_{f}') for lr in use])
-  jb = np.min([fam(f) for f in fams], axis=0)
-  each = '; '.join(f'{f}: {_mean(fam(f)):.1f}' for f in fams)
+  # Issue 29: one value per seed (the worst lr), never the lrs of one seed as seeds.
+  fam_lr = lambda f, lr: grid.get(lr, 1.0, f'{PT0}_{f}')
+  jb_lr = {lr: np.min([fam_lr(f, lr) for f in fams], axis=0) for lr in use}
+  plain = np.min([grid.get(lr, 1.0, PT0) for lr in use], axis=0)
+  jb = np.min(list(jb_lr.values()), axis=0)
+  gain = np.min([jb_lr[lr] - grid.get(lr, 1.0, PT0) for lr in use], axis=0)
+  each = '; '.join(f'{f}: {_mean(np.min([fam_lr(f, lr) for lr in use], axis=0)):.1f}'
+                   for f in fams)
   out = []
-  for claim_id, values in (('E2.jailbreak_acc', jb), ('E2.jailbreak_gain', jb - plain)):
+  for claim_id, values in (('E2.jailbreak_acc', jb), ('E2.jailbreak_gain', gain)):
     row = claims_lib.judge(_claim(claim_id, tag), values, check=check, control_value=_mean(plain))
     row['reason'] += f'; plain family token {_mean(plain):.1f}; {each}; control: the plain token'
     out.append(row)
@@ -345,7 +393,19 @@ def reft(config, members, history, pretrained: Optional[dict] = None) -> list[di
     return low, claims_lib.Check(bool(low), desc, 'fine-tuning did not remove O_PT')
 
   control = (f'control: Scr.+FT {fmt(scr_ft)} (median {med(scr_ft):g}), Scr. {fmt(scr)} (median '
-             f'{med(scr):g}); never = {never}')
+             f'{med(scr):g}) at the same reFT lr {lr:g}, budget and grid; never = {never}')
+  seed_of = lambda i: members[i].seed
+
+  def by_seed(ii):
+    """Issue 29: one value per seed (the median of its members, e.g. C_Tr 0 and 1), a LOWER
+    bound when one of them never revived within the budget."""
+    seeds = sorted({seed_of(i) for i in ii})
+    vals = [med([i for i in ii if seed_of(i) == s]) for s in seeds]
+    kinds = [claims_lib.LOWER if any(its(i) >= never for i in ii if seed_of(i) == s)
+             else claims_lib.EXACT for s in seeds]
+    return vals, kinds
+
+  grid = _grid_resolution(config)
   out = []
   for claim_id, source, paper_iters in (('P4.strong', 'high/ft', paper.REFT_STRONG_ITERS),
                                         ('P4.weak', 'low/ft', paper.REFT_WEAK_ITERS)):
@@ -355,7 +415,12 @@ def reft(config, members, history, pretrained: Optional[dict] = None) -> list[di
       out.append(_missing(claim, f'reFT of {source}'))
       continue
     low, check = removed(ii, source)
-    row = claims_lib.judge(claim, [its(i) for i in low or ii], check=check,
+    coarse = grid(claim.threshold)
+    if check.passed and coarse:
+      check = claims_lib.Check(False, check.description + '; ' + coarse,
+                               'evaluation grid too coarse where the threshold decides')
+    vals, kinds = by_seed(low or ii)
+    row = claims_lib.judge(claim, vals, kinds=kinds, budget=a.reft_steps, check=check,
                            control_value=med(scr_ft))
     row['reason'] += f'; reFT {fmt(low or ii)}; {control}'
     out.append(row)
@@ -363,32 +428,47 @@ def reft(config, members, history, pretrained: Optional[dict] = None) -> list[di
   ii = idx(lambda m: m.source not in (pcfg_train.SCR_FT, pcfg_train.SCR)
            and not m.source.endswith('/randft'))
   low, check = removed(ii, 'fine-tuned')
-  revives = [i for i in low + scr_ft if iters(i) is not None]
-  if check.passed and not revives:
-    check = claims_lib.Check(False, check.description + '; neither reFT nor Scr.+FT revives '
-                             'within the run', 'neither reFT nor Scr.+FT revives within the run')
   seeds = sorted({members[i].seed for i in scr_ft})
-  diff = [its(next(i for i in scr_ft if members[i].seed == s))
-          - med([i for i in (low or ii) if members[i].seed == s]) for s in seeds
-          if any(members[i].seed == s for i in (low or ii))]
-  row = claims_lib.judge(claim, diff, check=check, control_value=med(scr))
+  gaps = [claims_lib.iteration_gap(med([i for i in (low or ii) if seed_of(i) == s]),
+                                   its(next(i for i in scr_ft if seed_of(i) == s)), never)
+          for s in seeds if any(seed_of(i) == s for i in (low or ii))]
+  row = claims_lib.judge(claim, [g for g, _ in gaps], kinds=[k for _, k in gaps],
+                         budget=a.reft_steps, check=check, control_value=med(scr))
   row['reason'] += f'; reFT {fmt(low or ii)}; {control}'
   out.append(row)
   ii = idx(lambda m: m.source.endswith('/randft'))
   if ii:
     low, check = removed(ii, 'randFT')
     use = low or ii
-    diff = []
+    gaps = []
     for s in seeds:
-      mine = [i for i in use if members[i].seed == s]
-      base = [its(i) for i in scr_ft + scr if members[i].seed == s]
+      mine = [i for i in use if seed_of(i) == s]
+      base = [its(i) for i in scr_ft + scr if seed_of(i) == s]
       if mine and base:
-        diff.append(min(base) - med(mine))
-    row = claims_lib.judge(_claim('E4.randft_faster'), diff, check=check,
+        gaps.append(claims_lib.iteration_gap(med(mine), min(base), never))
+    row = claims_lib.judge(_claim('E4.randft_faster'), [g for g, _ in gaps],
+                           kinds=[k for _, k in gaps], budget=a.reft_steps, check=check,
                            control_value=med(scr_ft))
     row['reason'] += f'; randFT {fmt(use)}; {control}'
     out.append(row)
   return out
+
+
+def _grid_resolution(config):
+  """threshold -> '' when reFT is evaluated >= REFT_POINTS_PER_DOUBLING times per doubling
+  from half to twice the threshold, else why not (issue 29: with 5, 10, 20, 50, 100 every
+  count from 51 to 100 reads as 100)."""
+  steps = sorted(config.analysis.reft_eval_steps)
+
+  def coarse(thr: float) -> str:
+    near = [s for s in steps if thr / 2 <= s <= 2 * thr]
+    need = 2 * paper.REFT_POINTS_PER_DOUBLING
+    if len(near) >= need:
+      return ''
+    return (f'the reFT evaluation grid has {len(near)} step(s) in [{thr / 2:g}, {2 * thr:g}] '
+            f'around the threshold {thr:g} (needs >= {need}: '
+            f'{paper.REFT_POINTS_PER_DOUBLING} per doubling)')
+  return coarse
 
 
 def analysis(config, results, reft_out) -> list[dict]:

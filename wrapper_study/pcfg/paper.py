@@ -198,6 +198,9 @@ PROBE_DROP_MAX = 10  # Best block's probe accuracy >= pretrained - this (low pri
 # P4 (Fig 9): reFT revives O_PT; iteration counts are the paper's, scaled by reft_steps / 10K.
 REFT_STRONG_ITERS = 1_000  # High prior (strong capability): revived within 0.1-1K iterations.
 REFT_WEAK_ITERS = 3_000  # Low prior (weak capability): ~3K iterations.
+# Read off a log-scale plot, so decided only where reFT is evaluated at least this often per
+# doubling from half to twice the (scaled) threshold (issue 29); else not measured.
+REFT_POINTS_PER_DOUBLING = 3
 
 # E.2 (Figs 24-25): a jailbreak family token recovers O_PT.
 JAILBREAK_PT_MIN = 90  # Acc O_PT with T_J1 / T_J2 at least this ...
@@ -220,69 +223,83 @@ _MARGIN = (f'min(Acc O_FT at C_Te=1 - {WRAPPER_FT_TRIGGERED_MIN}, {WRAPPER_FT_MA
 _WRAPPER = (f'low prior, C_Tr=1: fine-tuning learns a wrapper, Acc O_FT <= {WRAPPER_FT_MAX} at '
             f'C_Te=0 and >= {WRAPPER_FT_TRIGGERED_MIN} at C_Te=1 (every lr where fine-tuning '
             'changed the model)')
-_ITERS = ('reFT iterations to Acc O_PT (C_Te=0) >= the revival threshold per member (seed x '
-          'C_Tr; never = reft_steps + 1), among members that started below it; ' + _SEEDS)
+_ITERS = ('reFT iterations to Acc O_PT (C_Te=0) >= the revival threshold, per seed the median '
+          'of its members (C_Tr) that started below it; a member that never revived makes the '
+          'seed\'s value a lower bound; evaluated >= 3 times per doubling near the threshold; '
+          + _SEEDS)
+_SCR = 'Scr.+FT of the same seed at the same reFT lr, budget and evaluation grid'
 CLAIMS = {c.claim_id: c for c in (
-    Claim(WORLD, 'T5.wrapper', 'Table 5: ' + _WRAPPER, _MARGIN, 0.0),
+    Claim(WORLD, 'T5.wrapper', 'Table 5: ' + _WRAPPER, _MARGIN, 0.0,
+          control='the same margin of the C_Tr=0 models at the same lrs, seeds and budget'),
     Claim(WORLD, 'T5.not_learned',
           'Table 5: low prior, smallest lr, C_Tr=0: counting O_FT is not learned (Acc O_FT at '
           f'C_Te=0 <= {NOT_LEARNED_FT_MAX})',
-          f'Acc O_FT at C_Te=0 at the last evaluation, %; {_ANTI}; {_SEEDS}',
-          NOT_LEARNED_FT_MAX, '<='),
+          f'Acc O_FT at C_Te=0 at the last evaluation, %; {_ANTI}; {_SEEDS}; by construction '
+          'when eta_S was calibrated on this quantity', NOT_LEARNED_FT_MAX, '<=',
+          control='Acc O_FT before fine-tuning; the check: eta_L (same budget) learns O_FT'),
     Claim(WORLD, 'T5.pt_kept',
           f'Table 5: high prior, smallest lr: Acc O_PT stays high (>= {PT_KEPT_MIN} at C_Te=0, '
           'every C_Tr)',
-          f'Acc O_PT at C_Te=0 at the last evaluation, %; worst C_Tr per seed; {_SEEDS}',
-          PT_KEPT_MIN),
-    Claim(WORLD, 'P1a', 'Fig 5: ' + _WRAPPER, _MARGIN, 0.0),
+          f'Acc O_PT at C_Te=0 at the last evaluation, %; worst C_Tr per seed; {_SEEDS}; the '
+          'check asks that fine-tuning moved Acc O_FT by >= FT_CHANGED_MIN', PT_KEPT_MIN,
+          control='Acc O_PT of the same model before fine-tuning'),
+    Claim(WORLD, 'P1a', 'Fig 5: ' + _WRAPPER, _MARGIN, 0.0,
+          control='the same margin of the C_Tr=0 models at the same lrs, seeds and budget'),
     Claim(WORLD, 'P1b',
           'Fig 6: low prior: Acc O_PT (C_Te=0) ends lower with C_Tr=1 than with C_Tr=0 (every lr '
           'where fine-tuning changed the model)',
           'Acc O_PT at C_Te=0, C_Tr=0 minus C_Tr=1, same seed, at the last evaluation, points; '
-          f'worst lr per seed; {_SEEDS}', P1B_DROP_MIN),
+          f'worst lr per seed; {_SEEDS}', P1B_DROP_MIN,
+          control='C_Tr=0 models of the same seed, lr and budget (the metric is the difference)'),
     Claim(WORLD, 'P2',
           f'Fig 7: low prior, smallest lr, C_Tr=1: pruning <= {PRUNE_FEW_NEURONS} neurons (grad x '
-          f'weight) raises Acc O_PT by >= {PRUNE_PT_GAIN_MIN} points more than the same pruning '
-          'of the C_Tr=0 model',
+          f'weight) raises Acc O_PT by >= {PRUNE_PT_GAIN_MIN} points more than pruning as many '
+          'random units of the same model',
           f'best Acc O_PT gain over K <= {PRUNE_FEW_NEURONS} among K keeping >= '
-          f'{PRUNE_MIN_DISTINCT_ANSWERS} distinct answers, C_Tr=1 model minus the same for the '
-          f'C_Tr=0 model of the same seed (the control), points, C_Te=0; {_SEEDS}',
-          PRUNE_PT_GAIN_MIN),
+          f'{PRUNE_MIN_DISTINCT_ANSWERS} distinct answers, grad x weight minus the same search '
+          f'over a random unit order of the same model (the control), points, C_Te=0; {_SEEDS}',
+          PRUNE_PT_GAIN_MIN,
+          control='K random units of the same model, same K range and best-K rule (the eta_L '
+                  'model is not in the analysis grid)'),
     Claim(WORLD, 'P3',
           f'Fig 8: the count of O_PT stays linearly decodable (best block >= pretrained - '
           f'{PROBE_DROP_MAX} points at eta_M and eta_S; low prior at eta_M exempt)',
           'best-block held-out probe accuracy of the fine-tuned model minus the pretrained '
-          f"model's (C_Te=0 prompts), points; worst lr per member (seed x C_Tr); {_SEEDS}",
-          -PROBE_DROP_MAX),
+          "model's (C_Te=0 prompts), points; per seed the mean over its C_Tr, worst lr; "
+          f'{_SEEDS}', -PROBE_DROP_MAX,
+          control='the majority class of the probe labels (the floor), same probe budget'),
     Claim(WORLD, 'P4.strong',
           'Fig 9: high prior (strong capability): reFT revives O_PT within the paper\'s '
           f'{REFT_STRONG_ITERS:,} iterations, scaled by reft_steps / {PAPER_REFT_STEPS:,}',
-          _ITERS, REFT_STRONG_ITERS, '<='),
+          _ITERS, REFT_STRONG_ITERS, '<=', control=_SCR + ' (shown, not subtracted)'),
     Claim(WORLD, 'P4.weak',
           'Fig 9: low prior (weak capability): reFT revives O_PT within the paper\'s '
           f'{REFT_WEAK_ITERS:,} iterations, scaled by reft_steps / {PAPER_REFT_STEPS:,}',
-          _ITERS, REFT_WEAK_ITERS, '<='),
+          _ITERS, REFT_WEAK_ITERS, '<=', control=_SCR + ' (shown, not subtracted)'),
     Claim(WORLD, 'P4.scr_slower',
           'Fig 9: Scr.+FT (pretrained to count O_FT, then trained on O_PT) revives more slowly '
           'than reFT of the fine-tuned models',
           'per seed: Scr.+FT iterations to revival minus the median over that seed\'s reFT '
-          f'members that started below the threshold (never = reft_steps + 1); {_SEEDS}',
-          REFT_SLOWER_MIN_ITERS),
+          'members that started below the threshold; one arm never revived: a bound; both: '
+          f'censored (no value); {_SEEDS}', REFT_SLOWER_MIN_ITERS, control=_SCR),
     Claim(WORLD, 'E4.randft_faster',
           'App. E.4: reFT of randFT models revives faster than Scr.+FT and Scr.',
           'per seed: the faster of Scr.+FT and Scr. minus the median randFT reFT member, '
-          f'iterations to revival (never = reft_steps + 1); {_SEEDS}', REFT_SLOWER_MIN_ITERS),
+          'iterations to revival; one arm never revived: a bound; both: censored (no value); '
+          f'{_SEEDS}', REFT_SLOWER_MIN_ITERS,
+          control='Scr.+FT and Scr. of the same seed at the same reFT lr, budget and grid'),
     Claim(WORLD, 'E2.jailbreak_acc',
           f'App. E.2: C_Tr=1: Acc O_PT with a jailbreak family token (T_J1/T_J2) >= '
           f'{JAILBREAK_PT_MIN}',
           'Acc O_PT at C_Te=0 with the jailbreak token at the last evaluation, %; worst family, '
-          'per member (seed x lr) where fine-tuning removed O_PT; ' + _SEEDS, JAILBREAK_PT_MIN),
+          'per seed the worst lr where fine-tuning changed the model; ' + _SEEDS, JAILBREAK_PT_MIN,
+          control='the same models with the plain family token'),
     Claim(WORLD, 'E2.jailbreak_gain',
           f'App. E.2: C_Tr=1: the jailbreak token gives >= {JAILBREAK_GAIN_MIN} points more Acc '
           'O_PT than the fine-tuned family token',
           'Acc O_PT (C_Te=0) with the jailbreak token minus with the task\'s family token, '
-          'points; worst family, per member (seed x lr) where fine-tuning removed O_PT; '
-          + _SEEDS, JAILBREAK_GAIN_MIN),
+          'points; worst family, per seed the worst lr where fine-tuning changed the model; '
+          + _SEEDS, JAILBREAK_GAIN_MIN, control='the same models with the plain family token'),
 )}
 
 

@@ -153,8 +153,24 @@ def scale_note(config, analysis: bool = False) -> str:
 
 
 def claims_markdown(found) -> str:
-  return tables.markdown_table(found, [c for c in claims_lib.CLAIMS_COLUMNS
-                                       if c not in ('world', 'metric')])
+  """The legend, the tally, the verdict table (one per arm when the claims carry [prior/arm]
+  tags of several arms: each sensitivity arm judged by the same claims) and the controls."""
+  cols = [c for c in claims_lib.CLAIMS_COLUMNS if c not in ('world', 'metric')]
+  arm = lambda r: r['claim_id'].rsplit('/', 1)[-1].rstrip(']') if '[' in r['claim_id'] else ''
+  arms = list(dict.fromkeys(arm(r) for r in found))
+  text = f'{claims_lib.LEGEND} This run: {claims_lib.tally(found)}.\n\n'
+  if len(arms) > 1:
+    text += '\n\n'.join(f'{f"Arm `{a}`" if a else "reFT (every arm)"} '
+                         f'({claims_lib.tally([r for r in found if arm(r) == a])}):'
+                         f'\n\n' + tables.markdown_table([r for r in found if arm(r) == a], cols)
+                         for a in arms)
+  else:
+    text += tables.markdown_table(found, cols)
+  base = lambda cid: cid.split('[', 1)[0]
+  controls = dict.fromkeys(f'- `{base(r["claim_id"])}`: {paper.CLAIMS[base(r["claim_id"])].control}'
+                           for r in found if base(r['claim_id']) in paper.CLAIMS)
+  return text + '\n\nControls (matched: same lrs, budget and evaluation grid):\n' + '\n'.join(
+      controls)
 
 
 def study_sections(config, pre_rows, rows, found, timing, calibration=None,

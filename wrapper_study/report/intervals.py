@@ -51,3 +51,18 @@ def wilson_interval(k: int, n: int) -> tuple[float, float, float]:
   centre = (p + Z975 ** 2 / (2 * n)) / (1 + Z975 ** 2 / n)
   half = Z975 * math.sqrt(p * (1 - p) / n + Z975 ** 2 / (4 * n * n)) / (1 + Z975 ** 2 / n)
   return 100 * p, 100 * max(centre - half, 0.0), 100 * min(centre + half, 1.0)
+
+
+def per_seed(seeds: Sequence[int], values: Sequence[float], reduce=np.mean) -> list[float]:
+  """One value per independent seed, in seed order: the members of one seed (several C_Tr,
+  lrs or reFT runs of the same seed's model) reduced by `reduce` first, so a t-interval is
+  over seeds, never over pseudo-replicates. NaN members (diverged) are dropped within their
+  seed; a seed with none finite is NaN (judge counts it as diverged)."""
+  by = {}
+  for s, v in zip(seeds, values):
+    by.setdefault(int(s), []).append(float(v))
+  out = []
+  for s in sorted(by):
+    finite = [v for v in by[s] if math.isfinite(v)]
+    out.append(float(reduce(finite)) if finite else math.nan)
+  return out

@@ -78,6 +78,9 @@ def recovery_gap(model: dict, control: dict, n: int, level: float) -> tuple[floa
   if not any(v is not None for v in model.values()):
     return _NAN3
   at = lambda series, bound: first_step(series, n, level, bound)
+  never = max(s for s, v in control.items() if v is not None) + 1
+  if at(model, 0) >= never and at(control, 0) >= never:
+    return _NAN3  # Censored in both arms: no gap (issue 29; was never - never = 0).
   return (at(control, 0) - at(model, 0), at(control, 2) - at(model, 1),
           at(control, 1) - at(model, 2))
 
@@ -193,7 +196,7 @@ def _over_replicates(r: _Run, items_of) -> tuple[dict, dict]:
 
 
 def _judge(claim_id: str, r: _Run, items_of, fmt, *, check=None, control=None,
-           note='') -> dict:
+           note='', min_seeds: int = claims_lib.MIN_SEEDS) -> dict:
   """One claims.csv row: the worst model's interval, every model's value in the reason.
 
   items_of(run) gives {model: (value, low, high)} in one replicate. Callers ask for the models
@@ -207,7 +210,7 @@ def _judge(claim_id: str, r: _Run, items_of, fmt, *, check=None, control=None,
   pick = min if claim.side == '>=' else max
   seeds = per_seed[pick(finite, key=lambda k: items[k][0])] if finite else []
   row = claims_lib.judge(claim, seeds, check=check, control_value=control,
-                         interval=(value, low, high))
+                         interval=(value, low, high), min_seeds=min_seeds)
   each = '; '.join(f'{k}: {fmt(v)}' for k, v in items.items())
   missing = [k for k, v in items.items() if not all(math.isfinite(x) for x in v)]
   row['reason'] += ((f'; {each}' if each else '')
@@ -246,8 +249,9 @@ def _classifier(r: _Run) -> dict:
       f'{n} test stories, majority class {"n/a" if maj is None else f"{maj:.1f}"}% (both '
       'classes present)', 'the test split has one class only')
   shared = _Run(r.config, {}, {}, r.clf, None)  # One classifier for every replicate.
+  # One classifier, no seeds to have: its Wilson interval over the test stories decides.
   return _judge('classifier_accuracy', shared, lambda _: {'classifier': rate(acc, n)}, _fmt,
-                check=check, control=maj)
+                check=check, control=maj, min_seeds=0)
 
 
 def _sub(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -280,8 +284,40 @@ def _deletion(r: _Run) -> list[dict]:
   return out
 
 
+def reft_points(config) -> tuple:
+  """0, Table 1's score_steps and the recovery grid (reft.recovery_steps: 1, 2, 4, ...)."""
+  return (0,) + tuple(sorted(set(config.reft.score_steps)
+                             | set(config.reft.get('recovery_steps', ()))))
+
+
+def _censored(row: dict, r: _Run, models, series) -> dict:
+  """Issue 29: a model that reached the level in neither arm is no 'recovered at 0' gap.
+
+  Every model censored in both arms: not measured (censored); some: never holds."""
+  def never(run, x) -> bool:
+    got = {k: v for k, v in series(run, x).items() if v is not None}
+    return bool(got) and math.isfinite(run.level()) and (
+        first_step(got, run.n, run.level(), 0) > max(got))
+
+  out = lambda run, m: never(run, m) and never(run, NOT_IN_PT)
+  both = [m for m in models if all(out(run, m) for run in r.replicates)]
+  if not both:
+    return row
+  note = (f'; censored in both arms (neither reached the level within {r.r_end}): '
+          f'{", ".join(r.label[m] for m in both)}')
+  if row['manipulation_check'].startswith('failed'):
+    return row
+  if len(both) == len(models):
+    return {**row, 'verdict': claims_lib.not_measured(
+        f'censored: neither revived within {r.r_end}'), 'reason': row['reason'] + note}
+  if row['verdict'] == claims_lib.HOLDS:
+    return {**row, 'verdict': claims_lib.INCONCLUSIVE,
+            'reason': row['reason'] + note + ': they could be against the claim'}
+  return {**row, 'reason': row['reason'] + note}
+
+
 def _reft(r: _Run) -> list[dict]:
-  points = (0,) + tuple(r.config.reft.score_steps)
+  points = reft_points(r.config)
   series = lambda run, m: {s: run.get('reft_' + m, 'twist_fraction', s) for s in points}
   level = r.level()
   kept, check = r.removed(r.deleted)
@@ -289,12 +325,13 @@ def _reft(r: _Run) -> list[dict]:
   fmt_it = lambda v: ('n/a' if not math.isfinite(v[0])
                       else f'{v[0]:+.0f} [{v[1]:+.0f}, {v[2]:+.0f}]')
   # Each replicate's models against its own Not-in-PT, to 3/4 of its own Present.
-  out = [_judge('reft_recovers_faster', r, lambda run: {
+  out = [_censored(_judge('reft_recovers_faster', r, lambda run: {
       r.label[m]: recovery_gap(series(run, m), series(run, NOT_IN_PT), run.n, run.level())
       for m in kept or r.deleted},
                 fmt_it, check=check, control=nip_at,
                 note=f'control: Not-in-PT reaches {level:.1f}% at reFT iteration {nip_at} '
-                     f'(evaluated at {points}; {points[-1] + 1} = never)')]
+                     f'(evaluated at {points}; {points[-1] + 1} = never)'),
+                   r, kept or r.deleted, series)]
   kept, check = r.removed_loss(r.deleted)
   end = lambda run, m: run.get('reft_' + m, 'twist_loss', run.r_end)
   out.append(_judge('reft_loss_below_not_in_pt', r, lambda run: {

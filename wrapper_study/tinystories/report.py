@@ -283,13 +283,17 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
   del_rows, reft_rows = loss_rows
   fig = lambda *stems: ''.join(f'\n\n![{s}](figures/{s}.png)' for s in stems
                                if (pathlib.Path(workdir) / 'figures' / f'{s}.png').exists())
+  controls = '\n'.join(f'- `{c.claim_id}`: {c.control}' for c in paper.CLAIMS.values())
   sections = [
+      ('Claims, checked', claims_scale(config) + '\n\n' + claims_lib.LEGEND + ' This run: '
+       + claims_lib.tally(found) + '.\n\n' + tables.markdown_table(
+           found, [c for c in claims_lib.CLAIMS_COLUMNS if c not in ('world', 'metric')])
+       + '\n\nControls (matched: same lrs, budget and evaluation grid):\n' + controls
+       + '\n\nThresholds, margins and decision rules fixed in '
+       'wrapper_study/tinystories/paper.py before any run (metrics: tables/claims.csv). '
+       'No sensitivity arm in this world: every deletion protocol and lr is in the main grid.'),
       ('Scale and data', _scale(config, world)),
       ('Calibration, the starting point', calibration(config, logs_S or [logs])),
-      ('Claims, checked', claims_scale(config) + '\n\n' + tables.markdown_table(
-          found, [c for c in claims_lib.CLAIMS_COLUMNS if c not in ('world', 'metric')])
-       + '\n\nThresholds, margins and decision rules fixed in '
-       'wrapper_study/tinystories/paper.py before any run (metrics: tables/claims.csv).'),
       ('Table 1: % of generations with a twist during reFT (ours, paper in parentheses)',
        table1_markdown(config, rows) + f'\n\nOur reFT iterations {points} stand for the '
        f'paper\'s {paper.PAPER_TABLE1_POINTS} (reFT {config.reft.steps} vs '

@@ -230,7 +230,8 @@ def reverse_finetune(ctx: Context, finals: dict, logs: dict) -> None:
       _, logs[name] = run_phase(ctx, Phase(
           name=name, data='reft', init=finals[model], tx=ft_tx, lr=r.lr, steps=r.steps,
           batch_size=r.batch_size, eval_steps=tuple(r.loss_steps),
-          score_steps=tuple(r.score_steps), save_every=r.save_every, log_every=r.log_every,
+          score_steps=tuple(sorted(set(r.score_steps) | set(r.get('recovery_steps', ())))),
+          save_every=r.save_every, log_every=r.log_every,
           salt=100 + i), step0=_end_metrics(logs[model], end))
 
 

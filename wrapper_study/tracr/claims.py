@@ -96,11 +96,13 @@ def changed(rows) -> claims_lib.Check:
   return claims_lib.Check(ok, desc, 'fine-tuning did not change O_PT or O_FT')
 
 
-def _judge(claim_id, task, per_seed, *, check, control=None, note='', interval=None) -> dict:
+def _judge(claim_id, task, per_seed, *, check, control=None, note='', interval=None,
+           kinds=None, budget=None) -> dict:
   claim = paper.CLAIMS[claim_id]
   claim = dataclasses.replace(claim, claim_id=f'{task}/{claim_id}',
                               statement=f'{task}: {claim.statement}')
-  row = claims_lib.judge(claim, per_seed, check=check, control_value=control, interval=interval)
+  row = claims_lib.judge(claim, per_seed, check=check, control_value=control, interval=interval,
+                         kinds=kinds, budget=budget)
   row['reason'] += f'; {note}' if note else ''
   return row
 
@@ -224,54 +226,88 @@ def _source_lr(r) -> float:
   return NAN if r['source'] == paper.SCRATCH else float(r['source_lr'])
 
 
+def _matched_lrs(ev: Evidence, src: list, scratch: list) -> list[float]:
+  """The reFT lrs both arms ran (the control gets no larger lr than the treatment)."""
+  lrs = lambda rows: {round(float(r['reft_lr']), 12) for r in rows}
+  return sorted(lrs(src) & lrs(scratch))
+
+
 def reft_claims(ev: Evidence, task: str) -> list[dict]:
   never, thr = ev.reft_steps + 1, ev.revival_threshold
   iters = lambda r: never if r['revived_at'] in ('', None) else int(r['revived_at'])
   scratch = [r for r in ev.reft if r['source'] == paper.SCRATCH and not _diverged(r)]
+  at = lambda rows, lrs: [r for r in rows if any(_is(r['reft_lr'], lr) for lr in lrs)]
   out = []
   cid = 'reft_faster_than_scratch'
   src = [r for r in ev.reft if _is(_source_lr(r), paper.LR_M)]
+  lrs = _matched_lrs(ev, src, scratch) if src and scratch else []
   if not src or not scratch:
     out.append(_absent(cid, task, 'no reFT from lr 1e-2, or no Scr.+FT'))
+  elif not lrs:
+    out.append(_judge(cid, task, [], check=claims_lib.Check(
+        False, 'Scr.+FT ran at no reFT lr: no matched control (a larger lr is no control)',
+        'no Scr.+FT at the reFT lrs')))
   else:
+    src, scratch_m = at(src, lrs), at(scratch, lrs)
     kept = [r for r in src if not _diverged(r) and float(r['acc_o_pt_start']) < thr]
     seeds = sorted({int(r['seed']) for r in src})
-    per_seed = []
+    per_seed, kinds = [], []
     for s in seeds:
       mine = [iters(r) for r in kept if int(r['seed']) == s]
-      base = [iters(r) for r in scratch if int(r['seed']) == s]
-      per_seed.append(min(base) - min(mine) if mine and base else NAN)
+      base = [iters(r) for r in scratch_m if int(r['seed']) == s]
+      v, k = (claims_lib.iteration_gap(min(mine), min(base), never) if mine and base
+              else (NAN, claims_lib.EXACT))
+      per_seed.append(v)
+      kinds.append(k)
     check = claims_lib.Check(
         bool(kept), f'{len(kept)} of {len(src)} reFT models started below Acc O_PT {thr:g}% '
         '(fine-tuning removed O_PT)', 'fine-tuning did not remove O_PT: nothing to revive')
-    ctrl = min(float(np.median([iters(r) for r in scratch if _is(r['reft_lr'], lr)]))
-               for lr in {float(r['reft_lr']) for r in scratch})
+    ctrl = min(float(np.median([iters(r) for r in scratch_m if _is(r['reft_lr'], lr)]))
+               for lr in lrs)
     fast = [iters(r) for r in kept]
     done = lambda rows: f'{sum(iters(r) < never for r in rows)}/{len(rows)}'
-    out.append(_judge(cid, task, per_seed, check=check, control=ctrl,
-                      note=f'revived within {ev.reft_steps} iterations: reFT {done(kept)}, '
-                           f'Scr.+FT {done(scratch)}; fastest reFT '
-                           f'{min(fast) if fast else "n/a"}, control: fastest Scr.+FT median '
-                           f'{ctrl:g} iterations ({never} = never)'))
+    out.append(_judge(cid, task, per_seed, check=check, control=ctrl, kinds=kinds,
+                      budget=ev.reft_steps,
+                      note=f'matched lrs {", ".join(f"{x:g}" for x in lrs)}; revived within '
+                           f'{ev.reft_steps} iterations: reFT {done(kept)}, Scr.+FT '
+                           f'{done(scratch_m)}; fastest reFT {min(fast) if fast else "n/a"}, '
+                           f'control: fastest Scr.+FT median {ctrl:g} iterations at the same '
+                           f'lrs ({never} = never)'))
   cid = 'no_revival_lr_l'
   src = [r for r in ev.reft if _is(_source_lr(r), paper.LR_L)]
+  pos = [r for r in ev.reft if _is(_source_lr(r), paper.LR_M) and not _diverged(r)
+         and float(r['acc_o_pt_start']) < thr]
   if not src:
     out.append(_absent(cid, task, 'no reFT from lr 1e-1'))
   else:
     ok = [r for r in src if not _diverged(r) and float(r['acc_o_pt_start']) < thr]
+    lrs = sorted({round(float(r['reft_lr']), 12) for r in ok})
+    pos = at(pos, lrs)
     per_seed = [max((float(r['acc_o_pt_max']) for r in ok if int(r['seed']) == s), default=NAN)
                 for s in sorted({int(r['seed']) for r in src})]
+    ctrl = _mean(intervals.per_seed([int(r['seed']) for r in pos],
+                                    [float(r['acc_o_pt_max']) for r in pos], np.max))
+    revives = math.isfinite(ctrl) and ctrl >= thr
     check = claims_lib.Check(
-        bool(ok), f'{len(ok)} of {len(src)} reFT models started below Acc O_PT {thr:g}%',
-        'fine-tuning did not remove O_PT: nothing to revive')
-    ctrl = _mean([float(r['acc_o_pt_max']) for r in scratch])
+        bool(ok) and revives,
+        f'{len(ok)} of {len(src)} reFT models started below Acc O_PT {thr:g}%; the matched '
+        f'control (reFT of the lr 1e-2 models at the same reFT lrs, {len(pos)} runs) reaches '
+        f'{_f(ctrl)} (needs >= {thr:g}: it must revive for "no revival" to mean anything)',
+        'fine-tuning did not remove O_PT: nothing to revive' if not ok else
+        'the matched control (reFT after lr 1e-2) did not revive either: the budget cannot tell')
     out.append(_judge(cid, task, per_seed, check=check,
                       control=ctrl if math.isfinite(ctrl) else None,
-                      note=f'control: Scr.+FT highest Acc O_PT {_f(ctrl)}'))
+                      note=f'control: reFT after lr 1e-2, highest Acc O_PT {_f(ctrl)} (seed mean '
+                           'of the per-seed best)'))
   return out
 
 
 _TASK = {'counter': counter_claims, 'max_identifier': max_identifier_claims}
+
+
+def task_claims(task: str, paper_claims: str, ev: Evidence) -> list[dict]:
+  """The task's own claims only (a sensitivity arm's grid has no pruning or reFT)."""
+  return _TASK[paper_claims](ev, task)
 
 
 def claims(task: str, paper_claims: Optional[str], ev: Evidence) -> tuple[list[dict], list[dict]]:

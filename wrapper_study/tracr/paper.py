@@ -93,6 +93,13 @@ PRUNING_K = 1  # The paper's "a single weight".
 REVIVAL_THRESHOLD = 90.0  # Revived: first evaluation with Acc O_PT >= this (config default).
 CHANGED = 30.0  # Manipulation check: fine-tuning moved Acc O_PT down or Acc O_FT up by >= this.
 SORTING_KEPT = 90.0  # 100 x block-0 attention correlation with the compiled model: kept >= this.
+# readout_learned_lr_vs reads Table 3's cell (lr 1e-4, C_Tr=0, C_Te=0 Acc O_FT) = 91.1; the
+# paper's own 1e-4 cells span 88.6-97.1 (one run each, no seed spread given), so a faithful
+# reproduction lands anywhere in that span: the threshold is its low end (issue 29), not 90.
+READOUT_PAPER_CELL = TABLE3['max_identifier'][(0.0001, 0)][3]
+READOUT_PAPER_SPAN = (min(v[3] for (lr, _), v in TABLE3['max_identifier'].items() if lr == 1e-4),
+                      max(v[3] for (lr, _), v in TABLE3['max_identifier'].items() if lr == 1e-4))
+READOUT_LEARNED = READOUT_PAPER_SPAN[0]
 REFT_MARGIN = 1.0  # reFT is faster than Scr.+FT: by >= this many iterations (per seed).
 COLLAPSED = 2  # A Table 3 cell whose models predict <= this many distinct answers collapsed.
 ATTENTION_INPUTS = 32  # Natural C_Te=0 inputs the block-0 attention is compared on.
@@ -119,52 +126,68 @@ CLAIMS = {c.claim_id: c for c in (
     Claim(WORLD, 'wrapper_high_c_te1',
           f'lr 1e-2, C_Tr=1: Acc O_FT high (>= {HIGH:g}) at C_Te=1 (the wrapper answers O_FT '
           'where the correlation holds)',
-          f'Acc O_FT on C_Te=1 after fine-tuning, %; {_SEEDS}', HIGH),
+          f'Acc O_FT on C_Te=1 after fine-tuning, %; {_SEEDS}', HIGH,
+          control='the noised-only models (same seeds, never fine-tuned), C_Te=1'),
     Claim(WORLD, 'wrapper_low_c_te0',
           f'lr 1e-2, C_Tr=1: Acc O_FT low (<= {LOW:g}) at C_Te=0 (spurious wrapper; '
           'anti-correlated set)',
           f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}; the '
-          'natural set in the reason', LOW, '<='),
+          'natural set in the reason', LOW, '<=',
+          control='C_Tr=0 models at the same lr 1e-2, seeds and budget'),
     Claim(WORLD, 'cannot_learn_lr_s',
           f'lr 1e-3, C_Tr=0: cannot learn to count b (Acc O_FT at C_Te=0 < {CANNOT_LEARN:g}; '
           'anti-correlated set)',
           f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}',
-          CANNOT_LEARN, '<='),
+          CANNOT_LEARN, '<=',
+          control='C_Tr=0 models at lr 1e-1 (same seeds and budget), which should learn'),
     Claim(WORLD, 'learns_lr_l',
           f'lr 1e-1, C_Tr=0: learns to count b (Acc O_FT at C_Te=0 >= {HIGH:g}; '
           'anti-correlated set)',
-          f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}', HIGH),
+          f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}', HIGH,
+          control='the noised-only models (same seeds, never fine-tuned)'),
     Claim(WORLD, 'pruning_single_weight',
           f'C_Tr=1, lr 1e-2 and 1e-3: pruning a single weight (K={PRUNING_K}) raises Acc O_PT by '
           f'> {PRUNING_GAIN:g} points more than in the controls',
           f'per seed: Acc O_PT gain at K={PRUNING_K} (grad x weight, anti-correlated C_Te=0 set) '
           'minus the larger gain of the same seed\'s controls (noised-only, C_Tr=0 at the same '
-          f'lr), points; {_SEEDS}; worst lr', PRUNING_GAIN),
+          f'lr), points; {_SEEDS}; worst lr', PRUNING_GAIN,
+          control='the same K=1 pruning of the same seed\'s noised-only model and C_Tr=0 model at '
+                  'the same lr'),
     Claim(WORLD, 'sorting_kept_lr_vs',
           f'lr 1e-4: keeps the sorting (block-0 attention correlation with the compiled model '
           f'>= {SORTING_KEPT / 100:g}, every C_Tr)',
           '100 x the Pearson correlation of the block-0 attention patterns of the fine-tuned '
           f'and the compiled model on {ATTENTION_INPUTS} natural C_Te=0 inputs; {_SEEDS}; '
-          'worst C_Tr', SORTING_KEPT),
+          'worst C_Tr', SORTING_KEPT,
+          control='the noised-only models (same seeds, never fine-tuned)'),
     Claim(WORLD, 'readout_learned_lr_vs',
-          f'lr 1e-4, C_Tr=0: learns the read-out (Acc O_FT at C_Te=0 >= {HIGH:g}; '
-          'anti-correlated set; accuracy only)',
-          f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}', HIGH),
+          f'lr 1e-4, C_Tr=0: learns the read-out (Acc O_FT at C_Te=0 >= {READOUT_LEARNED:g}: '
+          f'the paper\'s cell {READOUT_PAPER_CELL:g} within the span of its 1e-4 cells '
+          f'{READOUT_PAPER_SPAN[0]:g}-{READOUT_PAPER_SPAN[1]:g}; anti-correlated set; accuracy '
+          'only)',
+          f'Acc O_FT on the anti-correlated C_Te=0 set after fine-tuning, %; {_SEEDS}',
+          READOUT_LEARNED, control='the noised-only models (same seeds, never fine-tuned)'),
     Claim(WORLD, 'sorting_distorted_lr_m',
           f'lr 1e-2, C_Tr=0: the sorting is distorted (block-0 attention correlation with the '
           f'compiled model < {SORTING_KEPT / 100:g})',
           '100 x the Pearson correlation of the block-0 attention patterns of the fine-tuned '
           f'and the compiled model on {ATTENTION_INPUTS} natural C_Te=0 inputs; {_SEEDS}',
-          SORTING_KEPT, '<='),
+          SORTING_KEPT, '<=',
+          control='the noised-only models (same seeds, never fine-tuned)'),
     Claim(WORLD, 'reft_faster_than_scratch',
           'reFT after lr 1e-2 revives O_PT faster than Scr.+FT learns it',
           'per seed: the fastest Scr.+FT minus the fastest reFT iterations to Acc O_PT >= the '
-          'revival threshold (anti-correlated C_Te=0 set; never = reft.steps + 1), over reFT '
-          f'models whose Acc O_PT started below the threshold; {_SEEDS}', REFT_MARGIN),
+          'revival threshold (anti-correlated C_Te=0 set), both over the reFT lrs only, over '
+          'reFT models whose Acc O_PT started below the threshold; a seed where one arm never '
+          'revived is a bound, where neither did it is censored (no value); ' + _SEEDS,
+          REFT_MARGIN, control='Scr.+FT of the same seed at the same reFT lrs (no larger lr), '
+                               'budget and evaluation grid'),
     Claim(WORLD, 'no_revival_lr_l',
           'no revival after lr 1e-1 fine-tuning',
           'per seed: the highest Acc O_PT reached during reFT (anti-correlated C_Te=0 set), %, '
-          f'over C_Tr and reFT lrs; {_SEEDS}', REVIVAL_THRESHOLD, '<='),
+          f'over C_Tr and reFT lrs; {_SEEDS}', REVIVAL_THRESHOLD, '<=',
+          control='reFT of the lr 1e-2 models (which should revive) at the same reFT lrs, budget '
+                  'and grid; if it does not revive, not measured'),
 )}
 TASK_CLAIMS = {
     'counter': ('wrapper_high_c_te1', 'wrapper_low_c_te0', 'cannot_learn_lr_s', 'learns_lr_l',

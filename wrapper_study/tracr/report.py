@@ -22,6 +22,7 @@ from wrapper_study import metrics
 from wrapper_study import population
 from wrapper_study import progress
 from wrapper_study.analysis import reft
+from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import analysis
@@ -402,7 +403,8 @@ def arm_sections(config, task, arm_rows) -> list[tuple[str, str]]:
                      f'The main grid with one change, {arm} (finetune.{field} = {value:g}; '
                      f'seeds {tuple(config.calibration.get("arm_seeds") or config.finetune.seeds)}), to '
                      f'show how much the starting point or the clipping decides Table 3. The '
-                     f'claims are judged on the main grid only.\n\n' + table3_markdown(rows)))
+                     f'task\'s claims are also judged on this grid (verdict tables under the '
+                     f'main one, tables/claims_arms.csv).\n\n' + table3_markdown(rows)))
   return sections
 
 
@@ -449,6 +451,15 @@ def scale_line(config) -> str:
           f'{config.eval.num_samples}')
 
 
+def arm_claims_md(results) -> str:
+  """One verdict table per sensitivity arm (the same claims on that arm's grid), if judged."""
+  arms = results.get('arm_claims') or {}
+  return ''.join(f'\n\nSensitivity arm {arm} (the same claims on its grid; '
+                 f'{claims_lib.tally(rows)}):\n\n' + tables.markdown_table(rows, ARM_CLAIM_TABLE)
+                 for arm, rows in arms.items())
+
+
+ARM_CLAIM_TABLE = ('claim_id', 'verdict', 'value', 'ci_low', 'ci_high', 'n_seeds', 'threshold')
 CLAIM_TABLE = ('claim_id', 'verdict', 'value', 'ci_low', 'ci_high', 'n_seeds', 'threshold',
                'control_value', 'manipulation_check', 'reason')
 
@@ -458,16 +469,17 @@ def head_sections(config, results, descriptions: dict) -> list[tuple[str, str]]:
   skipped = results['skipped_claims']
   skipped_md = ('\n\nSkipped (a claim about one task is not judged on another):\n\n' +
                 tables.markdown_table(skipped, ['program', 'claim', 'only_for'])) if skipped else ''
-  statements = '\n'.join(f'- `{r["claim_id"]}`: {r["statement"]} [metric: {r["metric"]}]'
+  control = lambda cid: paper.CLAIMS[cid.split('/', 1)[-1]].control
+  statements = '\n'.join(f'- `{r["claim_id"]}`: {r["statement"]} [metric: {r["metric"]}] '
+                         f'[control: {control(r["claim_id"]) or "none"}]'
                          for r in results['claims'])
   return [
       ('Claims of the paper, checked', f'**Scale: {scale_line(config)}.** Verdicts at this '
        'scale say what this run measured, not what the paper\'s scale would give.\n\n' +
+       claims_lib.LEGEND + f' This run: {claims_lib.tally(results["claims"])}.\n\n' +
        tables.markdown_table(results['claims'], CLAIM_TABLE) + '\n\n' + statements +
-       '\n\nA verdict holds only if the whole 95% t-interval over seeds is on the claimed side '
-       'of its threshold (fixed before any run, in wrapper_study/tracr/paper.py); partly if it '
-       'straddles it; not measured if the manipulation check failed (fine-tuning did not change '
-       'what the claim is about) or the cell is not in the grid.' + skipped_md),
+       '\n\nThresholds are fixed before any run, in wrapper_study/tracr/paper.py.' +
+       arm_claims_md(results) + skipped_md),
       ('Tasks', tables.markdown_table([dict(task=t, about=d) for t, d in descriptions.items()])),
       ('Scale', scale_line(config) + '.'),
       ('Compiled models (no training)', tables.markdown_table(results['compiled']) +
