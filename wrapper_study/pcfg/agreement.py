@@ -51,9 +51,10 @@ def paper_p_a(config) -> dict:
 
 
 def paper_cell(config, row) -> tuple:
-  """(lr, P(a), C_Tr) of the paper's table that our row stands for."""
-  lr = paper_lrs(config).get(row['lr'], row['lr'])
-  return (_key(lr), paper_p_a(config)[row['prior']], _key(row['c_tr']))
+  """(lr, P(a), C_Tr) of the paper's table that our row (a dict, or a CSV row) stands for."""
+  lr = float(row['lr'])  # Floats, or the strings of a table read back.
+  return (_key(paper_lrs(config).get(lr, lr)), paper_p_a(config)[row['prior']],
+          _key(float(row['c_tr'])))
 
 
 def mapping(config, rows, table_steps: int) -> tuple[dict, dict, str]:
