@@ -20,13 +20,17 @@ from wrapper_study import run_record
 from wrapper_study import tb_events
 from wrapper_study.experiments import pcfg_analysis as pcfg_analysis_experiment
 from wrapper_study.experiments import pcfg_study
+from wrapper_study.pcfg import agreement as pcfg_agreement
 from wrapper_study.pcfg import analysis as pcfg_analysis
 from wrapper_study.pcfg import grammar as grammar_lib
 from wrapper_study.pcfg import model as pcfg_model
+from wrapper_study.pcfg import paper as pcfg_paper
+from wrapper_study.pcfg import report as pcfg_report
 from wrapper_study.pcfg import sampler
 from wrapper_study.pcfg import tasks
 from wrapper_study.pcfg import train as pcfg_train
 from wrapper_study.report import claims as claims_lib
+from wrapper_study.report import paper_agreement
 from wrapper_study.report import tables
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -68,6 +72,24 @@ def _check_tensorboard(workdir, config, invocations: int):
       f'figures/{p.stem}' for p in (workdir / 'figures').glob('*.png')}
 
 
+def _check_paper_agreement(workdir, config, rows, text):
+  """Issue 29: Tables 5-8 against the paper per table and in total, in the report beside the
+  verdicts and in tables/paper_agreement.csv; our cells keyed as the table rows pair them."""
+  found = tables.read_csv(workdir / 'tables' / paper_agreement.CSV)
+  assert [r['table'] for r in found] == ['Table 5', 'Table 6', 'Table 7', 'Table 8', 'total']
+  assert found[0]['entries'] == '32' and found[0]['read_at'] == 'pretraining step 6'
+  assert [{k: str(v) for k, v in r.items()} for r in
+          pcfg_agreement.summary_rows(config, rows)] == found  # From the table read back.
+  ref = pcfg_paper.TABLES[('counter', pcfg_paper.LONG_PRETRAIN_STEPS)]
+  for r in rows:  # The agreement's cell is the one whose numbers the table prints beside ours.
+    cell = ref[pcfg_agreement.paper_cell(config, r)]
+    assert [float(r[f'paper {m}@{j}']) for m in pcfg_report.METRICS for j in (0, 1)] == list(cell)
+  first = text.split('## ', 2)[1]  # The verdicts' section.
+  assert "**Agreement with the paper's tables** (entries within 10 points): Table 5" in first
+  assert 'Table 7: not compared (task indexer not run' in first
+  print(pcfg_agreement.line(config, rows))
+
+
 def test_binary_pretrains_fine_tunes_and_resumes(tmp_path):
   workdir = tmp_path / 'run'
   proc = _run(workdir, RECORDED_MAPPING)
@@ -96,6 +118,7 @@ def test_binary_pretrains_fine_tunes_and_resumes(tmp_path):
   text = (workdir / 'report.md').read_text()
   assert 'Table 5 signatures' in text and 'wrapper_study/pcfg/paper.py' in text
   assert "REDUCED scale: 4 of the paper's 10,000 fine-tuning iterations" in text
+  _check_paper_agreement(workdir, config, rows, text)
 
   run_record.forget(workdir)  # Go through the phases (a finished record would skip them).
   proc = _run(workdir, RECORDED_MAPPING)  # Everything finished: restored, not retrained.

@@ -19,7 +19,9 @@ from wrapper_study import run_record
 from wrapper_study import tb_events
 from wrapper_study.experiments import tinystories_study as study
 from wrapper_study.report import claims as claims_lib
+from wrapper_study.report import paper_agreement
 from wrapper_study.report import tables
+from wrapper_study.tinystories import agreement as ts_agreement
 from wrapper_study.tinystories import data
 from wrapper_study.tinystories import instruct
 from wrapper_study.tinystories import model as ts_model
@@ -131,6 +133,25 @@ def _check_report_run(workdir, invocations: int):
   assert text[-1][1] == (workdir / 'report.md').read_text()
   assert set(metrics.read_images(str(tb / 'report'))) == {
       f'figures/{p.stem}' for p in (workdir / 'figures').glob('*.png')}
+
+
+def test_report_states_agreement_with_the_papers_table1(smoke_run):
+  """Issue 29: Table 1 against the paper entry by entry, in the verdicts' section and in
+  tables/paper_agreement.csv, the same as a recomputation from table1.csv read back."""
+  workdir, proc = smoke_run
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config = ts_config.get_config('smoke')
+  found = tables.read_csv(workdir / 'tables' / paper_agreement.CSV)
+  assert [r['table'] for r in found] == ['Table 1', 'total']
+  assert (found[0]['entries'], found[0]['not_compared_entries']) == ('28', '0')  # Every row run.
+  assert found[0]['collapsed_cells'] == ''  # A twist rate has no distinct-answer collapse.
+  rows = tables.read_csv(workdir / 'tables' / 'table1.csv')
+  assert [{k: str(v) for k, v in r.items()} for r in
+          ts_agreement.summary_rows(config, rows)] == found
+  claims = (workdir / 'report.md').read_text().split('## Claims, checked')[1].split('\n## ')[0]
+  assert "**Agreement with the paper's tables** (entries within 10 points): Table 1" in claims
+  assert f"{found[0]['within']}/28" in claims
+  print(ts_agreement.line(config, rows))
 
 
 def test_rerun_restores_every_phase_without_retraining(smoke_run):

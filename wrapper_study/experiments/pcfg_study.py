@@ -13,6 +13,7 @@ Config: configs/pcfg_study.py.
 from __future__ import annotations
 
 from wrapper_study import metrics
+from wrapper_study.pcfg import agreement as pcfg_agreement
 from wrapper_study.pcfg import calibration as pcfg_calibration
 from wrapper_study.pcfg import claims as pcfg_claims
 from wrapper_study.pcfg import model as pcfg_model
@@ -20,6 +21,7 @@ from wrapper_study.pcfg import report as pcfg_report
 from wrapper_study.pcfg import train as pcfg_train
 from wrapper_study.pcfg import validate as pcfg_validate
 from wrapper_study.report import claims as claims_lib
+from wrapper_study.report import paper_agreement
 from wrapper_study.report import tables
 
 
@@ -60,6 +62,7 @@ def run(config, workdir) -> dict:
   tables.write_csv(tables_dir / 'pretrained_accuracy.csv', pre_rows)
   tables.write_csv(tables_dir / f'finetune_{config.finetune.task}.csv', rows)
   tables.write_csv(tables_dir / 'claims.csv', found, claims_lib.CLAIMS_COLUMNS)
+  tables.write_csv(tables_dir / paper_agreement.CSV, pcfg_agreement.summary_rows(config, rows))
   if calibration is not None:
     tables.write_csv(tables_dir / 'calibration.csv', calibration['rows'])
   times.add_total()

@@ -12,6 +12,7 @@ import numpy as np
 
 from wrapper_study.analysis import probing
 from wrapper_study.analysis import reft as reft_lib
+from wrapper_study.pcfg import agreement as pcfg_agreement
 from wrapper_study.pcfg import analysis as pcfg_analysis
 from wrapper_study.pcfg import calibration as pcfg_calibration
 from wrapper_study.pcfg import claims as pcfg_claims
@@ -176,7 +177,8 @@ def claims_markdown(found) -> str:
 def study_sections(config, pre_rows, rows, found, timing, calibration=None,
                    calibration_figure_path: str = '') -> list[tuple[str, str]]:
   sections = [
-      ('Table 5 signatures, checked', scale_note(config) + '\n\n' + claims_markdown(found) +
+      ('Table 5 signatures, checked', scale_note(config) + '\n\n' + pcfg_agreement.line(
+          config, rows) + '\n\n' + claims_markdown(found) +
        '\n\nThresholds fixed in wrapper_study/pcfg/paper.py before any run (metrics: '
        'tables/claims.csv).'),
       ('Scale', f'model {config.model.n_layers}x{config.model.d_model}, window '

@@ -15,8 +15,10 @@ import numpy as np
 
 from wrapper_study import metrics
 from wrapper_study.report import claims as claims_lib
+from wrapper_study.report import paper_agreement
 from wrapper_study.report import plots
 from wrapper_study.report import tables
+from wrapper_study.tinystories import agreement as ts_agreement
 from wrapper_study.tinystories import analysis
 from wrapper_study.tinystories import claims as ts_claims
 from wrapper_study.tinystories import model as ts_model
@@ -161,6 +163,7 @@ def write_tables(config, workdir, world, logs: dict, rows, found, probes,
   """
   tables_dir = pathlib.Path(workdir) / 'tables'
   tables.write_csv(tables_dir / 'table1.csv', rows)
+  tables.write_csv(tables_dir / paper_agreement.CSV, ts_agreement.summary_rows(config, rows))
   if len(seed_rows) > 1:
     tables.write_csv(tables_dir / 'table1_seeds.csv', [r for rs in seed_rows for r in rs])
   tables.write_csv(tables_dir / 'claims.csv', found, claims_lib.CLAIMS_COLUMNS)
@@ -285,7 +288,8 @@ def write_report(config, workdir, world, logs: dict, rows, found, probes, loss_r
                                if (pathlib.Path(workdir) / 'figures' / f'{s}.png').exists())
   controls = '\n'.join(f'- `{c.claim_id}`: {c.control}' for c in paper.CLAIMS.values())
   sections = [
-      ('Claims, checked', claims_scale(config) + '\n\n' + claims_lib.LEGEND + ' This run: '
+      ('Claims, checked', claims_scale(config) + '\n\n' + ts_agreement.line(config, rows)
+       + '\n\n' + claims_lib.LEGEND + ' This run: '
        + claims_lib.tally(found) + '.\n\n' + tables.markdown_table(
            found, [c for c in claims_lib.CLAIMS_COLUMNS if c not in ('world', 'metric')])
        + '\n\nControls (matched: same lrs, budget and evaluation grid):\n' + controls
