@@ -109,7 +109,7 @@ def test_audit_writes_claims_tables_figures_and_tensorboard_runs(audited):
   assert [c['claim_id'] for c in claims] == ['decodable', 'pruning[weight]', 'pruning[neuron]',
                                              'reft', 'overall']
   for c in claims:
-    assert c['verdict'].split(' (')[0] in ('holds', 'partly', 'does not hold', 'not measured')
+    assert c['verdict'].split(' (')[0] in claims_lib.VERDICTS
     assert c['world'] == 'audit' and c['reason'] and c['manipulation_check']
   # One probe seed never gives a decisive verdict, whatever the smoke models do.
   assert claims[0]['verdict'].split(' (')[0] not in ('holds', 'does not hold')

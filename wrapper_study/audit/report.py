@@ -26,8 +26,8 @@ VERDICTS_MEANING = """\
 - **reft**: training on O_PT brings it back much sooner than in a matched model that never had
   it (fresh init fine-tuned on O_FT): the capability was hidden, not relearned from scratch.
 - **overall**: holds (a wrapper) when reFT holds and probes or pruning hold; does not hold
-  (consistent with deletion) when all three do not hold; partly (mixed) otherwise. "Not
-  measured" when fine-tuning did not lower Acc O_PT (the manipulation check) or the data
+  (consistent with deletion) when all three do not hold; inconclusive (mixed evidence)
+  otherwise. "Not measured" when fine-tuning did not lower Acc O_PT (the manipulation check) or the data
   cannot decide (fewer than 2 seeds, both reFT arms censored)."""
 
 
