@@ -27,8 +27,8 @@ VERDICTS_MEANING = """\
   it (fresh init fine-tuned on O_FT): the capability was hidden, not relearned from scratch.
 - **overall**: holds (a wrapper) when reFT holds and probes or pruning hold; does not hold
   (consistent with deletion) when all three do not hold; inconclusive (mixed evidence)
-  otherwise. "Not measured" when fine-tuning did not lower Acc O_PT (the manipulation check) or the data
-  cannot decide (fewer than 2 seeds, both reFT arms censored)."""
+  otherwise. "Not measured" when fine-tuning did not lower Acc O_PT (the manipulation check)
+  or the data cannot decide (fewer than 2 seeds, both reFT arms censored)."""
 
 
 def probe_figure(labels, acc_SxMxLxT, targets, majority_T):
