@@ -75,8 +75,9 @@ def _config_spec(argv: list[str]) -> tuple[list[str], str | None, str | None]:
   return out, spec, typed
 
 
-def _check_config_file(spec: str, typed: str) -> None:
-  """The config file and its `:arg`, loaded once here so an error is one line, not a traceback."""
+def _check_config_file(spec: str, typed: str):
+  """The config file and its `:arg`, loaded once here so an error is one line, not a traceback;
+  returns the config it gives (before overrides)."""
   path, _, arg = spec.partition(':')
   if not pathlib.Path(path).is_file():
     _fail('config error', f'--config={typed}: no such file; give a config file or one of the '
@@ -87,9 +88,28 @@ def _check_config_file(spec: str, typed: str) -> None:
     module_spec.loader.exec_module(module)
     if not hasattr(module, 'get_config'):
       _fail('config error', f'--config={typed}: {path} has no get_config() function.')
-    module.get_config(*([arg] if arg else []))
+    return module.get_config(*([arg] if arg else []))
   except (ValueError, TypeError, KeyError, AttributeError, ImportError, SyntaxError) as e:
     _fail('config error', f'--config={typed}: {e}')
+
+
+def _unknown_override(config, argv: list[str]) -> str | None:
+  """'--config.a.b: section config.a has no field 'b'; its fields: [...]' for the first
+  override naming a field the config lacks (None when every field exists)."""
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].partition('=')[0].split('.')
+    section, where = config, 'the config'
+    for i, key in enumerate(path):
+      keys = list(section.keys()) if hasattr(section, 'keys') else None
+      if keys is None:
+        break  # A field inside a value (a tuple, a string): ml_collections' message stands.
+      if key not in keys:
+        return (f'--config.{".".join(path)}: {where} has no field {key!r}; its fields: '
+                f'{sorted(keys)}.')
+      section, where = section[key], 'section config.' + '.'.join(path[:i + 1])
+  return None
 
 
 def _usage() -> str:
@@ -104,8 +124,7 @@ def _parse_flags(argv):
     print(_usage())
     sys.exit(0)
   argv, spec, typed = _config_spec(argv)
-  if spec is not None:
-    _check_config_file(spec, typed)
+  config = None if spec is None else _check_config_file(spec, typed)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -114,6 +133,9 @@ def _parse_flags(argv):
     # ml_collections raises these for unknown fields ("Did you mean ...") and
     # wrong types while applying --config.* overrides.
     msg = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+    unknown = None if config is None else _unknown_override(config, argv)
+    if unknown is not None and 'Did you mean' not in msg:
+      _fail('config error', f'unknown field {unknown}')
     _fail('config error', f'{msg} Check the --config.* overrides against the fields of the '
           'config file.')
 

@@ -17,6 +17,15 @@ CASES = {  # What a user typed -> a piece the one line must contain.
                            "config.experiment='nosuch' is unknown"),
     'field typo': (['--config=tracr_study:smoke', '--config.finetune.lr=1e-2'],
                    'Did you mean "lrs"'),
+    'unknown program': (['--config=tracr_study:smoke', '--config.counter.program=counterr'],
+                        "config.counter.program='counterr' is unknown; valid: ['count',"),
+    'unknown field, no close match': (
+        ['--config=tracr_study:smoke', '--config.programs=("counter",)'],
+        "unknown field --config.programs: the config has no field 'programs'; its fields: "
+        "['cache_dir', 'calibration', 'counter',"),
+    'unknown field of a section': (
+        ['--config=tracr_study:smoke', '--config.finetune.zzz=1'],
+        "section config.finetune has no field 'zzz'; its fields: ['batch_size', 'c_trs',"),
     'wrong type': (['--config=tracr_study:smoke', '--config.finetune.steps=many'], 'steps'),
     'nan lr': (['--config=pcfg_study:smoke', '--config.pretrain.lr=nan'],
                'config.pretrain.lr=nan is not a finite number'),

@@ -28,6 +28,7 @@ from wrapper_study import train
 from wrapper_study.analysis import readout
 from wrapper_study.tracr import model as tracr_model
 from wrapper_study.tracr import paper
+from wrapper_study.tracr import programs
 from wrapper_study.tracr import tasks
 
 # Not a parameter of the compiled model: tracr's read-out, rebuilt from labels.
@@ -42,6 +43,15 @@ def compile_model(spec: tasks.TaskSpec, operand=None, cache_dir=None) -> tracr_m
   return tracr_model.get_compiled(
       spec.program_name, vocab=list(spec.vocab), max_seq_len=spec.seq_len,
       program_kwargs={spec.impl.operand_kwarg: operand}, cache_dir=cache_dir or None)
+
+
+def check_program(spec: tasks.TaskSpec) -> None:
+  """The task's program is registered or a file reference, and takes the operand: checked
+  before any compile, so a mistyped name is one line naming `<task>.program`."""
+  try:
+    programs.resolve_kwargs(spec.program_name, {spec.impl.operand_kwarg: spec.operand_pt})
+  except ValueError as e:
+    raise ValueError(f'{spec.task}.{e}') from None
 
 
 def compile_pair(spec: tasks.TaskSpec, cache_dir=None, precision: str = 'fp32',
