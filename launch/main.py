@@ -3,6 +3,7 @@ r"""Runs one experiment from a config file.
   python launch/main.py --config=configs/tracr_study.py[:arg] --workdir=runs/x \
       [--config.section.field=value ...]
   wrapper-study --config=tracr_study[:arg] --workdir=runs/x     # installed console script
+  wrapper-study --config=tracr_study:paper --dry_run             # the plan: FLOPs, memory, time
 
 `--config` takes a file path or a packaged config's name (`configs.names()`).
 
@@ -38,6 +39,7 @@ import configs
 from wrapper_study import allocator
 from wrapper_study import checkpoint
 from wrapper_study import config_check
+from wrapper_study import dry_run
 from wrapper_study import experiments
 from wrapper_study import host_devices
 from wrapper_study import run_record
@@ -46,8 +48,27 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A config file (configs/tracr_study.py:smoke) or a packaged config\'s name '
     '(tracr_study:smoke); override fields with --config.<field>=<value>. Packaged configs:\n'
     + configs.describe(), lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes (and resumes from).')
-flags.mark_flags_as_required(['config', 'workdir'])
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes (and resumes from); '
+                               'required unless --dry_run.')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'Compile every training phase on abstract inputs (no data, no step, '
+    'nothing written) and print per phase: parameters, FLOPs per step (XLA cost analysis), '
+    'peak device memory (XLA memory analysis), steps, total FLOPs and the projected time; '
+    'see wrapper_study/dry_run.py. The device count is the host\'s (on a CPU: '
+    f'{host_devices.ENV}, e.g. 1 for one chip).')
+_DRY_RUN_TARGET = flags.DEFINE_enum(
+    'dry_run_target', 'h100', sorted(dry_run.TARGETS), 'The accelerator planned for: its peak '
+    'at each precision (h100: bf16 989.4, tf32 494.7, fp32 66.9 TFLOP/s dense, 80 GB; v5e: bf16 '
+    '197, fp32 as 6 bf16 passes ~32.8, 16 GB).')
+_DRY_RUN_PEAK = flags.DEFINE_float(
+    'dry_run_peak_tflops', None, 'Peak TFLOP/s per device (default: the target\'s at the '
+    'config\'s precision).')
+_DRY_RUN_MFU = flags.DEFINE_float(
+    'dry_run_mfu', dry_run.DEFAULT_MFU, 'Fraction of the peak a step reaches (default '
+    f'{dry_run.DEFAULT_MFU}: a well-fed transformer step on an H100; small models reach less).')
+_DRY_RUN_MEMORY = flags.DEFINE_float(
+    'dry_run_memory_gb', None, 'Device memory in GB a phase must fit (default: the target\'s).')
+flags.mark_flags_as_required(['config'])
 
 
 def _fail(kind: str, message) -> None:
@@ -114,8 +135,10 @@ def _unknown_override(config, argv: list[str]) -> str | None:
 
 def _usage() -> str:
   config_help, workdir_help = flags.FLAGS['config'].help, flags.FLAGS['workdir'].help
+  dry = ''.join(f'  --{n}: {flags.FLAGS[n].help}\n' for n in (
+      'dry_run', 'dry_run_target', 'dry_run_peak_tflops', 'dry_run_mfu', 'dry_run_memory_gb'))
   return (f'{__doc__.strip()}\n\nFlags:\n  --config: {config_help}\n  --workdir: {workdir_help}\n'
-          '  --helpfull: every flag, including absl\'s and JAX\'s.')
+          f'{dry}  --helpfull: every flag, including absl\'s and JAX\'s.')
 
 
 def _parse_flags(argv):
@@ -174,6 +197,12 @@ def main(argv):
     experiment.validate(config)
   except config_check.ConfigError as e:
     _fail('config error', e)
+  if _DRY_RUN.value:
+    _dry_run(experiment, config)
+    return
+  if _WORKDIR.value is None:
+    _fail('flags error', 'Flag --workdir must have a value other than None (only --dry_run '
+          'runs without one).')
   workdir = _workdir()
   (workdir / 'config.txt').write_text(str(config))
   given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config'))  # File and overrides.
@@ -201,6 +230,17 @@ def main(argv):
   run_record.write(workdir, config, report)
   logging.info('Done. Report: %s', report)
   print(_final_screen(workdir, pathlib.Path(report)), flush=True)
+
+
+def _dry_run(experiment, config) -> None:
+  """The plan of every training phase (wrapper_study/dry_run.py); nothing is trained or written."""
+  if not hasattr(experiment, 'plan'):
+    _fail('config error', f'experiment {config.experiment!r} has no plan(config) for --dry_run.')
+  kw = dict(target=_DRY_RUN_TARGET.value, peak_tflops=_DRY_RUN_PEAK.value, mfu=_DRY_RUN_MFU.value)
+  rows = dry_run.plan(experiment.plan(config), **kw,
+                      progress=lambda line: logging.info('%s', line))
+  given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config'))
+  print(dry_run.report(rows, title=given, memory_gb=_DRY_RUN_MEMORY.value, **kw), flush=True)
 
 
 def _final_screen(workdir: pathlib.Path, report: pathlib.Path) -> str:

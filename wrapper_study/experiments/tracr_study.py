@@ -121,6 +121,11 @@ def _check_k_max(config) -> None:
             f'{name}; valid: 0..{n}. Fix it with --config.pruning.k_max=...')
 
 
+def plan(config):
+  """The training phases as shapes, for `--dry_run` (wrapper_study/dry_run.py)."""
+  return train.dry_run_phases(config)
+
+
 def sensitivity_rows(config, data, test_sets, workdir, writer) -> list[dict]:
   """Table 3 of the grid rerun under each of calibration.arms (how much the start decides it)."""
   rows = []

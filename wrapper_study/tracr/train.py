@@ -21,8 +21,10 @@ from absl import logging
 import jax
 import numpy as np
 
+from wrapper_study import dry_run
 from wrapper_study import losses
 from wrapper_study import model as model_lib
+from wrapper_study import optim
 from wrapper_study import population
 from wrapper_study import train
 from wrapper_study.analysis import readout
@@ -282,3 +284,30 @@ def reft_population(config, data: TaskData, ft_tm: tracr_model.TracrModel, membe
       writer=writer, save_every=config.finetune.save_every, log_every=config.finetune.log_every,
       run=f'{name}/reft', member_chunk=config.member_chunk)
   return reft_members, history, population.finite_members(params)
+
+
+def dry_run_phases(config) -> list[dry_run.Phase]:
+  """Every training phase of the study as shapes, per task: the fine-tuning grid, each
+  sensitivity arm, and reFT with Scr.+FT (one population). Compiles the programs (cached)."""
+  phases = []
+  for t in config.tasks:
+    spec = tasks.from_config(config, tasks.get(t).name)
+    tm, _ = compile_pair(spec, config.cache_dir, config.precision, config.qkv)
+    f, r = config.finetune, config.reft
+    batch = {'tokens': jax.ShapeDtypeStruct((f.batch_size, spec.seq_len + 1), np.int32),
+             'labels': jax.ShapeDtypeStruct((f.batch_size,), np.int32)}
+    loss = losses.answer_loss_fn(tm.config, spec.impl.readout_position)
+    phase = lambda name, cfg, members, steps, warmup: dry_run.Phase(
+        name=f'{spec.task}/{name}', params=tm.params, batch=batch, loss_fn=loss,
+        tx=optim.make_optimizer(sgd_config(cfg, warmup), steps), steps=steps, members=members,
+        precision=config.precision)
+    grid = population.grid(f.lrs, f.c_trs, f.seeds)
+    phases.append(phase('finetune', config, len(grid), f.steps, f.warmup_steps))
+    for arm in config.calibration.arms:
+      acfg = arm_config(config, arm)
+      n = len(population.grid(f.lrs, f.c_trs, acfg.finetune.seeds))
+      phases.append(phase(f'finetune[{arm}]', acfg, n, f.steps, f.warmup_steps))
+    n_reft = len(r.lrs) * sum(m.lr in r.source_lrs and m.c_tr in r.source_c_trs for m in grid)
+    n_reft += len(r.scratch_lrs) * len(f.seeds)
+    phases.append(phase('reft + Scr.+FT', config, n_reft, r.steps, r.warmup_steps))
+  return phases

@@ -1,0 +1,210 @@
+"""A plan before any GPU is rented: every training phase of a config compiled, never run.
+
+Each world's train module lists its phases (`Phase`: one model's parameters and batch as
+shapes, the loss, the optimizer, the steps, how many members); `plan` builds each phase's
+jitted step exactly as training builds it (train.make_train_step) on abstract inputs
+(jax.ShapeDtypeStruct: no data, no parameters allocated, no step run, no checkpoint
+written), lowers and compiles it, and reads XLA's own figures: FLOPs per step
+(`compiled.cost_analysis()`) and device memory (`compiled.memory_analysis()`: arguments +
+outputs - the donated (aliased) bytes + temporaries). The projected time is FLOPs / (peak x
+utilisation). On a CPU it plans for the accelerator named by `Target` with the host's
+device count (WRAPPER_STUDY_CPU_DEVICES): the FLOPs are the program's, the memory XLA:CPU's
+buffer assignment of it. What cannot be known without the device is printed with the plan
+(CAVEATS).
+
+Populations are planned as one vmap over their members (train.over_members with chunk 0,
+the accelerators' default); XLA counts a lax.map's body once, so the CPU mapping of one
+member at a time would under-report its FLOPs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wrapper_study import train
+
+PyTree = Any
+
+# Dense (no sparsity) peak matmul TFLOP/s by compute precision (model.PRECISIONS), and memory.
+# H100 SXM5 (NVIDIA's datasheet): bf16 989.4, tf32 494.7 (tensor cores), fp32 66.9 (CUDA
+# cores: JAX's 'float32' matmul precision keeps true fp32 on a GPU); 80 GB HBM3.
+# TPU v5e (Google Cloud's page): bf16 197, 16 GB HBM2e; fp32 at 'float32' precision runs as
+# six bf16 passes (~197/6) and 'tensorfloat32' as three (~197/3).
+TARGETS = {
+    'h100': dict(bf16=989.4, tf32=494.7, fp32=66.9, memory_gb=80.0, label='H100 SXM'),
+    'v5e': dict(bf16=197.0, tf32=65.7, fp32=32.8, memory_gb=16.0, label='TPU v5e'),
+}
+# Model FLOPs utilisation assumed by default: about what a well-fed transformer step reaches on
+# an H100 in bf16 (30-50% in published large-model runs); the small models here (Tracr members
+# of a few thousand parameters, the 6M-parameter PCFG model) are launch- and memory-bound and
+# will reach less, so their projected times are lower bounds.
+DEFAULT_MFU = 0.3
+
+CAVEATS = (
+    'Not knowable without the device: the kernels XLA picks there (cuDNN/flash attention for '
+    "model.attention='fused', fusions, layouts: FLOPs are those of this backend's program), "
+    'the utilisation actually reached (small members are launch- and memory-bound, far below '
+    'the assumed MFU), the allocator\'s fragmentation and framework reserve above XLA\'s '
+    'buffer assignment, host time (data drawn by numpy, evaluations, checkpoints, compiles), '
+    'and collective cost across devices.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One training phase as its step sees it.
+
+  params and batch are ONE model's (arrays or jax.ShapeDtypeStruct); members > 0 makes it a
+  population of that many (a leading axis added to both); runs: how many times the phase runs
+  with these shapes (e.g. one per deletion protocol); data_parallel: one model's batch split
+  over the devices as train.batch_mesh does.
+  """
+  name: str
+  params: PyTree
+  batch: PyTree
+  loss_fn: Callable
+  tx: Any
+  steps: int
+  members: int = 0
+  runs: int = 1
+  data_parallel: bool = True
+  precision: str = 'fp32'
+
+
+@dataclasses.dataclass
+class Row:
+  """What the plan says of one phase."""
+  phase: str
+  params: int  # One model's parameters.
+  members: int
+  runs: int
+  devices: int
+  gflop_per_step: float  # All devices together.
+  peak_gb: float  # Per device.
+  args_gb: float
+  temp_gb: float
+  steps: int
+  total_pflop: float
+  seconds: float  # Projected, all runs.
+  precision: str
+
+
+def shapes(tree: PyTree, lead: Sequence[int] = ()) -> PyTree:
+  """jax.ShapeDtypeStruct of every leaf (arrays or structs), with leading dimensions `lead`."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(tuple(lead) + tuple(np.shape(x)),
+                                                     np.dtype(x.dtype)), tree)
+
+
+def n_params(params: PyTree) -> int:
+  return int(sum(math.prod(np.shape(x)) for x in jax.tree.leaves(params)))
+
+
+def _first_batch_dim(batch: PyTree) -> int:
+  return int(np.shape(jax.tree.leaves(batch)[0])[0])
+
+
+def compile_phase(phase: Phase, devices: Optional[Sequence] = None):
+  """(compiled step, devices used): the step training would jit, on abstract inputs."""
+  devices = jax.devices() if devices is None else list(devices)
+  if phase.members:
+    mesh = train.member_mesh(phase.members, devices)
+    n = phase.members + (train.member_padding(phase.members, mesh.size) if mesh else 0)
+    params = shapes(phase.params, (n,))
+    state = jax.eval_shape(lambda p: train.create_population(p, phase.tx, jnp.ones([n])), params)
+    batch = shapes(phase.batch, (n,))
+  else:
+    mesh = train.batch_mesh(_first_batch_dim(phase.batch), devices) if phase.data_parallel else None
+    state = jax.eval_shape(lambda p: train.create_state(p, phase.tx), shapes(phase.params))
+    batch = shapes(phase.batch)
+  step = train.make_train_step(phase.loss_fn, phase.tx, vmap=bool(phase.members), mesh=mesh,
+                               member_chunk=0 if phase.members else None)
+  return step.lower(state, batch).compile(), 1 if mesh is None else mesh.size
+
+
+def _cost(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  return (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+
+
+def measure(phase: Phase, peak_tflops: float, mfu: float, devices=None) -> Row:
+  """Compiles the phase's step and projects its time at peak_tflops x mfu per device."""
+  compiled, n_dev = compile_phase(phase, devices)
+  flops = float(_cost(compiled).get('flops', float('nan')))  # Per device (one SPMD program).
+  mem = compiled.memory_analysis()
+  gb = 1e-9
+  args, temp = mem.argument_size_in_bytes * gb, mem.temp_size_in_bytes * gb
+  peak = args + (mem.output_size_in_bytes - mem.alias_size_in_bytes) * gb + temp
+  seconds = flops / (peak_tflops * 1e12 * mfu) * phase.steps * phase.runs
+  return Row(phase=phase.name, params=n_params(phase.params), members=phase.members,
+             runs=phase.runs, devices=n_dev, gflop_per_step=flops * n_dev * 1e-9,
+             peak_gb=peak, args_gb=args, temp_gb=temp, steps=phase.steps,
+             total_pflop=flops * n_dev * phase.steps * phase.runs * 1e-15, seconds=seconds,
+             precision=phase.precision)
+
+
+def peak_for(target: str, precision: str, peak_tflops: Optional[float]) -> float:
+  """The peak TFLOP/s a phase is projected at: given, or the target's at its precision."""
+  return float(peak_tflops) if peak_tflops else TARGETS[target][precision]
+
+
+def plan(phases: Sequence[Phase], *, target: str = 'h100', peak_tflops: Optional[float] = None,
+         mfu: float = DEFAULT_MFU, devices=None, progress: Callable[[str], None] = print
+         ) -> list[Row]:
+  """Every phase measured (compiles with the same shapes are reused by jit's cache)."""
+  rows = []
+  for i, phase in enumerate(phases):
+    progress(f'dry run: compiling [{i + 1}/{len(phases)}] {phase.name}')
+    rows.append(measure(phase, peak_for(target, phase.precision, peak_tflops), mfu, devices))
+  return rows
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return '?'
+  if seconds < 1:
+    return f'{seconds * 1e3:.3g} ms'
+  if seconds < 120:
+    return f'{seconds:.1f} s'
+  if seconds < 7200:
+    return f'{seconds / 60:.1f} min'
+  return f'{seconds / 3600:.1f} h'
+
+
+def _gb(gb: float) -> str:
+  return f'{gb:.3g} GB' if gb >= 0.1 else f'{gb * 1e3:.3g} MB'
+
+
+def _size(n: int) -> str:
+  return f'{n / 1e6:.2f}M' if n >= 1e5 else f'{n / 1e3:.1f}K'
+
+
+def report(rows: Sequence[Row], *, title: str, target: str = 'h100',
+           peak_tflops: Optional[float] = None, mfu: float = DEFAULT_MFU,
+           memory_gb: Optional[float] = None) -> str:
+  """The plan as a markdown table, a total, the phases that do not fit, and the caveats."""
+  memory_gb = TARGETS[target]['memory_gb'] if memory_gb is None else memory_gb
+  peaks = sorted({f'{r.precision} {peak_for(target, r.precision, peak_tflops):g}' for r in rows})
+  n_dev = rows[0].devices if rows else 1
+  lines = [f'# Dry run: {title}',
+           f'Target: {TARGETS[target]["label"]} x {n_dev} device(s) (host devices of '
+           f'{jax.default_backend()}), peak TFLOP/s {", ".join(peaks)} at MFU {mfu:g}, '
+           f'{memory_gb:g} GB per device.', '',
+           '| phase | params | members | runs | GFLOP/step | peak memory/device | steps '
+           '| total PFLOP | projected time |', '|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    lines.append(f'| {r.phase} | {_size(r.params)} | {r.members or "-"} | {r.runs} | '
+                 f'{r.gflop_per_step:.4g} | {_gb(r.peak_gb)} | {r.steps} | '
+                 f'{r.total_pflop:.4g} | {_duration(r.seconds)} |')
+  total = sum(r.seconds for r in rows)
+  lines += ['', f'Total: {sum(r.total_pflop for r in rows):.4g} PFLOP, projected '
+            f'{_duration(total)} of training steps.']
+  over = [f'{r.phase} ({_gb(r.peak_gb)})' for r in rows if r.peak_gb > memory_gb]
+  lines.append(f'Does not fit {memory_gb:g} GB: {", ".join(over)}.' if over
+               else f'Every phase fits {memory_gb:g} GB per device.')
+  lines += ['', CAVEATS]
+  return '\n'.join(lines)
