@@ -109,7 +109,8 @@ def _first_batch_dim(batch: PyTree) -> int:
 
 
 def compile_phase(phase: Phase, devices: Optional[Sequence] = None):
-  """(compiled step, devices used): the step training would jit, on abstract inputs."""
+  """(compiled step, devices used, abstract state, abstract batch): the step training would
+  jit, compiled for those inputs (it runs on concrete arrays of their shapes)."""
   devices = jax.devices() if devices is None else list(devices)
   if phase.members:
     mesh = train.member_mesh(phase.members, devices)
@@ -123,7 +124,7 @@ def compile_phase(phase: Phase, devices: Optional[Sequence] = None):
     batch = shapes(phase.batch)
   step = train.make_train_step(phase.loss_fn, phase.tx, vmap=bool(phase.members), mesh=mesh,
                                member_chunk=0 if phase.members else None)
-  return step.lower(state, batch).compile(), 1 if mesh is None else mesh.size
+  return step.lower(state, batch).compile(), 1 if mesh is None else mesh.size, state, batch
 
 
 def _cost(compiled) -> dict:
@@ -133,7 +134,12 @@ def _cost(compiled) -> dict:
 
 def measure(phase: Phase, peak_tflops: float, mfu: float, devices=None) -> Row:
   """Compiles the phase's step and projects its time at peak_tflops x mfu per device."""
-  compiled, n_dev = compile_phase(phase, devices)
+  compiled, n_dev, _, _ = compile_phase(phase, devices)
+  return row_of(phase, compiled, n_dev, peak_tflops, mfu)
+
+
+def row_of(phase: Phase, compiled, n_dev: int, peak_tflops: float, mfu: float) -> Row:
+  """What XLA says of the phase's compiled step, and its projected time."""
   flops = float(_cost(compiled).get('flops', float('nan')))  # Per device (one SPMD program).
   mem = compiled.memory_analysis()
   gb = 1e-9
