@@ -7,7 +7,8 @@ compiled exactly as the plan compiles it, then RUN: the same executable on array
 planned shapes (parameters and batch of zeros: speed does not depend on the values; a
 fixed batch, so no data draw is timed), its median step over --timed steps. The projection
 is the plan's at this machine's measured fp32 matmul peak (benchmarks/machine.py
-matmul_flops_per_s) and MFU 1: XLA's FLOPs of the step over that peak, the step's FLOP
+matmul_flops_per_s, measured again right after each phase's steps: a loaded machine drifts)
+and MFU 1: XLA's FLOPs of the step over that peak, the step's FLOP
 floor. Printed per phase: projected and measured ms/step and their factor measured /
 projected (= 1 / the utilisation reached), and the machine. The dry run's time at a
 given --dry_run_mfu is right on this machine when that MFU is 1 / this factor.
@@ -59,9 +60,9 @@ def main(argv):
   peak = machine.matmul_flops_per_s()
   print('\n'.join(machine.describe()))
   print(f'measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s (2048^2, best of 5)')
-  print('| config | phase | GFLOP/step | projected ms/step (MFU 1) | measured ms/step | '
-        'measured / projected |')
-  print('|---|---|---|---|---|---|')
+  print('| config | phase | GFLOP/step | peak GFLOP/s (after) | projected ms/step (MFU 1) | '
+        'measured ms/step | measured / projected |')
+  print('|---|---|---|---|---|---|---|')
   factors = []
   for spec in _CONFIGS.value:
     config = _load(spec)
@@ -69,13 +70,16 @@ def main(argv):
     experiment.validate(config)
     for phase in experiment.plan(config):
       compiled, n_dev, state, batch = dry_run.compile_phase(phase)
-      row = dry_run.row_of(phase, compiled, n_dev, peak / 1e12, 1.0)
-      projected = row.seconds / phase.steps / phase.runs
       measured, _ = machine.time_train_steps(compiled, _zeros(state), lambda _, b=_zeros(batch): b,
                                              _TIMED.value)
+      # The peak measured right after the phase's steps: a loaded machine's speed drifts.
+      peak_now = machine.matmul_flops_per_s(repeats=3)
+      row = dry_run.row_of(phase, compiled, n_dev)
+      projected = row.step_seconds(peak_now / 1e12, 1.0)
       factors.append(measured / projected)
-      print(f'| {spec} | {phase.name} | {row.gflop_per_step:.4g} | {projected * 1e3:.3g} | '
-            f'{measured * 1e3:.3g} | {measured / projected:.2f}x |', flush=True)
+      print(f'| {spec} | {phase.name} | {row.gflop_per_step:.4g} | {peak_now / 1e9:.0f} | '
+            f'{projected * 1e3:.3g} | {measured * 1e3:.3g} | {measured / projected:.2f}x |',
+            flush=True)
   print(f'factor measured / projected: {min(factors):.2f}x .. {max(factors):.2f}x over '
         f'{len(factors)} phases')
   print('load average after (1/5/15 min): %.2f %.2f %.2f' % os.getloadavg())

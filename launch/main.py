@@ -56,18 +56,19 @@ _DRY_RUN = flags.DEFINE_bool(
     'peak device memory (XLA memory analysis), steps, total FLOPs and the projected time; '
     'see wrapper_study/dry_run.py. The device count is the host\'s (on a CPU: '
     f'{host_devices.ENV}, e.g. 1 for one chip).')
-_DRY_RUN_TARGET = flags.DEFINE_enum(
-    'dry_run_target', 'h100', sorted(dry_run.TARGETS), 'The accelerator planned for: its peak '
-    'at each precision (h100: bf16 989.4, tf32 494.7, fp32 66.9 TFLOP/s dense, 80 GB; v5e: bf16 '
-    '197, fp32 as 6 bf16 passes ~32.8, 16 GB).')
+_DRY_RUN_TARGETS = flags.DEFINE_multi_enum(
+    'dry_run_target', ['h100', 'v5e'], sorted(dry_run.TARGETS), 'The accelerators planned '
+    'for, a projected time each: their peak at each precision (h100: bf16 989.4, tf32 494.7, '
+    'fp32 66.9 TFLOP/s dense, 80 GB; v5e: bf16 197, fp32 as 6 bf16 passes ~32.8, 16 GB).')
 _DRY_RUN_PEAK = flags.DEFINE_float(
-    'dry_run_peak_tflops', None, 'Peak TFLOP/s per device (default: the target\'s at the '
-    'config\'s precision).')
+    'dry_run_peak_tflops', None, 'Peak TFLOP/s per device for every target (default: each '
+    'target\'s at the config\'s precision).')
 _DRY_RUN_MFU = flags.DEFINE_float(
     'dry_run_mfu', dry_run.DEFAULT_MFU, 'Fraction of the peak a step reaches (default '
     f'{dry_run.DEFAULT_MFU}: a well-fed transformer step on an H100; small models reach less).')
 _DRY_RUN_MEMORY = flags.DEFINE_float(
-    'dry_run_memory_gb', None, 'Device memory in GB a phase must fit (default: the target\'s).')
+    'dry_run_memory_gb', None, 'Device memory in GB a phase must fit (default: each '
+    'target\'s).')
 flags.mark_flags_as_required(['config'])
 
 
@@ -236,11 +237,11 @@ def _dry_run(experiment, config) -> None:
   """The plan of every training phase (wrapper_study/dry_run.py); nothing is trained or written."""
   if not hasattr(experiment, 'plan'):
     _fail('config error', f'experiment {config.experiment!r} has no plan(config) for --dry_run.')
-  kw = dict(target=_DRY_RUN_TARGET.value, peak_tflops=_DRY_RUN_PEAK.value, mfu=_DRY_RUN_MFU.value)
-  rows = dry_run.plan(experiment.plan(config), **kw,
-                      progress=lambda line: logging.info('%s', line))
+  rows = dry_run.plan(experiment.plan(config), progress=lambda line: logging.info('%s', line))
   given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config'))
-  print(dry_run.report(rows, title=given, memory_gb=_DRY_RUN_MEMORY.value, **kw), flush=True)
+  print(dry_run.report(rows, title=given, targets=_DRY_RUN_TARGETS.value,
+                       peak_tflops=_DRY_RUN_PEAK.value, mfu=_DRY_RUN_MFU.value,
+                       memory_gb=_DRY_RUN_MEMORY.value), flush=True)
 
 
 def _final_screen(workdir: pathlib.Path, report: pathlib.Path) -> str:

@@ -78,20 +78,33 @@ class Phase:
 
 @dataclasses.dataclass
 class Row:
-  """What the plan says of one phase."""
+  """What XLA says of one phase's compiled step."""
   phase: str
   params: int  # One model's parameters.
   members: int
   runs: int
   devices: int
-  gflop_per_step: float  # All devices together.
-  peak_gb: float  # Per device.
+  flop_per_device: float  # One step, one device (XLA's count of the SPMD program).
+  peak_gb: float  # Per device: arguments + outputs not aliased to them + temporaries.
   args_gb: float
   temp_gb: float
   steps: int
-  total_pflop: float
-  seconds: float  # Projected, all runs.
   precision: str
+
+  @property
+  def gflop_per_step(self) -> float:
+    return self.flop_per_device * self.devices * 1e-9
+
+  @property
+  def total_pflop(self) -> float:
+    return self.flop_per_device * self.devices * self.steps * self.runs * 1e-15
+
+  def step_seconds(self, peak_tflops: float, mfu: float) -> float:
+    return self.flop_per_device / (peak_tflops * 1e12 * mfu)
+
+  def seconds(self, peak_tflops: float, mfu: float) -> float:
+    """Projected time of every step of every run of the phase."""
+    return self.step_seconds(peak_tflops, mfu) * self.steps * self.runs
 
 
 def shapes(tree: PyTree, lead: Sequence[int] = ()) -> PyTree:
@@ -132,40 +145,36 @@ def _cost(compiled) -> dict:
   return (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
 
 
-def measure(phase: Phase, peak_tflops: float, mfu: float, devices=None) -> Row:
-  """Compiles the phase's step and projects its time at peak_tflops x mfu per device."""
+def measure(phase: Phase, devices=None) -> Row:
+  """Compiles the phase's step and reads what XLA says of it."""
   compiled, n_dev, _, _ = compile_phase(phase, devices)
-  return row_of(phase, compiled, n_dev, peak_tflops, mfu)
+  return row_of(phase, compiled, n_dev)
 
 
-def row_of(phase: Phase, compiled, n_dev: int, peak_tflops: float, mfu: float) -> Row:
-  """What XLA says of the phase's compiled step, and its projected time."""
+def row_of(phase: Phase, compiled, n_dev: int) -> Row:
+  """What XLA says of the phase's compiled step."""
   flops = float(_cost(compiled).get('flops', float('nan')))  # Per device (one SPMD program).
   mem = compiled.memory_analysis()
   gb = 1e-9
   args, temp = mem.argument_size_in_bytes * gb, mem.temp_size_in_bytes * gb
   peak = args + (mem.output_size_in_bytes - mem.alias_size_in_bytes) * gb + temp
-  seconds = flops / (peak_tflops * 1e12 * mfu) * phase.steps * phase.runs
   return Row(phase=phase.name, params=n_params(phase.params), members=phase.members,
-             runs=phase.runs, devices=n_dev, gflop_per_step=flops * n_dev * 1e-9,
-             peak_gb=peak, args_gb=args, temp_gb=temp, steps=phase.steps,
-             total_pflop=flops * n_dev * phase.steps * phase.runs * 1e-15, seconds=seconds,
-             precision=phase.precision)
+             runs=phase.runs, devices=n_dev, flop_per_device=flops, peak_gb=peak, args_gb=args,
+             temp_gb=temp, steps=phase.steps, precision=phase.precision)
 
 
-def peak_for(target: str, precision: str, peak_tflops: Optional[float]) -> float:
+def peak_for(target: str, precision: str, peak_tflops: Optional[float] = None) -> float:
   """The peak TFLOP/s a phase is projected at: given, or the target's at its precision."""
   return float(peak_tflops) if peak_tflops else TARGETS[target][precision]
 
 
-def plan(phases: Sequence[Phase], *, target: str = 'h100', peak_tflops: Optional[float] = None,
-         mfu: float = DEFAULT_MFU, devices=None, progress: Callable[[str], None] = print
+def plan(phases: Sequence[Phase], *, devices=None, progress: Callable[[str], None] = print
          ) -> list[Row]:
-  """Every phase measured (compiles with the same shapes are reused by jit's cache)."""
+  """Every phase compiled and measured by XLA (same shapes reuse jit's cache)."""
   rows = []
   for i, phase in enumerate(phases):
     progress(f'dry run: compiling [{i + 1}/{len(phases)}] {phase.name}')
-    rows.append(measure(phase, peak_for(target, phase.precision, peak_tflops), mfu, devices))
+    rows.append(measure(phase, devices))
   return rows
 
 
@@ -189,28 +198,35 @@ def _size(n: int) -> str:
   return f'{n / 1e6:.2f}M' if n >= 1e5 else f'{n / 1e3:.1f}K'
 
 
-def report(rows: Sequence[Row], *, title: str, target: str = 'h100',
+def report(rows: Sequence[Row], *, title: str, targets: Sequence[str] = ('h100', 'v5e'),
            peak_tflops: Optional[float] = None, mfu: float = DEFAULT_MFU,
            memory_gb: Optional[float] = None) -> str:
-  """The plan as a markdown table, a total, the phases that do not fit, and the caveats."""
-  memory_gb = TARGETS[target]['memory_gb'] if memory_gb is None else memory_gb
-  peaks = sorted({f'{r.precision} {peak_for(target, r.precision, peak_tflops):g}' for r in rows})
+  """The plan as a markdown table (a projected time per target), a total, per target the
+  phases that do not fit its memory (memory_gb: one size for all), and the caveats.
+  peak_tflops: one peak for every target and precision instead of theirs."""
   n_dev = rows[0].devices if rows else 1
+  precisions = sorted({r.precision for r in rows})
+  at = {t: {p: peak_for(t, p, peak_tflops) for p in precisions} for t in targets}
+  memory = {t: TARGETS[t]['memory_gb'] if memory_gb is None else memory_gb for t in targets}
+  about = '; '.join(f'{TARGETS[t]["label"]}: ' + ', '.join(f'{p} {at[t][p]:g}' for p in precisions)
+                    + f' TFLOP/s, {memory[t]:g} GB' for t in targets)
   lines = [f'# Dry run: {title}',
-           f'Target: {TARGETS[target]["label"]} x {n_dev} device(s) (host devices of '
-           f'{jax.default_backend()}), peak TFLOP/s {", ".join(peaks)} at MFU {mfu:g}, '
-           f'{memory_gb:g} GB per device.', '',
+           f'Per device, {n_dev} device(s) (the host devices of {jax.default_backend()}); '
+           f'projected at MFU {mfu:g} of the peak ({about}).', '',
            '| phase | params | members | runs | GFLOP/step | peak memory/device | steps '
-           '| total PFLOP | projected time |', '|---|---|---|---|---|---|---|---|---|']
+           '| total PFLOP | ' + ' | '.join(f'time {TARGETS[t]["label"]}' for t in targets) + ' |',
+           '|---' * (8 + len(targets)) + '|']
   for r in rows:
+    times = ' | '.join(_duration(r.seconds(at[t][r.precision], mfu)) for t in targets)
     lines.append(f'| {r.phase} | {_size(r.params)} | {r.members or "-"} | {r.runs} | '
                  f'{r.gflop_per_step:.4g} | {_gb(r.peak_gb)} | {r.steps} | '
-                 f'{r.total_pflop:.4g} | {_duration(r.seconds)} |')
-  total = sum(r.seconds for r in rows)
-  lines += ['', f'Total: {sum(r.total_pflop for r in rows):.4g} PFLOP, projected '
-            f'{_duration(total)} of training steps.']
-  over = [f'{r.phase} ({_gb(r.peak_gb)})' for r in rows if r.peak_gb > memory_gb]
-  lines.append(f'Does not fit {memory_gb:g} GB: {", ".join(over)}.' if over
-               else f'Every phase fits {memory_gb:g} GB per device.')
+                 f'{r.total_pflop:.4g} | {times} |')
+  lines += ['', f'Total: {sum(r.total_pflop for r in rows):.4g} PFLOP; training steps projected '
+            + ', '.join(f'{_duration(sum(r.seconds(at[t][r.precision], mfu) for r in rows))} on '
+                        f'{TARGETS[t]["label"]}' for t in targets) + '.']
+  for t in targets:
+    over = [f'{r.phase} ({_gb(r.peak_gb)})' for r in rows if r.peak_gb > memory[t]]
+    lines.append(f'Does not fit {TARGETS[t]["label"]} ({memory[t]:g} GB): {", ".join(over)}.'
+                 if over else f'Every phase fits {TARGETS[t]["label"]} ({memory[t]:g} GB).')
   lines += ['', CAVEATS]
   return '\n'.join(lines)
