@@ -170,11 +170,17 @@ def peak_for(target: str, precision: str, peak_tflops: Optional[float] = None) -
 
 def plan(phases: Sequence[Phase], *, devices=None, progress: Callable[[str], None] = print
          ) -> list[Row]:
-  """Every phase compiled and measured by XLA (same shapes reuse jit's cache)."""
-  rows = []
+  """Every phase compiled and measured by XLA; a phase with the same step (loss, optimizer,
+  shapes) as an earlier one reuses its figures instead of compiling again."""
+  rows, seen = [], {}
   for i, phase in enumerate(phases):
-    progress(f'dry run: compiling [{i + 1}/{len(phases)}] {phase.name}')
-    rows.append(measure(phase, devices))
+    key = (phase.loss_fn, phase.tx, phase.members, phase.data_parallel,
+           str(shapes(phase.params)), str(shapes(phase.batch)))
+    if key not in seen:
+      progress(f'dry run: compiling [{i + 1}/{len(phases)}] {phase.name}')
+      seen[key] = measure(phase, devices)
+    rows.append(dataclasses.replace(seen[key], phase=phase.name, runs=phase.runs,
+                                    steps=phase.steps))
   return rows
 
 
@@ -196,6 +202,22 @@ def _gb(gb: float) -> str:
 
 def _size(n: int) -> str:
   return f'{n / 1e6:.2f}M' if n >= 1e5 else f'{n / 1e3:.1f}K'
+
+
+def _chunk_hint(row: Row, memory_gb: float) -> str:
+  """For a population: the member chunk whose temporaries would fit (they grow with the
+  members mapped at once; train.over_members), an estimate from this program's figures."""
+  if not row.members:  # Data-parallel: the activations split over the devices, the state not.
+    state = row.peak_gb - row.temp_gb
+    if state >= memory_gb:
+      return '; the parameters and optimizer state alone do not fit'
+    n = math.ceil(row.temp_gb * row.devices / (memory_gb - state))
+    return f'; data-parallel over {n} devices may fit, est.'
+  per_member = row.temp_gb / row.members
+  chunk = int((memory_gb - (row.peak_gb - row.temp_gb)) / per_member) if per_member else 0
+  if chunk < 1:
+    return '; one member at a time does not fit either'
+  return f'; --config.member_chunk={min(chunk, row.members)} may fit, est.'
 
 
 def report(rows: Sequence[Row], *, title: str, targets: Sequence[str] = ('h100', 'v5e'),
@@ -225,7 +247,8 @@ def report(rows: Sequence[Row], *, title: str, targets: Sequence[str] = ('h100',
             + ', '.join(f'{_duration(sum(r.seconds(at[t][r.precision], mfu) for r in rows))} on '
                         f'{TARGETS[t]["label"]}' for t in targets) + '.']
   for t in targets:
-    over = [f'{r.phase} ({_gb(r.peak_gb)})' for r in rows if r.peak_gb > memory[t]]
+    over = [f'{r.phase} ({_gb(r.peak_gb)}{_chunk_hint(r, memory[t])})' for r in rows
+            if r.peak_gb > memory[t]]
     lines.append(f'Does not fit {TARGETS[t]["label"]} ({memory[t]:g} GB): {", ".join(over)}.'
                  if over else f'Every phase fits {TARGETS[t]["label"]} ({memory[t]:g} GB).')
   lines += ['', CAVEATS]
