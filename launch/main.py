@@ -188,6 +188,9 @@ def _workdir() -> pathlib.Path:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _WORKDIR.value is None and not _DRY_RUN.value:
+    _fail('flags error', 'Flag --workdir must have a value other than None (only --dry_run '
+          'runs without one).')
   quiet = _QuietLibraries()
   logging.get_absl_handler().addFilter(quiet)
   std_logging.getLogger('jax._src.xla_bridge').addFilter(quiet)
@@ -201,9 +204,6 @@ def main(argv):
   if _DRY_RUN.value:
     _dry_run(experiment, config)
     return
-  if _WORKDIR.value is None:
-    _fail('flags error', 'Flag --workdir must have a value other than None (only --dry_run '
-          'runs without one).')
   workdir = _workdir()
   (workdir / 'config.txt').write_text(str(config))
   given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config'))  # File and overrides.

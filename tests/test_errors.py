@@ -66,6 +66,14 @@ def test_bad_input_is_one_line_before_any_compute(case, tmp_path):
   assert not (tmp_path / 'run').exists()  # Refused before anything was written.
 
 
+def test_a_missing_workdir_is_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, '-m', 'launch.main', '--config=tracr_study:smoke'],
+                        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                        env={**os.environ, 'PYTHONPATH': os.pathsep.join(sys.path)})
+  _assert_one_line(proc, 'Flag --workdir must have a value')
+  assert not list(tmp_path.iterdir())
+
+
 def test_a_workdir_that_is_a_file_is_refused(tmp_path):
   not_a_dir = tmp_path / 'file'
   not_a_dir.write_text('x')
