@@ -3,6 +3,7 @@ r"""Runs one experiment from a config file.
   python launch/main.py --config=configs/tracr_study.py[:arg] --workdir=runs/x \
       [--config.section.field=value ...]
   wrapper-study --config=tracr_study[:arg] --workdir=runs/x     # installed console script
+  wrapper-study --config=tracr_study:paper --dry_run             # the plan: FLOPs, memory, time
 
 `--config` takes a file path or a packaged config's name (`configs.names()`).
 
@@ -39,6 +40,7 @@ from launch import audit as audit_cli
 from wrapper_study import allocator
 from wrapper_study import checkpoint
 from wrapper_study import config_check
+from wrapper_study import dry_run
 from wrapper_study import experiments
 from wrapper_study import host_devices
 from wrapper_study import run_record
@@ -47,8 +49,28 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'A config file (configs/tracr_study.py:smoke) or a packaged config\'s name '
     '(tracr_study:smoke); override fields with --config.<field>=<value>. Packaged configs:\n'
     + configs.describe(), lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes (and resumes from).')
-flags.mark_flags_as_required(['config', 'workdir'])
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes (and resumes from); '
+                               'required unless --dry_run.')
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'Compile every training phase on abstract inputs (no data, no step, '
+    'nothing written) and print per phase: parameters, FLOPs per step (XLA cost analysis), '
+    'peak device memory (XLA memory analysis), steps, total FLOPs and the projected time; '
+    'see wrapper_study/dry_run.py. The device count is the host\'s (on a CPU: '
+    f'{host_devices.ENV}, e.g. 1 for one chip).')
+_DRY_RUN_TARGETS = flags.DEFINE_multi_enum(
+    'dry_run_target', ['h100', 'v5e'], sorted(dry_run.TARGETS), 'The accelerators planned '
+    'for, a projected time each: their peak at each precision (h100: bf16 989.4, tf32 494.7, '
+    'fp32 66.9 TFLOP/s dense, 80 GB; v5e: bf16 197, fp32 as 6 bf16 passes ~32.8, 16 GB).')
+_DRY_RUN_PEAK = flags.DEFINE_float(
+    'dry_run_peak_tflops', None, 'Peak TFLOP/s per device for every target (default: each '
+    'target\'s at the config\'s precision).')
+_DRY_RUN_MFU = flags.DEFINE_float(
+    'dry_run_mfu', dry_run.DEFAULT_MFU, 'Fraction of the peak a step reaches (default '
+    f'{dry_run.DEFAULT_MFU}: a well-fed transformer step on an H100; small models reach less).')
+_DRY_RUN_MEMORY = flags.DEFINE_float(
+    'dry_run_memory_gb', None, 'Device memory in GB a phase must fit (default: each '
+    'target\'s).')
+flags.mark_flags_as_required(['config'])
 
 
 def _fail(kind: str, message) -> None:
@@ -76,8 +98,9 @@ def _config_spec(argv: list[str]) -> tuple[list[str], str | None, str | None]:
   return out, spec, typed
 
 
-def _check_config_file(spec: str, typed: str) -> None:
-  """The config file and its `:arg`, loaded once here so an error is one line, not a traceback."""
+def _check_config_file(spec: str, typed: str):
+  """The config file and its `:arg`, loaded once here so an error is one line, not a traceback;
+  returns the config it gives (before overrides)."""
   path, _, arg = spec.partition(':')
   if not pathlib.Path(path).is_file():
     _fail('config error', f'--config={typed}: no such file; give a config file or one of the '
@@ -88,15 +111,36 @@ def _check_config_file(spec: str, typed: str) -> None:
     module_spec.loader.exec_module(module)
     if not hasattr(module, 'get_config'):
       _fail('config error', f'--config={typed}: {path} has no get_config() function.')
-    module.get_config(*([arg] if arg else []))
+    return module.get_config(*([arg] if arg else []))
   except (ValueError, TypeError, KeyError, AttributeError, ImportError, SyntaxError) as e:
     _fail('config error', f'--config={typed}: {e}')
 
 
+def _unknown_override(config, argv: list[str]) -> str | None:
+  """'--config.a.b: section config.a has no field 'b'; its fields: [...]' for the first
+  override naming a field the config lacks (None when every field exists)."""
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    path = arg[len('--config.'):].partition('=')[0].split('.')
+    section, where = config, 'the config'
+    for i, key in enumerate(path):
+      keys = list(section.keys()) if hasattr(section, 'keys') else None
+      if keys is None:
+        break  # A field inside a value (a tuple, a string): ml_collections' message stands.
+      if key not in keys:
+        return (f'--config.{".".join(path)}: {where} has no field {key!r}; its fields: '
+                f'{sorted(keys)}.')
+      section, where = section[key], 'section config.' + '.'.join(path[:i + 1])
+  return None
+
+
 def _usage() -> str:
   config_help, workdir_help = flags.FLAGS['config'].help, flags.FLAGS['workdir'].help
+  dry = ''.join(f'  --{n}: {flags.FLAGS[n].help}\n' for n in (
+      'dry_run', 'dry_run_target', 'dry_run_peak_tflops', 'dry_run_mfu', 'dry_run_memory_gb'))
   return (f'{__doc__.strip()}\n\nFlags:\n  --config: {config_help}\n  --workdir: {workdir_help}\n'
-          '  --helpfull: every flag, including absl\'s and JAX\'s.')
+          f'{dry}  --helpfull: every flag, including absl\'s and JAX\'s.')
 
 
 def _parse_flags(argv):
@@ -105,8 +149,7 @@ def _parse_flags(argv):
     print(_usage())
     sys.exit(0)
   argv, spec, typed = _config_spec(argv)
-  if spec is not None:
-    _check_config_file(spec, typed)
+  config = None if spec is None else _check_config_file(spec, typed)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -115,6 +158,9 @@ def _parse_flags(argv):
     # ml_collections raises these for unknown fields ("Did you mean ...") and
     # wrong types while applying --config.* overrides.
     msg = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+    unknown = None if config is None else _unknown_override(config, argv)
+    if unknown is not None and 'Did you mean' not in msg:
+      _fail('config error', f'unknown field {unknown}')
     _fail('config error', f'{msg} Check the --config.* overrides against the fields of the '
           'config file.')
 
@@ -143,6 +189,9 @@ def _workdir() -> pathlib.Path:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _WORKDIR.value is None and not _DRY_RUN.value:
+    _fail('flags error', 'Flag --workdir must have a value other than None (only --dry_run '
+          'runs without one).')
   quiet = _QuietLibraries()
   logging.get_absl_handler().addFilter(quiet)
   std_logging.getLogger('jax._src.xla_bridge').addFilter(quiet)
@@ -153,6 +202,9 @@ def main(argv):
     experiment.validate(config)
   except config_check.ConfigError as e:
     _fail('config error', e)
+  if _DRY_RUN.value:
+    _dry_run(experiment, config)
+    return
   workdir = _workdir()
   (workdir / 'config.txt').write_text(str(config))
   given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config'))  # File and overrides.
@@ -180,6 +232,17 @@ def main(argv):
   run_record.write(workdir, config, report)
   logging.info('Done. Report: %s', report)
   print(_final_screen(workdir, pathlib.Path(report)), flush=True)
+
+
+def _dry_run(experiment, config) -> None:
+  """The plan of every training phase (wrapper_study/dry_run.py); nothing is trained or written."""
+  if not hasattr(experiment, 'plan'):
+    _fail('config error', f'experiment {config.experiment!r} has no plan(config) for --dry_run.')
+  rows = dry_run.plan(experiment.plan(config), progress=lambda line: logging.info('%s', line))
+  given = ' '.join(a for a in sys.argv[1:] if a.startswith('--config'))
+  print(dry_run.report(rows, title=given, targets=_DRY_RUN_TARGETS.value,
+                       peak_tflops=_DRY_RUN_PEAK.value, mfu=_DRY_RUN_MFU.value,
+                       memory_gb=_DRY_RUN_MEMORY.value), flush=True)
 
 
 def _final_screen(workdir: pathlib.Path, report: pathlib.Path) -> str:

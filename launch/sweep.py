@@ -11,6 +11,7 @@ in sweep_dir/report.md. Exits 1 when any run failed. The logic lives in
 wrapper_study.sweep.
 """
 
+import subprocess
 import sys
 
 from absl import app
@@ -29,7 +30,25 @@ _BACKEND = flags.DEFINE_enum('backend', 'local', sweep_lib.BACKENDS,
 _MAX_PARALLEL = flags.DEFINE_integer(
     'max_parallel', None, 'Runs at a time (default: 1 locally, unlimited with submitit).',
     lower_bound=1)
+_DRY_RUN = flags.DEFINE_bool(
+    'dry_run', False, 'Run nothing: print every run\'s plan (launch/main.py --dry_run: each '
+    'training phase compiled on abstract inputs, its FLOPs, memory and projected time).')
+_DRY_RUN_FLAGS = flags.DEFINE_list(
+    'dry_run_flags', [], 'More flags for each run\'s --dry_run, e.g. '
+    '--dry_run_flags=--dry_run_target=v5e,--dry_run_mfu=0.2.')
 flags.mark_flags_as_required(['sweep', 'sweep_dir'])
+
+
+def _dry_run(sweep) -> None:
+  """Each run's plan, one process each (as the runs would start); nothing is written."""
+  runs = sweep_lib.plan(sweep)
+  for i, run in enumerate(runs):
+    print(f'\n## Run {i + 1}/{len(runs)}: {run.name}', flush=True)
+    proc = subprocess.run([*sweep_lib.command(run), '--dry_run', *_DRY_RUN_FLAGS.value],
+                          cwd=sweep_lib.REPO, stdout=subprocess.PIPE, text=True)
+    print(proc.stdout, flush=True)
+    if proc.returncode:
+      sys.exit(f'FATAL sweep error: run {run.name} could not be planned (exit {proc.returncode}).')
 
 
 def main(argv):
@@ -37,6 +56,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
     sweep = sweep_lib.from_config(sweep_lib.load_spec(_SWEEP.value, 'get_sweep'), _SWEEP_DIR.value)
+    if _DRY_RUN.value:
+      _dry_run(sweep)
+      return
     summary = sweep_lib.launch(sweep, _BACKEND.value, _MAX_PARALLEL.value)
   except sweep_lib.SweepError as e:
     sys.exit(f'FATAL sweep error: {e}')

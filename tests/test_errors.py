@@ -17,6 +17,15 @@ CASES = {  # What a user typed -> a piece the one line must contain.
                            "config.experiment='nosuch' is unknown"),
     'field typo': (['--config=tracr_study:smoke', '--config.finetune.lr=1e-2'],
                    'Did you mean "lrs"'),
+    'unknown program': (['--config=tracr_study:smoke', '--config.counter.program=counterr'],
+                        "config.counter.program='counterr' is unknown; valid: ['count',"),
+    'unknown field, no close match': (
+        ['--config=tracr_study:smoke', '--config.programs=("counter",)'],
+        "unknown field --config.programs: the config has no field 'programs'; its fields: "
+        "['cache_dir', 'calibration', 'counter',"),
+    'unknown field of a section': (
+        ['--config=tracr_study:smoke', '--config.finetune.zzz=1'],
+        "section config.finetune has no field 'zzz'; its fields: ['batch_size', 'c_trs',"),
     'wrong type': (['--config=tracr_study:smoke', '--config.finetune.steps=many'], 'steps'),
     'nan lr': (['--config=pcfg_study:smoke', '--config.pretrain.lr=nan'],
                'config.pretrain.lr=nan is not a finite number'),
@@ -55,6 +64,14 @@ def test_bad_input_is_one_line_before_any_compute(case, tmp_path):
   proc = _run(args, tmp_path / 'run')
   _assert_one_line(proc, piece)
   assert not (tmp_path / 'run').exists()  # Refused before anything was written.
+
+
+def test_a_missing_workdir_is_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, '-m', 'launch.main', '--config=tracr_study:smoke'],
+                        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                        env={**os.environ, 'PYTHONPATH': os.pathsep.join(sys.path)})
+  _assert_one_line(proc, 'Flag --workdir must have a value')
+  assert not list(tmp_path.iterdir())
 
 
 def test_a_workdir_that_is_a_file_is_refused(tmp_path):

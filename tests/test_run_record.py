@@ -1,5 +1,8 @@
 """A finished run's record: the same config and code skip the phases; any change does not."""
 
+import json
+import shutil
+
 import ml_collections
 
 from wrapper_study import run_record
@@ -34,4 +37,47 @@ def test_a_damaged_record_is_no_record(tmp_path):
   config = _config()
   run_record.path(tmp_path, config).parent.mkdir(parents=True)
   run_record.path(tmp_path, config).write_text('{not json')
+  assert run_record.finished(tmp_path, config) is None
+
+
+def _finished_workdir(root, config):
+  """A workdir as a completed run leaves it: report, one checkpoint file, the record."""
+  root.mkdir(parents=True)
+  (root / 'report.md').write_text(f'report of {root.name}')
+  (root / 'checkpoints' / 'grid' / '6').mkdir(parents=True)
+  (root / 'checkpoints' / 'grid' / '6' / 'state').write_bytes(b'x' * 100)
+  run_record.write(root, config, root / 'report.md')
+  return root
+
+
+def test_a_copied_workdir_reports_its_own_report(tmp_path):
+  config = _config()
+  original = _finished_workdir(tmp_path / 'original', config)
+  record = run_record.path(original, config).read_text()
+  assert str(tmp_path) not in record  # No absolute path is stored.
+  copy = tmp_path / 'elsewhere' / 'copy'
+  shutil.copytree(original, copy)
+  shutil.rmtree(original)  # The old location is gone.
+  done = run_record.finished(copy, config)
+  assert done is not None and done['report'] == str(copy / 'report.md')
+
+
+def test_a_record_needs_its_checkpoints_intact(tmp_path):
+  config = _config()
+  workdir = _finished_workdir(tmp_path / 'run', config)
+  assert run_record.finished(workdir, config) is not None
+  state = workdir / 'checkpoints' / 'grid' / '6' / 'state'
+  state.write_bytes(b'x' * 10)  # Truncated.
+  assert run_record.finished(workdir, config) is None
+  state.unlink()  # Missing.
+  assert run_record.finished(workdir, config) is None
+
+
+def test_a_record_of_the_old_absolute_form_is_no_record(tmp_path):
+  config = _config()
+  (tmp_path / 'report.md').write_text('done')
+  run_record.path(tmp_path, config).parent.mkdir(parents=True)
+  run_record.path(tmp_path, config).write_text(json.dumps(
+      {'fingerprint': run_record.fingerprint(config), 'report': str(tmp_path / 'report.md'),
+       'experiment': 'toy'}))
   assert run_record.finished(tmp_path, config) is None

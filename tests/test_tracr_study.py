@@ -3,6 +3,7 @@
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -128,7 +129,20 @@ def _check_tensorboard(workdir, invocations: int):
   runs, hp = metrics.list_runs(str(tb)), metrics.read_hparams(str(tb))
   assert tb_events.repeats(str(tb)) == {}  # No run holds a (tag, step) twice.
   for task in ('counter', 'max_identifier'):
-    assert metrics.read_scalars(str(tb / task / 'compiled'))['c_te0/acc_o_pt'] == [(0, 100.0)]
+    assert metrics.read_scalars(str(tb / task / 'compiled'))['eval/c_te0/acc_o_pt'] == [
+        (0, 100.0), (f.steps, 100.0)]  # The compiled model: a reference line in the grid's charts.
+  # No empty chart (issue 31): a grid's parent run holds no scalars, and every scalar tag of a
+  # run outside the grids is one the grids' members also have.
+  member_tags = set()
+  for run in runs:
+    if run.count('/') >= 2:
+      member_tags |= set(metrics.read_scalars(str(tb / run)))
+  for run in runs:
+    scalars = set(metrics.read_scalars(str(tb / run)))
+    if run.count('/') == 1 and 'experiment' in hp.get(run, {}):
+      assert not scalars, (run, scalars)
+    elif run.count('/') == 1:
+      assert scalars <= member_tags, (run, scalars - member_tags)
     assert metrics.read_images(str(tb / task / 'maps'))  # Attention maps.
     for phase in ('finetune', 'reft'):
       members = [r.split('/', 2)[2] for r in runs if r.startswith(f'{task}/{phase}/')]
@@ -243,6 +257,14 @@ def test_main_binary_end_to_end_and_resume(tracr_cache, tmp_path):
   assert '[1/10]' not in proc.stderr and 'Report:' in proc.stdout
   assert {p: p.stat().st_mtime_ns for p in workdir.rglob('*')
           if p.is_file() and p.name != 'config.txt'} == written
+  # Copied elsewhere, the workdir is its own finished run: its report, not the original's
+  # (the record holds no absolute path; its checkpoints are checked: tests/test_run_record.py).
+  copy = tmp_path / 'elsewhere' / 'run'
+  shutil.copytree(workdir, copy)
+  proc = _run_binary(copy, tracr_cache, *RECORDED)
+  assert proc.returncode == 0 and 'nothing to redo' in proc.stderr, proc.stderr[-3000:]
+  assert f'Report:      {copy / "report.md"}' in proc.stdout, proc.stdout
+  shutil.rmtree(copy)
 
   # The same workdir with another Counter length: checkpoints of another architecture,
   # refused in one line (exit 2, no traceback), and left byte-identical.

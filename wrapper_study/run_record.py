@@ -6,7 +6,9 @@ rebuild populations to reach the end. A run that completed writes
 of the library's source; the same command with the same config and code then
 only lists what the run wrote. Any change to the config or the code, a missing
 report, or a deleted record makes the run go through its phases again
-(restoring what is cached, recomputing the rest). One record per config, so
+(restoring what is cached, recomputing the rest), and so does a checkpoint file
+that is missing or changed size since. Paths are relative to the workdir, so a
+copied workdir is its own. One record per config, so
 the variants sharing a workdir (pcfg_analysis main / mixing / ...) each keep theirs.
 """
 
@@ -42,25 +44,53 @@ def path(workdir, config) -> pathlib.Path:
   return pathlib.Path(workdir) / 'results' / f'finished_{fingerprint(config)[:16]}.json'
 
 
+def _checkpoint_files(workdir: pathlib.Path) -> dict[str, int]:
+  """{path relative to the workdir: size} of every file under checkpoints/."""
+  root = workdir / 'checkpoints'
+  return {str(f.relative_to(workdir)): f.stat().st_size
+          for f in sorted(root.rglob('*')) if f.is_file()} if root.is_dir() else {}
+
+
 def finished(workdir, config) -> Optional[dict]:
-  """The record of an earlier completed run of this config and code, or None."""
+  """The record of an earlier completed run of this config and code, or None.
+
+  Paths in the record are relative to the workdir, so a workdir copied or moved elsewhere
+  reports its own report.md; its checkpoints must all be there, each file of the size it
+  had when the run ended (a missing or truncated file makes the run go through its phases,
+  which restore what is intact). Returns the record with 'report' as a path in `workdir`.
+  """
+  workdir = pathlib.Path(workdir)
   try:
     record = json.loads(path(workdir, config).read_text())
   except (OSError, ValueError):
     return None
-  if record.get('fingerprint') != fingerprint(config):
+  report = record.get('report')
+  if (record.get('fingerprint') != fingerprint(config) or not isinstance(report, str)
+      or pathlib.Path(report).is_absolute() or not (workdir / report).is_file()):
+    return None  # Another config or code, a record of the old absolute form, no report.
+  saved = record.get('checkpoints')
+  if not isinstance(saved, dict):
     return None
-  if not pathlib.Path(record.get('report', '')).is_file():
+  now = _checkpoint_files(workdir)
+  if any(now.get(name) != size for name, size in saved.items()):
     return None
-  return record
+  return {**record, 'report': str(workdir / report)}
 
 
 def write(workdir, config, report) -> None:
+  """Records the run as finished: its report (relative to the workdir, where it must lie)
+  and the size of every checkpoint file."""
+  workdir = pathlib.Path(workdir)
   target = path(workdir, config)
   target.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    relative = str(pathlib.Path(report).resolve().relative_to(workdir.resolve()))
+  except ValueError:
+    return  # A report outside the workdir: no record, the rerun goes through the phases.
   tmp = target.with_suffix('.tmp')
-  tmp.write_text(json.dumps({'fingerprint': fingerprint(config), 'report': str(report),
-                             'experiment': config.experiment}, indent=1))
+  tmp.write_text(json.dumps({'fingerprint': fingerprint(config), 'report': relative,
+                             'experiment': config.experiment,
+                             'checkpoints': _checkpoint_files(workdir)}, indent=1))
   tmp.replace(target)  # A kill mid-write leaves no record, so the rerun redoes the checks.
 
 

@@ -46,6 +46,11 @@ def _plan(config) -> list[str]:
   return plan + [f'figure {stem}.png' for stem in pcfg_report.figures(config, {}, a.reft, [])]
 
 
+def plan(config):
+  """The training phases as shapes, for `--dry_run` (wrapper_study/dry_run.py)."""
+  return pcfg_train.dry_run_phases(config, analysis=True)
+
+
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)

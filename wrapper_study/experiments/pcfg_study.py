@@ -30,6 +30,11 @@ def validate(config) -> None:
   pcfg_validate.study(config)
 
 
+def plan(config):
+  """The training phases as shapes, for `--dry_run` (wrapper_study/dry_run.py)."""
+  return pcfg_train.dry_run_phases(config)
+
+
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)

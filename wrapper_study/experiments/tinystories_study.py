@@ -110,6 +110,11 @@ def validate(config) -> None:
   data.check_sources(config)  # Data path, synthetic size, feature names (reads file heads).
 
 
+def plan(config):
+  """The training phases as shapes, for `--dry_run` (wrapper_study/dry_run.py)."""
+  return train.dry_run_phases(config)
+
+
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)

@@ -98,6 +98,7 @@ def validate(config) -> None:
   for name in task_names(config):
     try:
       task_spec(config, name).validate(prefix=name)
+      train.check_program(task_spec(config, name))
     except ValueError as e:
       raise cc.ConfigError(f'config.{e}') from None
   _check_k_max(config)
@@ -108,13 +109,21 @@ def _check_k_max(config) -> None:
   if not config.pruning.granularities or not config.pruning.k_max:
     return
   for name in task_names(config):
-    tm = train.compile_model(task_spec(config, name), cache_dir=config.cache_dir)
+    try:
+      tm = train.compile_model(task_spec(config, name), cache_dir=config.cache_dir)
+    except ValueError as e:  # What only tracr's compiler finds (e.g. a program's vocabulary).
+      raise cc.ConfigError(f'config.{name}: {e}') from None
     for gran in config.pruning.granularities:
       n = analysis.n_prunable(tm.params, gran)
       if config.pruning.k_max > n:
         raise cc.ConfigError(
             f'config.pruning.k_max={config.pruning.k_max} exceeds the {n} prunable {gran}s of '
             f'{name}; valid: 0..{n}. Fix it with --config.pruning.k_max=...')
+
+
+def plan(config):
+  """The training phases as shapes, for `--dry_run` (wrapper_study/dry_run.py)."""
+  return train.dry_run_phases(config)
 
 
 def sensitivity_rows(config, data, test_sets, workdir, writer,
@@ -157,7 +166,10 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
     test_sets = train.make_test_sets(data, config.eval.num_samples, config.seed)
     row, acc0 = analysis.compiled_row(data, test_sets)
     results['compiled'].append(row)
-    writer.run(f'{name}/compiled').write_scalars(0, acc0)
+    # Under the grid's tags, at its first and last step: a flat reference line in the charts of
+    # the fine-tuned members (one point under tags of its own made charts no grid run fills).
+    for step in (0, config.finetune.steps):
+      writer.run(f'{name}/compiled').write_scalars(step, {f'eval/{k}': v for k, v in acc0.items()})
     # The starting point before any training: each seed's noised-only model per noise level.
     crows = analysis.calibration_rows(config, data, test_sets, acc0['c_te0/acc_o_pt'])
     results['calibration'] += crows

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wrapper_study import checkpoint
+from wrapper_study import dry_run
 from wrapper_study import losses
 from wrapper_study import model as model_lib
 from wrapper_study import optim
@@ -343,3 +344,44 @@ def reft(config, sources, scr_ft_params, workdir, writer):
       writer=writer, save_every=f.save_every,
       log_every=f.log_every, member_chunk=config.member_chunk)
   return members, history
+
+
+# --------------------------------------------------------------- dry run ----
+
+
+def dry_run_phases(config, analysis: bool = False) -> list[dry_run.Phase]:
+  """Every training phase as shapes: pretraining (per prior; with analysis.reft also the
+  Scr.+FT base), the lr calibration when finetune.lrs=(), the fine-tuning population (per
+  prior and kept step; analysis: per prior and arm) and, for the analysis, reFT."""
+  cfg, p, f = pcfg_model.model_config(config), config.pretrain, config.finetune
+  params = pcfg_model.template(config)
+  length = config.data.window_length + tasks.N_EXTRA_TOKENS - 1
+  batch = lambda n: {'inputs': jax.ShapeDtypeStruct((n, length), np.int32),
+                     'targets': jax.ShapeDtypeStruct((n, length), np.int32),
+                     'weights': jax.ShapeDtypeStruct((n, length), np.float32)}
+  loss, priors = losses.next_token_loss_fn(cfg), len(p.priors)
+  ft_tx = lambda steps: optim.make_optimizer(
+      _adamw(1.0, p.weight_decay, f.warmup_fraction), steps)
+  reft = analysis and config.analysis.reft
+  phase = lambda name, n, tx, steps, **kw: dry_run.Phase(
+      name=name, params=params, batch=batch(n), loss_fn=loss, tx=tx, steps=steps,
+      precision=config.model.precision, **kw)
+  phases = [phase('pretrain (each prior' + (', Scr.+FT base)' if reft else ')'), p.batch_size,
+                  optim.make_optimizer(_adamw(p.lr, p.weight_decay, p.warmup_fraction), p.steps),
+                  p.steps, runs=priors + bool(reft))]
+  n_lrs = len(f.lrs) or 3  # Calibration picks eta_L, eta_M, eta_S.
+  if not f.lrs:
+    phases.append(phase('lr calibration', f.batch_size, ft_tx(f.steps), f.steps,
+                        members=len(config.calibration.lr_grid)))
+  n_grid = n_lrs * len(f.c_trs) * len(f.seeds)
+  runs = priors * (len(arms(config)) if analysis else len(p.keep_steps))
+  phases.append(phase('fine-tune grid (each prior' + (', arm)' if analysis else ', kept step)'),
+                      f.batch_size, ft_tx(f.steps), f.steps, members=n_grid, runs=runs))
+  if reft:
+    a = config.analysis
+    n_reft_lrs = len(a.reft_lrs) or len(sorted(f.lrs or range(n_lrs))[1:3]) or n_lrs
+    sources = priors * len(arms(config)) * len(f.seeds) * len(
+        [c for c in f.c_trs if c in a.reft_source_c_trs])
+    phases.append(phase('reFT + Scr.+FT + Scr.', f.batch_size, ft_tx(a.reft_steps), a.reft_steps,
+                        members=n_reft_lrs * (sources + 2 * len(f.seeds))))
+  return phases

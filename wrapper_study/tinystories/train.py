@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wrapper_study import checkpoint
+from wrapper_study import dry_run
 from wrapper_study import losses
 from wrapper_study import metrics
 from wrapper_study import model as model_lib
@@ -260,3 +261,19 @@ def write_hparams(ctx: Context, logs: dict) -> None:
     writer.write_scalars(0, final)
     writer.write_hparams([h for _, h, _ in runs], sorted(final))
     writer.flush()
+
+
+def dry_run_phases(config) -> list[dry_run.Phase]:
+  """Every training phase as shapes (per replicate of model_seeds): pretraining (Present,
+  Not-in-PT), each deletion run, each reFT run; data-parallel as the study trains."""
+  cfg, seeds = ts_model.model_config(config), len(config.model_seeds)
+  params, loss = ts_model.init_shapes(config), losses.next_token_loss_fn(cfg)
+  windows = lambda n: jax.ShapeDtypeStruct((n, config.model.max_len + 1), np.int32)
+  ft_tx = finetune_tx(float(config.pretrain.weight_decay))
+  p, d, r = config.pretrain, config.deletion, config.reft
+  phase = lambda name, c, tx, runs: dry_run.Phase(
+      name=name, params=params, batch=windows(c.batch_size), loss_fn=loss, tx=tx, steps=c.steps,
+      runs=runs * seeds, precision=config.model.precision)
+  return [phase('pretrain (Present, Not-in-PT)', p, pretrain_tx(config), 2),
+          phase('deletion (each protocol x lr)', d, ft_tx, len(deletion_runs(config))),
+          phase('reFT (each deleted model, Not-in-PT)', r, ft_tx, len(reft_models(config)))]

@@ -21,13 +21,16 @@ from absl import logging
 import jax
 import numpy as np
 
+from wrapper_study import dry_run
 from wrapper_study import losses
 from wrapper_study import model as model_lib
+from wrapper_study import optim
 from wrapper_study import population
 from wrapper_study import train
 from wrapper_study.analysis import readout
 from wrapper_study.tracr import model as tracr_model
 from wrapper_study.tracr import paper
+from wrapper_study.tracr import programs
 from wrapper_study.tracr import tasks
 
 # Not a parameter of the compiled model: tracr's read-out, rebuilt from labels.
@@ -42,6 +45,15 @@ def compile_model(spec: tasks.TaskSpec, operand=None, cache_dir=None) -> tracr_m
   return tracr_model.get_compiled(
       spec.program_name, vocab=list(spec.vocab), max_seq_len=spec.seq_len,
       program_kwargs={spec.impl.operand_kwarg: operand}, cache_dir=cache_dir or None)
+
+
+def check_program(spec: tasks.TaskSpec) -> None:
+  """The task's program is registered or a file reference, and takes the operand: checked
+  before any compile, so a mistyped name is one line naming `<task>.program`."""
+  try:
+    programs.resolve_kwargs(spec.program_name, {spec.impl.operand_kwarg: spec.operand_pt})
+  except ValueError as e:
+    raise ValueError(f'{spec.task}.{e}') from None
 
 
 def compile_pair(spec: tasks.TaskSpec, cache_dir=None, precision: str = 'fp32',
@@ -272,3 +284,30 @@ def reft_population(config, data: TaskData, ft_tm: tracr_model.TracrModel, membe
       writer=writer, save_every=config.finetune.save_every, log_every=config.finetune.log_every,
       run=f'{name}/reft', member_chunk=config.member_chunk)
   return reft_members, history, population.finite_members(params)
+
+
+def dry_run_phases(config) -> list[dry_run.Phase]:
+  """Every training phase of the study as shapes, per task: the fine-tuning grid, each
+  sensitivity arm, and reFT with Scr.+FT (one population). Compiles the programs (cached)."""
+  phases = []
+  for t in config.tasks:
+    spec = tasks.from_config(config, tasks.get(t).name)
+    tm, _ = compile_pair(spec, config.cache_dir, config.precision, config.qkv)
+    f, r = config.finetune, config.reft
+    batch = {'tokens': jax.ShapeDtypeStruct((f.batch_size, spec.seq_len + 1), np.int32),
+             'labels': jax.ShapeDtypeStruct((f.batch_size,), np.int32)}
+    loss = losses.answer_loss_fn(tm.config, spec.impl.readout_position)
+    phase = lambda name, cfg, members, steps, warmup: dry_run.Phase(
+        name=f'{spec.task}/{name}', params=tm.params, batch=batch, loss_fn=loss,
+        tx=optim.make_optimizer(sgd_config(cfg, warmup), steps), steps=steps, members=members,
+        precision=config.precision)
+    grid = population.grid(f.lrs, f.c_trs, f.seeds)
+    phases.append(phase('finetune', config, len(grid), f.steps, f.warmup_steps))
+    for arm in config.calibration.arms:
+      acfg = arm_config(config, arm)
+      n = len(population.grid(f.lrs, f.c_trs, acfg.finetune.seeds))
+      phases.append(phase(f'finetune[{arm}]', acfg, n, f.steps, f.warmup_steps))
+    n_reft = len(r.lrs) * sum(m.lr in r.source_lrs and m.c_tr in r.source_c_trs for m in grid)
+    n_reft += len(r.scratch_lrs) * len(f.seeds)
+    phases.append(phase('reft + Scr.+FT', config, n_reft, r.steps, r.warmup_steps))
+  return phases
