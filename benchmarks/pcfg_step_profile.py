@@ -2,6 +2,7 @@
 
   python benchmarks/pcfg_step_profile.py                  # paper shape, JAX (fused) and torch SDPA
   python benchmarks/pcfg_step_profile.py --shape=cpu      # the small preset, quick
+  python benchmarks/pcfg_step_profile.py --batch=32       # a third of the memory (~2.5 GB)
   XLA_FLAGS=... python benchmarks/pcfg_step_profile.py --no-torch   # an XLA option's effect
 
 The same two steps as benchmarks/pcfg_train_throughput.py (one device, JAX
@@ -136,13 +137,15 @@ def _table(title: str, by_op: collections.Counter, wall: float, top: int, kinds=
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--shape', choices=sorted(bench.SHAPES), default='paper')
+  parser.add_argument('--batch', type=int, default=None, help="sequences per step (the shape's)")
   parser.add_argument('--attention', default='fused', help='JAX model.attention')
   parser.add_argument('--steps', type=int, default=2, help='profiled steps (after one warm-up)')
   parser.add_argument('--top', type=int, default=15)
   parser.add_argument('--no-torch', action='store_true')
   parser.add_argument('--hlo', default='', help='write the compiled JAX step HLO here')
   args = parser.parse_args()
-  shape = bench.SHAPES[args.shape]
+  shape = dict(bench.SHAPES[args.shape], **({'batch': args.batch} if args.batch else {}))
+  print(f'shape {args.shape!r}: {shape}')
   print('\n'.join(machine.describe()))
   peak = machine.matmul_flops_per_s()
   print(f'measured fp32 matmul peak (2048^2, jnp): {peak / 1e9:.0f} GFLOP/s')

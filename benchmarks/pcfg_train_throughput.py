@@ -56,9 +56,11 @@ a multi-GB CUDA build):
 (on the project machine a CPU wheel is on the local find-links path, so
 `pip install torch==2.13.0` picks it.) The allocator matters a great deal on
 CPU (see the project's perf notes): like every binary, the script re-executes
-itself once with the launcher's allocator (tcmalloc, else tuned glibc; both
-JAX and torch then use it) and prints which is active; compare with
-`WRAPPER_STUDY_ALLOCATOR=glibc` or `=off` (wrapper_study/allocator.py).
+itself once with the launcher's allocator (mimalloc from its wheel, see
+wrapper_study/allocator.py; both JAX and torch then use it) and prints which is
+active; compare with `WRAPPER_STUDY_ALLOCATOR=tcmalloc`, `=glibc` or `=off`.
+Each step's CPU seconds (its process's threads) are printed beside the wall
+time: on a machine other jobs share they move less than the wall.
 """
 
 from __future__ import annotations
@@ -526,7 +528,8 @@ def main():
     v = times[name]
     f = f'{first[name]:>10.2f}' if name in first else f"{'-':>10}"
     print(f'{name:<22} {f} {medians[name]:>13.3f} {min(v):>7.3f} {max(v):>7.3f} '
-          f'{statistics.median(cpu_times[name]):>10.2f} {tps[name]:>9.0f}  {losses_seen[name][0]:.3f}..{losses_seen[name][-1]:.3f}')
+          f'{statistics.median(cpu_times[name]):>10.2f} {tps[name]:>9.0f}  '
+          f'{losses_seen[name][0]:.3f}..{losses_seen[name][-1]:.3f}')
   for name in specs:
     if name not in jax_names:
       print(f'ratio JAX / {name} tokens/s: {tps[jax_name] / tps[name]:.2f}x  (JAX = {jax_name})')

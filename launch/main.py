@@ -193,7 +193,7 @@ def _final_screen(workdir: pathlib.Path, report: pathlib.Path) -> str:
 
 def run():
   """The console script `wrapper-study`."""
-  allocator.ensure_fast()  # May re-execute this process once, with tcmalloc.
+  allocator.ensure_fast()  # May re-execute this process once, with mimalloc (allocator.py).
   try:
     host_devices.ensure()  # Two CPU devices where two cores may be used; before JAX starts.
   except ValueError as e:

@@ -34,7 +34,8 @@ flat = {'/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(x)
         for path, x in jax.tree_util.tree_flatten_with_path(state.params)[0]}
 np.savez(sys.argv[1], **flat)
 print('ALLOCATOR', allocator.active())
-print('MAPS', open('/proc/self/maps').read().replace(chr(10), ' ') if sys.platform == 'linux' else '')
+maps = open('/proc/self/maps').read() if sys.platform == 'linux' else ''
+print('MAPS', maps.replace(chr(10), ' '))
 '''
 
 
