@@ -32,6 +32,10 @@ INSTALL_REQUIRES = [
     'matplotlib>=3.8',
     'submitit>=1.5,<2',  # Sweeps on SLURM (launch/sweep.py --backend=submitit).
     'sentencepiece>=0.2,<0.3',  # TinyStories BPE tokenizer (cp311 wheels from 0.2.0).
+    # mimalloc as a wheel (cmeel.prefix/lib/libmimalloc.so, manylinux_2_28 x86_64/aarch64): the
+    # fast allocator every binary preloads on Linux without root or apt
+    # (wrapper_study/allocator.py). Elsewhere nothing is needed (macOS: the system allocator).
+    'cmeel-mimalloc>=3.4,<4; sys_platform == "linux" and platform_machine in "x86_64 aarch64"',
 ]
 
 EXTRAS = {

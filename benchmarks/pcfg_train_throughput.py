@@ -56,9 +56,11 @@ a multi-GB CUDA build):
 (on the project machine a CPU wheel is on the local find-links path, so
 `pip install torch==2.13.0` picks it.) The allocator matters a great deal on
 CPU (see the project's perf notes): like every binary, the script re-executes
-itself once with the launcher's allocator (tcmalloc, else tuned glibc; both
-JAX and torch then use it) and prints which is active; compare with
-`WRAPPER_STUDY_ALLOCATOR=glibc` or `=off` (wrapper_study/allocator.py).
+itself once with the launcher's allocator (mimalloc from its wheel, see
+wrapper_study/allocator.py; both JAX and torch then use it) and prints which is
+active; compare with `WRAPPER_STUDY_ALLOCATOR=tcmalloc`, `=glibc` or `=off`.
+Each step's CPU seconds (its process's threads) are printed beside the wall
+time: on a machine other jobs share they move less than the wall.
 """
 
 from __future__ import annotations
@@ -325,8 +327,8 @@ class _Worker:
       pass  # It ended; _receive says how.
     return self._receive()
 
-  def step(self) -> tuple[float, float]:
-    """(seconds to completion, loss) of one training step."""
+  def step(self) -> tuple[float, float, float]:
+    """(seconds to completion, loss, CPU seconds of the worker's threads) of one step."""
     return self.call('step')
 
   def close(self) -> None:
@@ -335,7 +337,8 @@ class _Worker:
 
 
 def _worker_main(conn, spec: dict) -> None:
-  """Builds one implementation, then answers 'step' (seconds, loss), 'flops', 'stop'."""
+  """Builds one implementation, then answers 'step' (seconds, loss, CPU seconds), 'flops',
+  'stop'."""
   try:
     shape, data_BxT1 = spec['shape'], spec['data']
     inputs, targets = data_BxT1[:, :-1], data_BxT1[:, 1:]
@@ -367,9 +370,9 @@ def _worker_main(conn, spec: dict) -> None:
       if command == 'flops':
         conn.send(flops(batch))
       else:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         loss = step(batch)
-        conn.send((time.perf_counter() - start, loss))
+        conn.send((time.perf_counter() - start, loss, time.process_time() - cpu))
   except Exception as e:  # pylint: disable=broad-except
     conn.send({'error': f'{type(e).__name__}: {e}'})
     raise
@@ -486,6 +489,7 @@ def main():
   jax_name, jax_flops = jax_names[0], None
   first, losses_seen, n_params = {}, {}, {}
   times = {name: [] for name in specs}
+  cpu_times = {name: [] for name in specs}  # Less moved by other processes than the wall.
   for r in range(args.rounds):
     for name in (list(specs) if r % 2 == 0 else list(specs)[::-1]):
       # Only a PyTorch worker checks logits: the JAX ones need not receive the params.
@@ -499,13 +503,14 @@ def main():
           print(f'check {name} with the JAX params: max |logit diff| = {diff:.2e} '
                 f"on 2 x {T} tokens ({'OK' if diff < 1e-3 else 'MISMATCH'})")
       for i in range(args.warmup + args.steps):
-        seconds, loss = worker.step()
+        seconds, loss, cpu = worker.step()
         if r == 0:
           losses_seen.setdefault(name, []).append(loss)
           if i == 0 and args.warmup:
             first[name] = seconds
         if i >= args.warmup:
           times[name].append(seconds)
+          cpu_times[name].append(cpu)
       if name == jax_name and jax_flops is None and not args.no_floor:
         jax_flops = worker.call('flops')
       worker.close()
@@ -516,14 +521,15 @@ def main():
   medians = {k: statistics.median(v) for k, v in times.items()}
   tps = {k: B * T / m for k, m in medians.items()}
   header = (f"{'implementation':<22} {'1st step s':>10} {'median s/step':>13} {'min':>7} "
-            f"{'max':>7} {'tokens/s':>9}  losses (first..last)")
+            f"{'max':>7} {'cpu s/step':>10} {'tokens/s':>9}  losses (first..last)")
   print(header)
   print('-' * len(header))
   for name in specs:
     v = times[name]
     f = f'{first[name]:>10.2f}' if name in first else f"{'-':>10}"
     print(f'{name:<22} {f} {medians[name]:>13.3f} {min(v):>7.3f} {max(v):>7.3f} '
-          f'{tps[name]:>9.0f}  {losses_seen[name][0]:.3f}..{losses_seen[name][-1]:.3f}')
+          f'{statistics.median(cpu_times[name]):>10.2f} {tps[name]:>9.0f}  '
+          f'{losses_seen[name][0]:.3f}..{losses_seen[name][-1]:.3f}')
   for name in specs:
     if name not in jax_names:
       print(f'ratio JAX / {name} tokens/s: {tps[jax_name] / tps[name]:.2f}x  (JAX = {jax_name})')
