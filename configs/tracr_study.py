@@ -119,6 +119,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       num_samples=500,  # Fresh inputs per test set (C_Te = 0 and 1).
       batch_size=512,  # Inputs per jitted forward.
+      # Which C_Te=0 set feeds the paper's columns and the claims (tracr/paper.py C_TE0_SETS):
+      # 'disagree' (the one the paper's numbers imply), 'anti' (the set before issue 28) or
+      # 'natural'. All three are reported, each under its name.
+      c_te0_set='disagree',
   ))
   c.finetune = ml_collections.ConfigDict(dict(
       lrs=(1e-1, 1e-2, 1e-3, 1e-4),  # eta_L, eta_M, eta_S, eta_VS.

@@ -25,6 +25,7 @@ from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import analysis
 from wrapper_study.tracr import claims as tracr_claims
+from wrapper_study.tracr import paper
 from wrapper_study.tracr import report
 from wrapper_study.tracr import tasks
 from wrapper_study.tracr import train
@@ -84,6 +85,7 @@ def validate(config) -> None:
     cc.fail('calibration.anchor_pct', config.calibration.anchor_pct, 'must lie in (0, 100]')
   cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)
   cc.one_of(config, 'precision', model_lib.PRECISIONS)
+  cc.one_of(config, 'eval.c_te0_set', paper.C_TE0_SETS)
   cc.one_of(config, 'qkv', model_lib.QKV_FORMS)
   cc.member_chunk(config)
   for path in ('reft.source_c_trs', 'figures.c_trs', 'pruning.c_trs'):
@@ -133,6 +135,13 @@ def sensitivity_rows(config, data, test_sets, workdir, writer) -> list[dict]:
   return rows
 
 
+def agreement_rows(name, t3, arm_rows) -> list[dict]:
+  """Table 3's agreement with the paper's, the main grid and each arm (table3_agreement.csv)."""
+  arms = dict.fromkeys(r['arm'] for r in arm_rows)
+  return [report.agreement_row(name, '', t3)] + [
+      report.agreement_row(name, a, [r for r in arm_rows if r['arm'] == a]) for a in arms]
+
+
 def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, str]]:
   """Every phase of one task; appends to results, returns its report sections."""
   name = spec.task
@@ -147,7 +156,8 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
                                  save_every=1, max_to_keep=1) as ckpt:
       ckpt.save(0, {'params': tm.params}, force=True)
     data = train.TaskData(spec, tm)
-    test_sets = train.make_test_sets(data, config.eval.num_samples, config.seed)
+    test_sets = train.make_test_sets(data, config.eval.num_samples, config.seed,
+                                     c_te0_set=config.eval.c_te0_set)
     row, acc0 = analysis.compiled_row(data, test_sets)
     results['compiled'].append(row)
     writer.run(f'{name}/compiled').write_scalars(0, acc0)
@@ -220,6 +230,7 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   results['claims'] += judged
   results['skipped_claims'] += skipped
   results['table3'] += t3
+  results['agreement'] += agreement_rows(name, t3, arm_rows)
   results['pruning'] += prows
   results['reft'] += rrows
   return ([report.calibration_section(config, name, crows, why)] +
@@ -230,8 +241,8 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
-  results = {k: [] for k in ('compiled', 'calibration', 'table3', 'pruning', 'reft', 'claims',
-                             'skipped_claims')}
+  results = {k: [] for k in ('compiled', 'calibration', 'table3', 'agreement', 'pruning', 'reft',
+                             'claims', 'skipped_claims')}
   specs = [task_spec(config, name) for name in task_names(config)]
   sections, times = [], metrics.PhaseTimes(workdir, 'timing', plan=[
       f'{s.task}/{p}' for s in specs for p in ('compile', 'finetune', 'sensitivity', 'maps',
@@ -244,6 +255,7 @@ def run(config, workdir) -> dict:
   results['timing'] = times.rows
   tables.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', results['compiled'])
   tables.write_csv(workdir / 'tables' / 'calibration.csv', results['calibration'])
+  tables.write_csv(workdir / 'tables' / 'table3_agreement.csv', results['agreement'])
   tables.write_csv(workdir / 'tables' / 'claims.csv', results['claims'], claims_lib.CLAIMS_COLUMNS)
   tables.write_csv(workdir / 'tables' / 'timing.csv', results['timing'])
   about = {s.task: s.impl.description or s.program_name for s in specs}

@@ -22,6 +22,7 @@ from wrapper_study import metrics
 from wrapper_study import population
 from wrapper_study import progress
 from wrapper_study.analysis import reft
+from wrapper_study.report import agreement
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import analysis
@@ -29,7 +30,12 @@ from wrapper_study.tracr import paper
 from wrapper_study.tracr import train as tracr_train
 
 METRICS = paper.TABLE3_COLUMNS
-NATURAL_METRICS = (f'{paper.NATURAL}/acc_o_pt', f'{paper.NATURAL}/acc_o_ft')
+# Every named C_Te=0 set beside the paper's columns (whose 'c_te0' is one of them).
+NAMED_C_TE0 = ('natural', 'anti', 'disagree')
+NATURAL_METRICS = tuple(f'{paper.c_te0_key(n)}/{m}' for n in NAMED_C_TE0
+                        for m in ('acc_o_pt', 'acc_o_ft'))
+COLUMN_NAMES = ('C_Te=1 O_PT', 'C_Te=1 O_FT', 'C_Te=0 O_PT', 'C_Te=0 O_FT') + tuple(
+    f'{n} C_Te=0 {m}' for n in NAMED_C_TE0 for m in ('O_PT', 'O_FT'))
 PRUNING_COLUMNS = ('granularity', 'lr', 'c_tr', 'n_seeds', 'diverged', 'acc_o_pt_k0',
                    'acc_o_pt_k1', 'gain_k1', 'control_noised_gain_k1', 'control_c_tr0_gain_k1',
                    'best_k', 'acc_o_pt_best', 'gain_o_pt', 'acc_o_ft_k0', 'acc_o_ft_at_best',
@@ -69,8 +75,28 @@ def table3_rows(config, task: str, members, final_acc, finite, distinct=None) ->
       n = min((int(distinct[i]) for i in idx), default=None) if distinct is not None else None
       row['n_distinct'] = '' if n is None else n
       row['collapsed'] = n is not None and n <= paper.COLLAPSED
+      a = table3_agreement([row])
+      if a.total_entries:  # Entries within agreement.TOLERANCE of the paper's, of this cell.
+        row['paper_within_10'], row['paper_entries'] = a.total_within, a.total_entries
       rows.append(row)
   return rows
+
+
+def table3_agreement(rows) -> agreement.Agreement:
+  """Table 3 against the paper's: entries within 10 points, cells collapsed where the
+  paper's are not (issue 28)."""
+  return agreement.from_rows(rows, ('lr', 'c_tr'), METRICS, distinct_field='n_distinct')
+
+
+def agreement_line(rows) -> str:
+  """The report's line for one Table 3 (blank for a task the paper has no Table 3 for)."""
+  a = table3_agreement(rows)
+  return f'**Agreement with the paper\'s Table 3:** {a.line()}.' if a.total_entries else ''
+
+
+def agreement_row(task, arm, rows) -> dict:
+  """A row of tables/table3_agreement.csv."""
+  return dict(program=task, grid=arm or 'main', **table3_agreement(rows).summary())
 
 
 def table3_markdown(rows) -> str:
@@ -79,9 +105,7 @@ def table3_markdown(rows) -> str:
     div = r['diverged'] == r['n_seeds']
     cells = {'lr': f'{r["lr"]:g}', 'C_Tr': f'{r["c_tr"]:g}' + (
         f' ({r["diverged"]}/{r["n_seeds"]} diverged, left out)' if r['diverged'] else '')}
-    for metric, name in zip(METRICS + NATURAL_METRICS,
-                            ('C_Te=1 O_PT', 'C_Te=1 O_FT', 'C_Te=0 O_PT', 'C_Te=0 O_FT',
-                             'natural C_Te=0 O_PT', 'natural C_Te=0 O_FT')):
+    for metric, name in zip(METRICS + NATURAL_METRICS, COLUMN_NAMES):
       if metric not in r:
         continue
       paper_v = r.get('paper_' + metric)
@@ -92,9 +116,11 @@ def table3_markdown(rows) -> str:
     out.append(cells)
   return (tables.markdown_table(out) + '\n\nEach cell: our mean ± sd over the seeds that did '
           'not diverge (the paper\'s number in parentheses, blank for a task the paper has no '
-          'Table 3 for). Accuracies in %. C_Te=0: the anti-correlated set (no row obeys the '
-          'correlation, the paper\'s definition); natural C_Te=0: plain inputs, chance agreement '
-          f'allowed. n_distinct: the fewest distinct answers a seed\'s model gives; COLLAPSED '
+          'Table 3 for). Accuracies in %. C_Te=0 (the paper\'s columns): the set eval.c_te0_set '
+          'names; each named set beside it: disagree (no row obeys the correlation and '
+          'r(x, O_PT) != r(x, O_FT): a perfect O_FT model scores 0 on O_PT, as in the paper\'s '
+          'Table 3), anti (no row obeys the correlation; equal answers allowed), natural (plain '
+          f'inputs, chance agreement allowed). n_distinct: the fewest distinct answers a seed\'s model gives; COLLAPSED '
           f'(<= {paper.COLLAPSED}): its accuracies measure a constant answer, not a capability.')
 
 
@@ -119,9 +145,9 @@ def curves_figure(members, history, metric_pairs, title, logx=False,
 
 
 def finetune_figure(task, members, history, finite=None):
-  pairs = [('c_te0/acc_o_ft', 'Acc O_FT, C_Te=0 anti-corr. (%)'),
+  pairs = [('c_te0/acc_o_ft', 'Acc O_FT, C_Te=0 (%)'),
            ('c_te1/acc_o_ft', 'Acc O_FT, C_Te=1 (%)'),
-           ('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 anti-corr. (%)')]
+           ('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 (%)')]
   if history.curve(NATURAL_METRICS[1])[0].size:
     pairs.append((NATURAL_METRICS[1], 'Acc O_FT, natural C_Te=0 (%)'))
   return curves_figure(members, history, pairs, f'{task}: accuracy during fine-tuning',
@@ -402,14 +428,19 @@ def arm_sections(config, task, arm_rows) -> list[tuple[str, str]]:
                      f'The main grid with one change, {arm} (finetune.{field} = {value:g}; '
                      f'seeds {tuple(config.calibration.get("arm_seeds") or config.finetune.seeds)}), to '
                      f'show how much the starting point or the clipping decides Table 3. The '
-                     f'claims are judged on the main grid only.\n\n' + table3_markdown(rows)))
+                     f'claims are judged on the main grid only.\n\n' +
+                     _with_line(agreement_line(rows)) + table3_markdown(rows)))
   return sections
+
+
+def _with_line(line: str) -> str:
+  return line + '\n\n' if line else ''
 
 
 def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[str, str]]:
   """The report sections of one task."""
   sections = [(f'{task}: Table 3 (after {config.finetune.steps} iterations)',
-               table3_markdown(t3) +
+               _with_line(agreement_line(t3)) + table3_markdown(t3) +
                f'\n\n![{task}: accuracy during fine-tuning](figures/finetune_curves_{task}.png)')]
   if prows:
     sections.append((f'{task}: pruning (C_Te=0, mean over seeds)',
