@@ -27,7 +27,7 @@ from configs import tracr_study as tracr_config  # pylint: disable=g-import-not-
 from wrapper_study import metrics  # pylint: disable=g-import-not-at-top
 from wrapper_study import population  # pylint: disable=g-import-not-at-top
 from wrapper_study import tb_events  # pylint: disable=g-import-not-at-top
-from wrapper_study.experiments import tracr_study  # pylint: disable=g-import-not-at-top
+from wrapper_study.tracr import tasks  # pylint: disable=g-import-not-at-top
 from wrapper_study.tracr import analysis  # pylint: disable=g-import-not-at-top
 from wrapper_study.tracr import report  # pylint: disable=g-import-not-at-top
 from wrapper_study.tracr import train as ft  # pylint: disable=g-import-not-at-top
@@ -54,7 +54,7 @@ def main(_):
   f.seeds = tuple(int(s) for s in _SEEDS.value)
   f.log_every, f.save_every = _LOG_EVERY.value, max(_STEPS.value // 2, 1)
   workdir = pathlib.Path(_WORKDIR.value)
-  spec = tracr_study.task_spec(config, _TASK.value)
+  spec = tasks.from_config(config, _TASK.value)
   tm = ft.compile_model(spec, cache_dir=config.cache_dir)
   data = ft.TaskData(spec, tm)
   test_sets = ft.make_test_sets(data, config.eval.num_samples, config.seed,

@@ -24,6 +24,8 @@ from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import analysis
+from wrapper_study.tracr import anchors
+from wrapper_study.tracr import calibration
 from wrapper_study.tracr import claims as tracr_claims
 from wrapper_study.tracr import paper
 from wrapper_study.tracr import report
@@ -233,16 +235,18 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   results['agreement'] += agreement_rows(name, t3, arm_rows)
   results['pruning'] += prows
   results['reft'] += rrows
-  return ([report.calibration_section(config, name, crows, why)] +
+  arows = anchors.check(spec.impl.paper_claims, mrows)
+  results['anchors'] += [dict(program=name, **r) for r in arows]
+  return ([calibration.calibration_section(config, name, crows, why, arows)] +
           report.task_sections(config, name, t3, prows, rrows, units, workdir) +
-          report.arm_sections(config, name, arm_rows))
+          calibration.arm_sections(config, name, arm_rows))
 
 
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
-  results = {k: [] for k in ('compiled', 'calibration', 'table3', 'agreement', 'pruning', 'reft',
-                             'claims', 'skipped_claims')}
+  results = {k: [] for k in ('compiled', 'calibration', 'table3', 'agreement', 'anchors',
+                             'pruning', 'reft', 'claims', 'skipped_claims')}
   specs = [task_spec(config, name) for name in task_names(config)]
   sections, times = [], metrics.PhaseTimes(workdir, 'timing', plan=[
       f'{s.task}/{p}' for s in specs for p in ('compile', 'finetune', 'sensitivity', 'maps',
@@ -256,6 +260,7 @@ def run(config, workdir) -> dict:
   tables.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', results['compiled'])
   tables.write_csv(workdir / 'tables' / 'calibration.csv', results['calibration'])
   tables.write_csv(workdir / 'tables' / 'table3_agreement.csv', results['agreement'])
+  tables.write_csv(workdir / 'tables' / 'lr_anchors.csv', results['anchors'])
   tables.write_csv(workdir / 'tables' / 'claims.csv', results['claims'], claims_lib.CLAIMS_COLUMNS)
   tables.write_csv(workdir / 'tables' / 'timing.csv', results['timing'])
   about = {s.task: s.impl.description or s.program_name for s in specs}

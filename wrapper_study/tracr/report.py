@@ -27,7 +27,6 @@ from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import analysis
 from wrapper_study.tracr import paper
-from wrapper_study.tracr import train as tracr_train
 
 METRICS = paper.TABLE3_COLUMNS
 # Every named C_Te=0 set beside the paper's columns (whose 'c_te0' is one of them).
@@ -390,57 +389,14 @@ def reft_member_rows(task, reft_members, history, threshold, finite) -> list[dic
 # ----------------------------------------------------------------- report ----
 
 
-def calibration_section(config, task, rows, why: str) -> tuple[str, str]:
-  """The starting point: each seed's noised-only Acc O_PT as % of the compiled model's."""
-  anchor, std = config.calibration.anchor_pct, config.finetune.noise_std
-  levels = sorted({r['noise_std'] for r in rows})
-  seeds = sorted({r['seed'] for r in rows})
-  table = []
-  for level in levels:
-    at = {r['seed']: r for r in rows if r['noise_std'] == level}
-    table.append({'noise_std': f'{level:g}' + (' (fine-tuned from)' if level == std else ''),
-                  **{f'seed {s}': at[s]['pct_of_compiled'] for s in seeds},
-                  'min': min(at[s]['pct_of_compiled'] for s in seeds),
-                  f'every seed >= {anchor:g}%': 'yes' if all(at[s]['passes'] for s in seeds)
-                  else 'NO'})
-  start = [r for r in rows if r['noise_std'] == std]
-  worst = min(start, key=lambda r: r['pct_of_compiled'])
-  verdict = (f'Fine-tuning starts from noise_std = {std:g} ({why}); its worst seed keeps '
-             f"{worst['pct_of_compiled']:g}% of the compiled Acc O_PT.")
-  if not worst['passes']:
-    verdict += (' The starting point is already broken: pruning gains and reverse fine-tuning '
-                'then partly measure the repair of noise, not a capability that fine-tuning '
-                'hid (read them against the noised-only controls).')
-  return (f'{task}: calibration, the starting point',
-          f'Noised-only models (compiled + each seed\'s weight noise, never fine-tuned): Acc '
-          f'O_PT on the C_Te=0 set as % of the compiled model\'s. Anchor, fixed before any run '
-          f'(calibration.anchor_pct): a sound start keeps >= {anchor:g}% on every seed.\n\n' +
-          tables.markdown_table(table) + '\n\n' + verdict)
-
-
-def arm_sections(config, task, arm_rows) -> list[tuple[str, str]]:
-  """Table 3 again for each sensitivity arm (calibration.arms), beside the main one."""
-  sections = []
-  for arm in dict.fromkeys(r['arm'] for r in arm_rows):
-    rows = [r for r in arm_rows if r['arm'] == arm]
-    field, value = tracr_train.parse_arm(arm)
-    sections.append((f'{task}: Table 3, sensitivity arm {arm}',
-                     f'The main grid with one change, {arm} (finetune.{field} = {value:g}; '
-                     f'seeds {tuple(config.calibration.get("arm_seeds") or config.finetune.seeds)}), to '
-                     f'show how much the starting point or the clipping decides Table 3. The '
-                     f'claims are judged on the main grid only.\n\n' +
-                     _with_line(agreement_line(rows)) + table3_markdown(rows)))
-  return sections
-
-
-def _with_line(line: str) -> str:
+def with_line(line: str) -> str:
   return line + '\n\n' if line else ''
 
 
 def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[str, str]]:
   """The report sections of one task."""
   sections = [(f'{task}: Table 3 (after {config.finetune.steps} iterations)',
-               _with_line(agreement_line(t3)) + table3_markdown(t3) +
+               with_line(agreement_line(t3)) + table3_markdown(t3) +
                f'\n\n![{task}: accuracy during fine-tuning](figures/finetune_curves_{task}.png)')]
   if prows:
     sections.append((f'{task}: pruning (C_Te=0, mean over seeds)',
