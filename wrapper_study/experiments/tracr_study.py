@@ -190,6 +190,14 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
                     metrics.digest(history.curve(report.METRICS[0])[0], accs, str(members),
                                    finite), report)
 
+    traces = calibration.read_traces(workdir, f'{name}/finetune', members)
+    plots.save_once(lambda: calibration.traces_figure(name, members, traces, config.figures.c_trs),
+                    workdir / 'figures' / f'traces_{name}.png',
+                    metrics.digest([v for _, v in traces.values()], str(members),
+                                   config.figures.c_trs), calibration)
+    traces_text = calibration.traces_paragraph(
+        name, config, calibration.traces_summary(config, members, traces, t3))
+
   arm_rows = []
   if config.calibration.arms:
     with times.timed(f'{name}/sensitivity'):  ######## The same grid under other starts ########
@@ -237,7 +245,7 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   results['reft'] += rrows
   arows = anchors.check(spec.impl.paper_claims, mrows)
   results['anchors'] += [dict(program=name, **r) for r in arows]
-  return ([calibration.calibration_section(config, name, crows, why, arows)] +
+  return ([calibration.calibration_section(config, name, crows, why, arows, traces_text)] +
           report.task_sections(config, name, t3, prows, rrows, units, workdir) +
           calibration.arm_sections(config, name, arm_rows))
 

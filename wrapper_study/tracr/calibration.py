@@ -11,6 +11,13 @@ the clipping decides Table 3 (the arms).
 
 from __future__ import annotations
 
+import pathlib
+
+import numpy as np
+
+from wrapper_study import metrics
+from wrapper_study import tb_events
+from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import anchors
 from wrapper_study.tracr import report
@@ -70,3 +77,101 @@ def arm_sections(config, task, arm_rows) -> list[tuple[str, str]]:
                      report.with_line(report.agreement_line(rows)) +
                      report.table3_markdown(rows)))
   return sections
+
+
+# ------------------------------------------------------------------ traces ----
+# Per-member fine-tuning traces, as the population's writer put them in TensorBoard (issue 28).
+TRACES = (('train/loss', 'loss', True), ('train/grad_norm', 'grad norm (before clip)', True),
+          ('train/clip_fraction', 'fraction of steps clipped', False),
+          ('train/update_norm', 'update norm', True),
+          ('eval/c_te0/n_distinct', 'distinct answers (C_Te=0)', False))
+
+
+def read_traces(workdir, run: str, members) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """tag -> (steps [S], values [S, P]) read back from each member's TensorBoard run
+  (<workdir>/tb/<run>/<member>); a step a member lacks is NaN, a rewritten step its last value."""
+  per = [tb_events.read_scalars(str(pathlib.Path(workdir) / metrics.TB_SUBDIR / run /
+                                    m.run_name)) for m in members]
+  out = {}
+  for tag, _, _ in TRACES:
+    steps = sorted({s for ev in per for s, _ in ev.get(tag, [])})
+    if not steps:
+      continue
+    at = {s: i for i, s in enumerate(steps)}
+    v = np.full((len(steps), len(members)), np.nan)
+    for j, ev in enumerate(per):
+      for s, x in ev.get(tag, []):
+        v[at[s], j] = x
+    out[tag] = (np.array(steps), v)
+  return out
+
+
+def traces_figure(task, members, traces, c_trs):
+  """Rows: the traces; columns: lrs (ascending); one line per C_Tr (mean over seeds)."""
+  lrs = sorted({m.lr for m in members})
+  rows = [t for t in TRACES if t[0] in traces]
+  fig, axes = plots.plt.subplots(len(rows), len(lrs), figsize=(3.2 * len(lrs) + 0.5,
+                                                              2.2 * len(rows) + 0.6),
+                                 squeeze=False, layout='constrained')
+  for r, (tag, name, logy) in enumerate(rows):
+    steps, v = traces[tag]
+    for col, lr in enumerate(lrs):
+      ax = axes[r, col]
+      for c in c_trs:
+        idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
+        if idx:
+          with np.errstate(all='ignore'):
+            ax.plot(steps, np.nanmean(v[:, idx], 1), label=f'C_Tr={c:g}')
+      if logy:
+        ax.set_yscale('log')
+      ax.set_title(f'lr={lr:g}', fontsize=plots.LABEL)
+      ax.set_ylabel(name, fontsize=plots.LABEL)
+      ax.set_xlabel('iteration', fontsize=plots.LABEL)
+      ax.tick_params(labelsize=plots.TICK)
+      ax.grid(alpha=0.3)
+  plots.figure_legend(fig)
+  fig.suptitle(f'{task}: fine-tuning traces per member (mean over seeds)', fontsize=plots.TITLE)
+  return fig
+
+
+def traces_summary(config, members, traces, t3) -> list[dict]:
+  """Per lr: the fraction of all steps clipped, the median gradient norm over the last fifth
+  of training, and the C_Tr=0 cell's end (Acc O_FT at C_Te=0, fewest distinct answers)."""
+  rows = []
+  for lr in sorted({m.lr for m in members}, reverse=True):
+    idx = [i for i, m in enumerate(members) if m.lr == lr]
+    row = {'lr': lr}
+    if 'train/clip_fraction' in traces:
+      row['clipped_steps'] = round(float(np.nanmean(traces['train/clip_fraction'][1][:, idx])), 3)
+    if 'train/grad_norm' in traces:
+      steps, g = traces['train/grad_norm']
+      late = steps >= 0.8 * config.finetune.steps
+      row['grad_norm_last_fifth'] = round(float(np.nanmedian(g[late][:, idx])), 2)
+    cell = [r for r in t3 if r['lr'] == lr and r['c_tr'] == 0.0]
+    if cell:
+      row['C_Tr=0 Acc O_FT (C_Te=0)'] = cell[0].get('c_te0/acc_o_ft', '')
+      row['C_Tr=0 n_distinct'] = cell[0].get('n_distinct', '')
+    rows.append(row)
+  return rows
+
+
+def traces_paragraph(task, config, summary) -> str:
+  """The calibration section's reading of the traces: why a lr stalls or collapses."""
+  clip = config.finetune.grad_clip_norm
+  text = (f'![{task}: fine-tuning traces](figures/traces_{task}.png)\n\n'
+          'Per member, in TensorBoard (`<task>/finetune/<member>`): train/loss, train/grad_norm '
+          '(before clipping), train/clip_fraction (the fraction of the steps since the last '
+          'write whose gradient norm exceeded the clip), train/update_norm, and '
+          'eval/c_te0/n_distinct.\n\n' + tables.markdown_table(summary) + '\n\n')
+  if clip:
+    text += (f'With finetune.grad_clip_norm = {clip:g}, a step whose gradient norm exceeds '
+             f'{clip:g} moves by lr x {clip:g} whatever the loss: the compiled weights\' '
+             'gradients start at norms in the hundreds, so while the clip binds SGD is '
+             'normalized-gradient descent and how far a member travels is set by lr x the '
+             'iterations near the peak lr. lr 1e-1 crosses from the a-counter to a b-counter '
+             'early; lr 1e-2 covers a tenth of that distance, and with too few iterations near '
+             'its peak it ends between the two, on the loss plateau where the model answers '
+             'the few most frequent counts (few distinct answers: the collapse of the old '
+             '500-iteration default, 1-2 answers at lr 1e-2, C_Tr=0). Longer training near the '
+             'peak lr lets it cross (issue 28; see the notes for the measured schedules).')
+  return text

@@ -137,9 +137,11 @@ def make_test_sets(data: TaskData, n: int, seed: int, c_tes=(0.0, 1.0), natural:
   return out
 
 
-def accuracies(config, position: int, params_P, test_sets: Mapping[str, TestSet]
-               ) -> dict[str, np.ndarray]:
-  """'{c_te}/acc_o_pt' and '/acc_o_ft' in percent, each [P]."""
+def accuracies(config, position: int, params_P, test_sets: Mapping[str, TestSet],
+               distinct: bool = False) -> dict[str, np.ndarray]:
+  """'{c_te}/acc_o_pt' and '/acc_o_ft' in percent, each [P]; distinct: also 'c_te0/n_distinct',
+  the distinct answers each member gives on the C_Te=0 set (<= 2: collapsed), traced during
+  fine-tuning (issue 28)."""
   out, preds = {}, {}
   for name, ts in test_sets.items():
     if id(ts) not in preds:  # 'c_te0' is one of the named sets: predicted once.
@@ -147,6 +149,8 @@ def accuracies(config, position: int, params_P, test_sets: Mapping[str, TestSet]
     pred_PxN = preds[id(ts)]
     out[f'{name}/acc_o_pt'] = (pred_PxN == ts.label_pt).mean(1) * 100
     out[f'{name}/acc_o_ft'] = (pred_PxN == ts.label_ft).mean(1) * 100
+    if distinct and name == 'c_te0':
+      out['c_te0/n_distinct'] = np.array([len(np.unique(p)) for p in pred_PxN], np.float32)
   return out
 
 
@@ -217,7 +221,7 @@ def run_population(*, name: str, tm: tracr_model.TracrModel, position: int, memb
       name=name, model_config=tm.config, members=members, params_P=params_P, opt_cfg=opt_cfg,
       total_steps=total_steps, batch_fn=batch_fn,
       loss_fn=losses.answer_loss_fn(tm.config, position),
-      evaluate=lambda p: accuracies(tm.config, position, p, test_sets),
+      evaluate=lambda p: accuracies(tm.config, position, p, test_sets, distinct=True),
       eval_steps=eval_steps, workdir=workdir, writer=writer, save_every=save_every,
       log_every=log_every, run=run, member_chunk=member_chunk)
 
