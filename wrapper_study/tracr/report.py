@@ -164,12 +164,27 @@ def reft_figure(task, reft_members, history, finite=None, threshold=None):
 # -------------------------------------------------------------------- maps ----
 
 
+def map_rows(spec, tokens_NxL: np.ndarray, n: int) -> np.ndarray:
+  """Indices of the n inputs the maps draw: when the operands are tokens (Counter), rows that
+  contain both, so the count head has something to attend to (issue 28: an input with no a
+  and no b showed nothing); rows that lack them only if too few have both. Otherwise the
+  first n."""
+  vocab = list(spec.vocab)
+  ids = [vocab.index(o) for o in (spec.operand_pt, spec.operand_ft)
+         if isinstance(o, str) and o in vocab]
+  if not ids:
+    return np.arange(min(n, len(tokens_NxL)))
+  has_both = np.all([(tokens_NxL == i).any(1) for i in ids], axis=0)
+  return np.concatenate([np.flatnonzero(has_both), np.flatnonzero(~has_both)])[:n]
+
+
 def map_figures(config, data, members, params_P, test_sets, workdir, writer) -> list:
   """Attention maps per block (Figs 10, 40-45) and first-MLP maps (Figs 46, 53)."""
   n, tm, task = config.figures.num_inputs, data.tm, data.spec.task
   if not n:
     return []
-  inputs = test_sets['c_te0'].inputs[:n]
+  ts = test_sets['c_te0']
+  inputs = ts.inputs[map_rows(data.spec, ts.tokens, n)]
   seed0 = config.finetune.seeds[0]
   shown = [('compiled', tm.params)]
   for lr in sorted(config.finetune.lrs):  # Ascending, as in every figure.
