@@ -27,6 +27,7 @@ from wrapper_study.tracr import analysis
 from wrapper_study.tracr import anchors
 from wrapper_study.tracr import calibration
 from wrapper_study.tracr import claims as tracr_claims
+from wrapper_study.tracr import maps
 from wrapper_study.tracr import paper
 from wrapper_study.tracr import report
 from wrapper_study.tracr import tasks
@@ -204,16 +205,18 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
       arm_rows = sensitivity_rows(config, data, test_sets, workdir, writer)
 
   with times.timed(f'{name}/maps'):  ######## Attention and MLP maps ########
-    report.map_figures(config, data, members, params_P, test_sets, workdir,
+    maps.map_figures(config, data, members, params_P, test_sets, workdir,
                        writer.run(f'{name}/maps'))
 
   prows, pmembers = [], []
   with times.timed(f'{name}/pruning'):  ######## Pruning, with its controls ########
     if units:
+      singles = {}
       curves, top, pruned, n_main, pfinite = analysis.prune_population(
-          config, data, members, params_P, test_sets, units, cache_dir=workdir / 'results')
-      prows = report.pruning_rows(config, name, pruned, curves, top, n_main, pfinite)
-      pmembers = report.pruning_member_rows(name, pruned, curves, pfinite)
+          config, data, members, params_P, test_sets, units, cache_dir=workdir / 'results',
+          singles=singles)
+      prows = report.pruning_rows(config, name, pruned, curves, top, n_main, pfinite, singles)
+      pmembers = report.pruning_member_rows(name, pruned, curves, pfinite, singles)
       for gran, c in curves.items():
         plots.save_once(lambda: report.pruning_figure(config, name, gran, pruned, c, pfinite),
                         workdir / 'figures' / f'pruning_{gran}_{name}.png',

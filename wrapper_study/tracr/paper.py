@@ -90,6 +90,7 @@ LOW = 10.0  # 'low' accuracy: <= LOW.
 CANNOT_LEARN = 50.0  # 'cannot learn': Acc O_FT < CANNOT_LEARN.
 PRUNING_GAIN = 60.0  # Pruning one weight raises Acc O_PT by > this many points over the controls.
 PRUNING_K = 1  # The paper's "a single weight".
+FIG55_UNITS = 4  # Fig. 55 prunes each of the top 4 weights (W1..W4) alone, beside Base.
 REVIVAL_THRESHOLD = 90.0  # Revived: first evaluation with Acc O_PT >= this (config default).
 CHANGED = 30.0  # Manipulation check: fine-tuning moved Acc O_PT down or Acc O_FT up by >= this.
 SORTING_KEPT = 90.0  # 100 x block-0 attention correlation with the compiled model: kept >= this.

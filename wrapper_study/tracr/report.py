@@ -12,20 +12,14 @@ and figure, never shown as 0% accuracy.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Callable
 
-from absl import logging
 import numpy as np
 
-from wrapper_study import metrics
-from wrapper_study import population
-from wrapper_study import progress
 from wrapper_study.analysis import reft
 from wrapper_study.report import agreement
 from wrapper_study.report import plots
 from wrapper_study.report import tables
-from wrapper_study.tracr import analysis
 from wrapper_study.tracr import paper
 
 METRICS = paper.TABLE3_COLUMNS
@@ -37,6 +31,7 @@ COLUMN_NAMES = ('C_Te=1 O_PT', 'C_Te=1 O_FT', 'C_Te=0 O_PT', 'C_Te=0 O_FT') + tu
     f'{n} C_Te=0 {m}' for n in NAMED_C_TE0 for m in ('O_PT', 'O_FT'))
 PRUNING_COLUMNS = ('granularity', 'lr', 'c_tr', 'n_seeds', 'diverged', 'acc_o_pt_k0',
                    'acc_o_pt_k1', 'gain_k1', 'control_noised_gain_k1', 'control_c_tr0_gain_k1',
+                   'gain_fig55', 'control_noised_gain_fig55', 'control_c_tr0_gain_fig55',
                    'best_k', 'acc_o_pt_best', 'gain_o_pt', 'acc_o_ft_k0', 'acc_o_ft_at_best',
                    'classes_k0', 'classes_at_best', 'first_pruned_seed0')
 
@@ -161,81 +156,6 @@ def reft_figure(task, reft_members, history, finite=None, threshold=None):
                            threshold, f'revival threshold ({threshold:g}%)'))
 
 
-# -------------------------------------------------------------------- maps ----
-
-
-def map_rows(spec, tokens_NxL: np.ndarray, n: int) -> np.ndarray:
-  """Indices of the n inputs the maps draw: when the operands are tokens (Counter), rows that
-  contain both, so the count head has something to attend to (issue 28: an input with no a
-  and no b showed nothing); rows that lack them only if too few have both. Otherwise the
-  first n."""
-  vocab = list(spec.vocab)
-  ids = [vocab.index(o) for o in (spec.operand_pt, spec.operand_ft)
-         if isinstance(o, str) and o in vocab]
-  if not ids:
-    return np.arange(min(n, len(tokens_NxL)))
-  has_both = np.all([(tokens_NxL == i).any(1) for i in ids], axis=0)
-  return np.concatenate([np.flatnonzero(has_both), np.flatnonzero(~has_both)])[:n]
-
-
-def map_figures(config, data, members, params_P, test_sets, workdir, writer) -> list:
-  """Attention maps per block (Figs 10, 40-45) and first-MLP maps (Figs 46, 53)."""
-  n, tm, task = config.figures.num_inputs, data.tm, data.spec.task
-  if not n:
-    return []
-  ts = test_sets['c_te0']
-  inputs = ts.inputs[map_rows(data.spec, ts.tokens, n)]
-  seed0 = config.finetune.seeds[0]
-  shown = [('compiled', tm.params)]
-  for lr in sorted(config.finetune.lrs):  # Ascending, as in every figure.
-    for c in config.figures.c_trs:
-      i = next(i for i, m in enumerate(members) if (m.lr, m.c_tr, m.seed) == (lr, c, seed0))
-      shown.append((f'lr={lr:g} C_Tr={c:g}', population.member_params(params_P, i)))
-  names = [f'blocks.{l}.attn.hook_pattern' for l in range(tm.config.n_layers)]
-  mlp = 'blocks.0.mlp.hook_post'
-
-  def compute():  # [n, S, L, T, T] attention (head 0) and [S, T, d_mlp] MLP of input 0.
-    bar = progress.Progress(f'{task}: attention and MLP maps of {len(shown)} models',
-                            (n + 1) * len(shown), every_s=3.0)
-    pats = []
-    for j in range(n):
-      row = []
-      for _, p in shown:
-        row.append(np.stack([analysis.activations(tm, p, inputs[j:j + 1], names)[nm][0, 0]
-                             for nm in names]))
-        bar.update()
-      pats.append(np.stack(row))
-    acts = []
-    for _, p in shown:
-      acts.append(analysis.activations(tm, p, inputs[:1], [mlp])[mlp][0])
-      bar.update()
-    return {'attention': np.stack(pats), 'mlp': np.stack(acts)}
-
-  key = metrics.digest([p for _, p in shown], inputs, str(tm.config))
-  maps = metrics.cached_arrays(workdir / 'results' / f'maps_{task}_{key}.npz', compute)
-  written = []
-  labels = analysis.token_labels(tm, inputs)
-  titles = [s for s, _ in shown]
-  for j in range(n):
-    path = workdir / 'figures' / f'attention_{task}_input{j}.png'
-    fkey = plots.figure_key(metrics.digest(key, labels[j], titles), sys.modules[__name__])
-    if not plots.rendered(path, fkey):  # A rerun keeps the figure (and its TensorBoard image).
-      logging.info('%s: drawing %s (%d models x %d blocks)', task, path.name, len(shown),
-                   tm.config.n_layers)
-      fig = plots.attention_maps(maps['attention'][j], [labels[j]] * len(shown), titles,
-                                 title=f'{task}: attention per block, input {j} '
-                                       f'(O_PT={data.spec.operand_pt})')
-      plots.save(fig, path, fkey)  # Rendered once: TensorBoard gets the file's PNG.
-      writer.write_images(0, {f'{task}/attention/input{j}': path.read_bytes()})
-    written.append(path)
-  written.append(plots.save_once(
-      lambda: plots.activation_map(maps['mlp'], [labels[0]] * len(shown), titles,
-                                   title=f'{task}: first MLP activations (input 0)'),
-      workdir / 'figures' / f'mlp_{task}.png', metrics.digest(key, labels[0], titles),
-      sys.modules[__name__]))
-  return written
-
-
 # ----------------------------------------------------------------- pruning ----
 
 
@@ -245,7 +165,15 @@ def _gain_k1(c_MxKx3, idx) -> float:
   return float((c_MxKx3[idx, k, 0] - c_MxKx3[idx, 0, 0]).mean()) if idx else float('nan')
 
 
-def pruning_rows(config, task, pruned, curves, top, n_main, finite) -> list[dict]:
+def _gain_fig55(singles, c_MxKx3, idx) -> float:
+  """Mean over members idx of the best Acc O_PT gain of one of the top units pruned alone
+  (Fig. 55: W1..W4 each pruned alone, the best shown against Base); NaN if none."""
+  if singles is None or not idx:
+    return float('nan')
+  return float((singles[idx, :, 0].max(1) - c_MxKx3[idx, 0, 0]).mean())
+
+
+def pruning_rows(config, task, pruned, curves, top, n_main, finite, singles=None) -> list[dict]:
   """One row per (granularity, lr, C_Tr) of pruning.c_trs: means over non-diverged seeds.
 
   gain_k1 is the paper's single weight (K=1); control_*_gain_k1 the same gain
@@ -265,6 +193,11 @@ def pruning_rows(config, task, pruned, curves, top, n_main, finite) -> list[dict
                    diverged=len(cell) - len(idx),
                    control_noised_gain_k1=_r(_gain_k1(c_MxKx3, base)),
                    control_c_tr0_gain_k1=_r(_gain_k1(c_MxKx3, c0)))
+        if singles is not None:
+          sg = singles.get(gran)
+          row.update(gain_fig55=_r(_gain_fig55(sg, c_MxKx3, idx)),
+                     control_noised_gain_fig55=_r(_gain_fig55(sg, c_MxKx3, base)),
+                     control_c_tr0_gain_fig55=_r(_gain_fig55(sg, c_MxKx3, c0)))
         if not idx:
           rows.append({**row, **{k: 'diverged' for k in PRUNING_COLUMNS if k not in row}})
           continue
@@ -288,8 +221,9 @@ def _r(x: float):
   return round(x, 1) if math.isfinite(x) else ''
 
 
-def pruning_member_rows(task, pruned, curves, finite) -> list[dict]:
-  """Per pruned member (controls included): Acc O_PT at K=0 and K=paper.PRUNING_K (the claims)."""
+def pruning_member_rows(task, pruned, curves, finite, singles=None) -> list[dict]:
+  """Per pruned member (controls included): Acc O_PT at K=0 and K=paper.PRUNING_K (the claims);
+  with singles, acc_o_pt_fig55: the best of the top units pruned alone (Fig. 55's setup)."""
   rows = []
   for gran, c_MxKx3 in curves.items():
     k = min(paper.PRUNING_K, c_MxKx3.shape[1] - 1)
@@ -303,6 +237,8 @@ def pruning_member_rows(task, pruned, curves, finite) -> list[dict]:
                        acc_o_pt_k1=round(float(c_MxKx3[i, k, 0]), 2) if ok else '',
                        acc_o_ft_k1=round(float(c_MxKx3[i, k, 1]), 2) if ok else '',
                        classes_k1=int(c_MxKx3[i, k, 2]) if ok else ''))
+      if singles is not None and gran in singles:
+        rows[-1]['acc_o_pt_fig55'] = round(float(singles[gran][i, :, 0].max()), 2) if ok else ''
   return rows
 
 
@@ -421,7 +357,14 @@ def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[
                      '(never fine-tuned) and of C_Tr=0 models at the same lr. best_k (<= '
                      'k_max) is shown for the curves only. classes_*: distinct answers predicted '
                      'on the test set (a gain with ~1 class is a collapse to the most frequent '
-                     'count, not a revived capability).\n\n' + '\n'.join(
+                     'count, not a revived capability). gain_fig55 (and its controls): '
+                     f'the setup of the paper\'s Fig. 55, each of the top {paper.FIG55_UNITS} '
+                     'units pruned ALONE and the best of them read against K=0, where gain_k1 '
+                     'prunes only the top-ranked one; the same scores (grad x weight of the '
+                     'O_PT loss on plain inputs), candidates (every kernel in the blocks) and '
+                     'test set (C_Te=0, the paper\'s columns). Where gain_fig55 clears the '
+                     'paper\'s 60 points and gain_k1 does not, the difference is the setup; '
+                     'where neither does, it is the result.\n\n' + '\n'.join(
                          f'![{task}: {g} pruning curves](figures/pruning_{g}_{task}.png)'
                          for g in units)))
   sections.append((f'{task}: reverse fine-tuning (revived: Acc O_PT >= '
