@@ -486,3 +486,13 @@ def test_repeated_arm_seed_fails_before_compute(tracr_cache):
   config.calibration.arm_seeds = (0, 0)
   with pytest.raises(config_check.ConfigError, match=r'config.calibration.arm_seeds=\(0, 0\)'):
     tracr_study.validate(config)
+
+
+def test_claims_config_is_valid_and_trains_only_the_claim_cells_longer(tracr_cache):
+  """Issue 28: ':claims' runs C_Tr 0 and 1 (every lr) and reFT at the measured longer schedule."""
+  default, claims = tracr_config.get_config(''), tracr_config.get_config('claims')
+  claims.cache_dir = tracr_cache
+  tracr_study.validate(claims)
+  assert claims.finetune.c_trs == (0.0, 1.0) and claims.finetune.lrs == default.finetune.lrs
+  assert claims.finetune.steps > default.finetune.steps and claims.reft.steps == claims.finetune.steps
+  assert set(claims.reft.source_c_trs) <= set(claims.finetune.c_trs)
