@@ -172,6 +172,10 @@ def traces_paragraph(task, config, summary) -> str:
              'early; lr 1e-2 covers a tenth of that distance, and with too few iterations near '
              'its peak it ends between the two, on the loss plateau where the model answers '
              'the few most frequent counts (few distinct answers: the collapse of the old '
-             '500-iteration default, 1-2 answers at lr 1e-2, C_Tr=0). Longer training near the '
-             'peak lr lets it cross (issue 28; see the notes for the measured schedules).')
+             '500-iteration default, 1-2 answers at lr 1e-2, C_Tr=0). Measured (issue 28, '
+             'Counter, seeds 0-2): at 500 iterations, batch 16, lr 1e-2, C_Tr=0 sits at loss '
+             '1.1-1.4 from iteration 150 on with gradient norms 2-10 (99% of steps clipped) '
+             'while its update norm follows the schedule down to 3e-4; at 3000 iterations, '
+             'batch 32 (configs/tracr_study.py:claims) it crosses near iteration 1500 (loss '
+             '0.33) and ends at 93.7% Acc O_FT on C_Te=0 (paper 98.8).')
   return text
