@@ -27,6 +27,7 @@ from configs import tracr_study as tracr_config  # pylint: disable=g-import-not-
 from wrapper_study import metrics  # pylint: disable=g-import-not-at-top
 from wrapper_study import population  # pylint: disable=g-import-not-at-top
 from wrapper_study import tb_events  # pylint: disable=g-import-not-at-top
+from wrapper_study.analysis import pruning  # pylint: disable=g-import-not-at-top
 from wrapper_study.tracr import tasks  # pylint: disable=g-import-not-at-top
 from wrapper_study.tracr import analysis  # pylint: disable=g-import-not-at-top
 from wrapper_study.tracr import report  # pylint: disable=g-import-not-at-top
@@ -42,6 +43,8 @@ _NOISE = flags.DEFINE_float('noise', 3e-4, 'Weight-noise std.')
 _C_TRS = flags.DEFINE_list('c_trs', ['0', '1'], 'C_Tr values.')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds.')
 _LOG_EVERY = flags.DEFINE_integer('log_every', 10, 'TensorBoard interval (steps).')
+_PRUNE_K = flags.DEFINE_integer('prune_k', 0, 'If > 0: weight pruning of the grid (K = 0..this) '
+                                'with its controls; prints gain_k1 and gain_fig55 per cell.')
 
 
 def main(_):
@@ -89,7 +92,21 @@ def main(_):
   print(f'{_TASK.value} steps={f.steps} batch={f.batch_size} warmup={f.warmup_steps} '
         f'clip={f.grad_clip_norm:g}: {a.line()}; wall {wall:.0f} s; '
         f'fraction of logged steps clipped per lr: {clip}')
-  (workdir / 'schedule.json').write_text(json.dumps(dict(
+  prows = []
+  if _PRUNE_K.value:  # Rerunning a finished schedule resumes at its end: only this runs.
+    config.pruning.k_max, config.pruning.c_trs = _PRUNE_K.value, f.c_trs
+    units = {'weight': pruning.make_units(tm.params, 'weight')}
+    singles = {}
+    curves, top, pruned, n_main, pfinite = analysis.prune_population(
+        config, data, members, params_P, test_sets, units, cache_dir=workdir / 'results',
+        singles=singles)
+    prows = report.pruning_rows(config, spec.task, pruned, curves, top, n_main, pfinite, singles)
+    for r in prows:
+      print(f"prune lr={r['lr']:g} C_Tr={r['c_tr']:g}: K=0 {r['acc_o_pt_k0']} gain_k1 "
+            f"{r['gain_k1']} (controls {r['control_noised_gain_k1']}, "
+            f"{r['control_c_tr0_gain_k1']}) gain_fig55 {r['gain_fig55']} (controls "
+            f"{r['control_noised_gain_fig55']}, {r['control_c_tr0_gain_fig55']})")
+  (workdir / 'schedule.json').write_text(json.dumps(dict(pruning=prows,
       steps=f.steps, batch=f.batch_size, warmup=f.warmup_steps, clip=f.grad_clip_norm,
       wall_s=wall, agreement=a.summary(), clip_fraction=clip, table3=t3), default=str))
 
