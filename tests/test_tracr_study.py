@@ -108,7 +108,10 @@ def test_k_above_prunable_units_fails_in_validate(tracr_cache, tmp_path):
 # (train.default_member_chunk) and projects q/k/v in one matmul, and each agrees with the
 # recorded form to float rounding (tests/test_train.py, tests/test_model.py), not digit for
 # digit after training.
-RECORDED = ('--config.member_chunk=0', '--config.qkv=three_matmuls')
+# The record's C_Te=0 columns were read on the anti-correlated set, before issue 28 made the set
+# the paper implies the default (eval.c_te0_set; the named sets are new columns, ignored).
+RECORDED = ('--config.member_chunk=0', '--config.qkv=three_matmuls',
+            '--config.eval.c_te0_set=anti')
 
 
 def _run_binary(workdir, tracr_cache, *overrides, cwd=REPO):
