@@ -88,7 +88,8 @@ read) for 3000 iterations at batch 32, warmup 300 (reFT the same). Measured on
 Counter, C_Tr {0, 1}, seeds 0-2 (benchmarks/tracr_schedule.py), it brings Table
 3 from 19/32 entries within 10 points (this default's schedule) to 26/32 and
 makes lr 1e-2 learn O_FT (93.7 vs the paper's 98.8); lr 1e-4, C_Tr=0 still
-collapses to 2 answers. Estimated ~35 min on 2 idle cores (not measured whole).
+collapses to 2 answers. Estimated 25-35 min on 2 idle cores, ~75 min on the loaded
+machine it was measured on (scaled from the grid runs; not measured whole).
 """
 
 import string
