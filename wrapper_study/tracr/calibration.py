@@ -12,6 +12,7 @@ the clipping decides Table 3 (the arms).
 from __future__ import annotations
 
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -120,7 +121,8 @@ def traces_figure(task, members, traces, c_trs):
       for c in c_trs:
         idx = [i for i, m in enumerate(members) if m.lr == lr and m.c_tr == c]
         if idx:
-          with np.errstate(all='ignore'):
+          with warnings.catch_warnings():  # A step where every seed diverged: a gap.
+            warnings.simplefilter('ignore', RuntimeWarning)
             ax.plot(steps, np.nanmean(v[:, idx], 1), label=f'C_Tr={c:g}')
       if logy:
         ax.set_yscale('log')
@@ -134,6 +136,13 @@ def traces_figure(task, members, traces, c_trs):
   return fig
 
 
+def _finite(fn, values, digits: int):
+  """fn over the finite values, rounded ('' when none: every member diverged)."""
+  v = np.asarray(values, float)
+  v = v[np.isfinite(v)]
+  return round(float(fn(v)), digits) if v.size else ''
+
+
 def traces_summary(config, members, traces, t3) -> list[dict]:
   """Per lr: the fraction of all steps clipped, the median gradient norm over the last fifth
   of training, and the C_Tr=0 cell's end (Acc O_FT at C_Te=0, fewest distinct answers)."""
@@ -142,11 +151,11 @@ def traces_summary(config, members, traces, t3) -> list[dict]:
     idx = [i for i, m in enumerate(members) if m.lr == lr]
     row = {'lr': lr}
     if 'train/clip_fraction' in traces:
-      row['clipped_steps'] = round(float(np.nanmean(traces['train/clip_fraction'][1][:, idx])), 3)
+      row['clipped_steps'] = _finite(np.mean, traces['train/clip_fraction'][1][:, idx], 3)
     if 'train/grad_norm' in traces:
       steps, g = traces['train/grad_norm']
       late = steps >= 0.8 * config.finetune.steps
-      row['grad_norm_last_fifth'] = round(float(np.nanmedian(g[late][:, idx])), 2)
+      row['grad_norm_last_fifth'] = _finite(np.median, g[late][:, idx], 2)
     cell = [r for r in t3 if r['lr'] == lr and r['c_tr'] == 0.0]
     if cell:
       row['C_Tr=0 Acc O_FT (C_Te=0)'] = cell[0].get('c_te0/acc_o_ft', '')
