@@ -47,8 +47,9 @@ def _mean_sd(values) -> tuple[float, float]:
 def table3_rows(config, task: str, members, final_acc, finite, distinct=None) -> list[dict]:
   """Mean and sd over the seeds that did not diverge (diverged ones are counted).
 
-  Also the natural C_Te=0 set's columns and n_distinct: the fewest distinct
-  answers any seed's model gives (collapsed: <= paper.COLLAPSED).
+  Also every named C_Te=0 set's columns (NAMED_C_TE0), n_distinct: the fewest
+  distinct answers any seed's model gives (collapsed: <= paper.COLLAPSED), and
+  paper_within_10 / paper_entries: the cell's agreement with the paper's.
   """
   rows = []
   ref = paper.TABLE3.get(task, {})
