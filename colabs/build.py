@@ -165,7 +165,7 @@ report.finetune_figure('counter', members, history, finite);"""),
 
 Activations are read by their TransformerLens-style hook names (`model.hook_names(config)`
 lists them). Compiled vs fine-tuned attention per block, at the largest lr (the paper's
-Figs 10, 40-45; `report.map_figures` draws every lr and C_Tr): if the block that attends to
+Figs 10, 40-45; `maps.map_figures` draws every lr and C_Tr): if the block that attends to
 `a` keeps its pattern, the counting circuit is still there."""),
         ('code', """\
 inputs = test_sets['c_te0'].inputs[:1]

@@ -109,7 +109,10 @@ def test_k_above_prunable_units_fails_in_validate(tracr_cache, tmp_path):
 # (train.default_member_chunk) and projects q/k/v in one matmul, and each agrees with the
 # recorded form to float rounding (tests/test_train.py, tests/test_model.py), not digit for
 # digit after training.
-RECORDED = ('--config.member_chunk=0', '--config.qkv=three_matmuls')
+# The record's C_Te=0 columns were read on the anti-correlated set, before issue 28 made the set
+# the paper implies the default (eval.c_te0_set; the named sets are new columns, ignored).
+RECORDED = ('--config.member_chunk=0', '--config.qkv=three_matmuls',
+            '--config.eval.c_te0_set=anti')
 
 
 def _run_binary(workdir, tracr_cache, *overrides, cwd=REPO):
@@ -388,19 +391,37 @@ def test_diverged_members_are_marked_and_the_rest_goes_on(tracr_cache, tmp_path)
   assert all(r['end/c_te0/acc_o_pt'] == '' for r in members if r['diverged'] == 'True')
 
 
-def test_natural_c_te0_set_allows_chance_agreement(tracr_cache):
-  """Issue 11: C_Te=0 (anti-correlated) has no correlated row; the natural set has some."""
+def test_named_c_te0_sets(tracr_cache):
+  """Issues 11 and 28: C_Te=0 as three named sets; 'c_te0' (the paper's columns) is the one
+  eval.c_te0_set selects, by default the one the paper's Table 3 implies ('disagree': a perfect
+  b-counter scores 0 on O_PT there); anti-correlated has no correlated row; natural has some."""
   from wrapper_study.tracr import tasks  # pylint: disable=g-import-not-at-top
   config = _smoke_config(tracr_cache)
   spec = tracr_study.task_spec(config, 'counter')
   data = ft.TaskData(spec, ft.compile_model(spec, cache_dir=config.cache_dir))
   sets = ft.make_test_sets(data, 500, 0)
-  assert set(sets) == {'c_te0', 'c_te1', paper.NATURAL}
-  assert not tasks.obeys_correlation(spec, sets['c_te0'].tokens).any()
+  anti, dis = paper.c_te0_key('anti'), paper.c_te0_key('disagree')
+  assert set(sets) == {'c_te0', 'c_te1', paper.NATURAL, anti, dis}
+  assert config.eval.c_te0_set == 'disagree' and sets['c_te0'] is sets[dis]
+  assert not tasks.obeys_correlation(spec, sets[anti].tokens).any()
+  assert not tasks.obeys_correlation(spec, sets[dis].tokens).any()
   assert 0.05 < tasks.obeys_correlation(spec, sets[paper.NATURAL].tokens).mean() < 0.5
-  # The other sets are drawn as before the natural one was added.
+  # A perfect b-counter (its answers are the O_FT labels): 0 on O_PT only in the paper's set.
+  perfect = lambda ts: 100 * (ts.label_ft == ts.label_pt).mean()
+  assert perfect(sets[dis]) == 0
+  assert perfect(sets[anti]) > 10 and perfect(sets[paper.NATURAL]) > 10
+  # Each set has its own rng: the anti-correlated one is drawn as before the named sets.
   old = ft.make_test_sets(data, 500, 0, natural=False)
-  np.testing.assert_array_equal(old['c_te0'].tokens, sets['c_te0'].tokens)
+  assert set(old) == {'c_te0', 'c_te1'}
+  np.testing.assert_array_equal(old['c_te0'].tokens, sets[anti].tokens)
+  np.testing.assert_array_equal(old['c_te1'].tokens, sets['c_te1'].tokens)
+  assert ft.make_test_sets(data, 50, 0, c_te0_set='anti')['c_te0'].tokens.shape == (50, 6)
+  with pytest.raises(ValueError, match='c_te0_set'):
+    ft.make_test_sets(data, 50, 0, c_te0_set='paper')
+  # Accuracies on 'c_te0' are those of the selected set, predicted once.
+  params = ft.noisy_params(data.tm.params, [population.Member(0.1, 0.0, 0)], 0, 0.0)
+  acc = ft.accuracies(data.tm.config, data.position, params, sets)
+  assert acc['c_te0/acc_o_pt'][0] == acc[f'{dis}/acc_o_pt'][0] == 100.0
 
 
 def test_calibration_measures_the_start_and_chooses_by_the_anchor(tracr_cache):
@@ -499,3 +520,13 @@ def test_repeated_arm_seed_fails_before_compute(tracr_cache):
   config.calibration.arm_seeds = (0, 0)
   with pytest.raises(config_check.ConfigError, match=r'config.calibration.arm_seeds=\(0, 0\)'):
     tracr_study.validate(config)
+
+
+def test_claims_config_is_valid_and_trains_only_the_claim_cells_longer(tracr_cache):
+  """Issue 28: ':claims' runs C_Tr 0 and 1 (every lr) and reFT at the measured longer schedule."""
+  default, claims = tracr_config.get_config(''), tracr_config.get_config('claims')
+  claims.cache_dir = tracr_cache
+  tracr_study.validate(claims)
+  assert claims.finetune.c_trs == (0.0, 1.0) and claims.finetune.lrs == default.finetune.lrs
+  assert claims.finetune.steps > default.finetune.steps and claims.reft.steps == claims.finetune.steps
+  assert set(claims.reft.source_c_trs) <= set(claims.finetune.c_trs)

@@ -192,7 +192,8 @@ def run_population(*, name: str, model_config, members: Sequence[Member], params
         state=state, tx=tx, loss_fn=loss_fn, batch_fn=batch_fn, total_steps=total_steps,
         workdir=str(workdir), writer=pop_writer, checkpointer=ckpt, log_every=log_every,
         evaluators={'eval': (sorted(s for s in eval_steps if s > 0), evaluator)}, vmap=True,
-        member_chunk=member_chunk, mesh=train.member_mesh(len(members)))
+        member_chunk=member_chunk, mesh=train.member_mesh(len(members)),
+        clip_norm=opt_cfg.get('grad_clip_norm') or None)
   if pop_writer is not None:
     keys = sorted({k for r in history.rows for k in r if k != 'step'})
     pop_writer.write_hparams([{'population': run or name, **m.hparams} for m in members],

@@ -339,7 +339,8 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
                checkpointer=None, log_every: int = 100,
                evaluators: Optional[Evaluators] = None, nan_check: bool = True,
                vmap: bool = False, mesh: Optional[Mesh] = None,
-               member_chunk: Optional[int] = None) -> TrainState:
+               member_chunk: Optional[int] = None,
+               clip_norm: Optional[float] = None) -> TrainState:
   """Trains to total_steps, resuming from the checkpointer's latest step.
 
   A run killed at any moment and relaunched with the same arguments ends with
@@ -367,6 +368,9 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
       norm (for a population: only when every member is non-finite).
     vmap: state and batches are populations (leading axis P).
     member_chunk: with vmap, members per chunk (over_members; None = default).
+    clip_norm: the optimizer's global-norm clip, if any: train/clip_fraction is then written
+      with the other train scalars, the fraction of the steps since the last write whose
+      gradient norm (before clipping) exceeded it, per member (issue 28).
     mesh: train data-parallel over this mesh (see make_train_step, data_mesh), or with
       vmap spread the members over it (member_mesh; members the devices do not divide are
       padded with copies of the last, which nothing outside this loop sees: place_on_mesh).
@@ -415,9 +419,14 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
   evaluators = {k: (w if isinstance(w, int) else frozenset(w), fn)
                 for k, (w, fn) in (evaluators or {}).items()}
 
+  clipped = {'n': 0, 'steps': 0}  # Steps whose gradient was clipped, since the last write.
+
   def finish(step: int, metrics_dev) -> None:
     """Fetch, check and write the metrics of the update that made step `step`."""
     metrics = own(jax.device_get(metrics_dev), host=True)
+    if clip_norm and 'grad_norm' in metrics:  # Every step passes here, not only logged ones.
+      clipped['n'] = clipped['n'] + (np.asarray(metrics['grad_norm']) > clip_norm)
+      clipped['steps'] += 1
     bad = _nonfinite(metrics, vmap) if nan_check else {}
     if bad:
       if checkpointer is not None:
@@ -431,6 +440,9 @@ def train_loop(*, state: TrainState, tx: optax.GradientTransformation,
       logging.error(msg)
       raise FloatingPointError(msg)
     due = step % log_every == 0 or step == total_steps
+    if due and clipped['steps']:
+      metrics['clip_fraction'] = np.asarray(clipped['n'] / clipped['steps'], np.float32)
+      clipped.update(n=0, steps=0)
     if due and writer is not None:
       writer.write_scalars(step, _scalars('train', metrics))
     if due or step == start + 1:  # The first step's line says how long compiling took.

@@ -24,7 +24,11 @@ from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
 from wrapper_study.tracr import analysis
+from wrapper_study.tracr import anchors
+from wrapper_study.tracr import calibration
 from wrapper_study.tracr import claims as tracr_claims
+from wrapper_study.tracr import maps
+from wrapper_study.tracr import paper
 from wrapper_study.tracr import report
 from wrapper_study.tracr import tasks
 from wrapper_study.tracr import train
@@ -84,6 +88,7 @@ def validate(config) -> None:
     cc.fail('calibration.anchor_pct', config.calibration.anchor_pct, 'must lie in (0, 100]')
   cc.subset_of(config, 'pruning.granularities', pruning.GRANULARITIES, allow_empty=True)
   cc.one_of(config, 'precision', model_lib.PRECISIONS)
+  cc.one_of(config, 'eval.c_te0_set', paper.C_TE0_SETS)
   cc.one_of(config, 'qkv', model_lib.QKV_FORMS)
   cc.member_chunk(config)
   for path in ('reft.source_c_trs', 'figures.c_trs', 'pruning.c_trs'):
@@ -149,6 +154,13 @@ def sensitivity_rows(config, data, test_sets, workdir, writer,
   return rows
 
 
+def agreement_rows(name, t3, arm_rows) -> list[dict]:
+  """Table 3's agreement with the paper's, the main grid and each arm (table3_agreement.csv)."""
+  arms = dict.fromkeys(r['arm'] for r in arm_rows)
+  return [report.agreement_row(name, '', t3)] + [
+      report.agreement_row(name, a, [r for r in arm_rows if r['arm'] == a]) for a in arms]
+
+
 def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, str]]:
   """Every phase of one task; appends to results, returns its report sections."""
   name = spec.task
@@ -163,7 +175,8 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
                                  save_every=1, max_to_keep=1) as ckpt:
       ckpt.save(0, {'params': tm.params}, force=True)
     data = train.TaskData(spec, tm)
-    test_sets = train.make_test_sets(data, config.eval.num_samples, config.seed)
+    test_sets = train.make_test_sets(data, config.eval.num_samples, config.seed,
+                                     c_te0_set=config.eval.c_te0_set)
     row, acc0 = analysis.compiled_row(data, test_sets)
     results['compiled'].append(row)
     # Under the grid's tags, at its first and last step: a flat reference line in the charts of
@@ -197,6 +210,14 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
                     metrics.digest(history.curve(report.METRICS[0])[0], accs, str(members),
                                    finite), report)
 
+    traces = calibration.read_traces(workdir, f'{name}/finetune', members)
+    plots.save_once(lambda: calibration.traces_figure(name, members, traces, config.figures.c_trs),
+                    workdir / 'figures' / f'traces_{name}.png',
+                    metrics.digest([v for _, v in traces.values()], str(members),
+                                   config.figures.c_trs), calibration)
+    traces_text = calibration.traces_paragraph(
+        name, config, calibration.traces_summary(config, members, traces, t3))
+
   arm_rows = []
   if config.calibration.arms:
     with times.timed(f'{name}/sensitivity'):  ######## The same grid under other starts ########
@@ -204,16 +225,18 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
                                   results.setdefault('arm_claims', {}))
 
   with times.timed(f'{name}/maps'):  ######## Attention and MLP maps ########
-    report.map_figures(config, data, members, params_P, test_sets, workdir,
+    maps.map_figures(config, data, members, params_P, test_sets, workdir,
                        writer.run(f'{name}/maps'))
 
   prows, pmembers = [], []
   with times.timed(f'{name}/pruning'):  ######## Pruning, with its controls ########
     if units:
+      singles = {}
       curves, top, pruned, n_main, pfinite = analysis.prune_population(
-          config, data, members, params_P, test_sets, units, cache_dir=workdir / 'results')
-      prows = report.pruning_rows(config, name, pruned, curves, top, n_main, pfinite)
-      pmembers = report.pruning_member_rows(name, pruned, curves, pfinite)
+          config, data, members, params_P, test_sets, units, cache_dir=workdir / 'results',
+          singles=singles)
+      prows = report.pruning_rows(config, name, pruned, curves, top, n_main, pfinite, singles)
+      pmembers = report.pruning_member_rows(name, pruned, curves, pfinite, singles)
       for gran, c in curves.items():
         plots.save_once(lambda: report.pruning_figure(config, name, gran, pruned, c, pfinite),
                         workdir / 'figures' / f'pruning_{gran}_{name}.png',
@@ -240,18 +263,21 @@ def run_task(config, spec, workdir, writer, times, results) -> list[tuple[str, s
   results['claims'] += judged
   results['skipped_claims'] += skipped
   results['table3'] += t3
+  results['agreement'] += agreement_rows(name, t3, arm_rows)
   results['pruning'] += prows
   results['reft'] += rrows
-  return ([report.calibration_section(config, name, crows, why)] +
+  arows = anchors.check(spec.impl.paper_claims, mrows)
+  results['anchors'] += [dict(program=name, **r) for r in arows]
+  return ([calibration.calibration_section(config, name, crows, why, arows, traces_text)] +
           report.task_sections(config, name, t3, prows, rrows, units, workdir) +
-          report.arm_sections(config, name, arm_rows))
+          calibration.arm_sections(config, name, arm_rows))
 
 
 def run(config, workdir) -> dict:
   validate(config)
   workdir = tables.make_workdir(workdir)
-  results = {k: [] for k in ('compiled', 'calibration', 'table3', 'pruning', 'reft', 'claims',
-                             'skipped_claims')}
+  results = {k: [] for k in ('compiled', 'calibration', 'table3', 'agreement', 'anchors',
+                             'pruning', 'reft', 'claims', 'skipped_claims')}
   specs = [task_spec(config, name) for name in task_names(config)]
   sections, times = [], metrics.PhaseTimes(workdir, 'timing', plan=[
       f'{s.task}/{p}' for s in specs for p in ('compile', 'finetune', 'sensitivity', 'maps',
@@ -264,6 +290,8 @@ def run(config, workdir) -> dict:
   results['timing'] = times.rows
   tables.write_csv(workdir / 'tables' / 'compiled_accuracy.csv', results['compiled'])
   tables.write_csv(workdir / 'tables' / 'calibration.csv', results['calibration'])
+  tables.write_csv(workdir / 'tables' / 'table3_agreement.csv', results['agreement'])
+  tables.write_csv(workdir / 'tables' / 'lr_anchors.csv', results['anchors'])
   tables.write_csv(workdir / 'tables' / 'claims.csv', results['claims'], claims_lib.CLAIMS_COLUMNS)
   tables.write_csv(workdir / 'tables' / 'claims_arms.csv',
                    [{**r, 'claim_id': f'{arm}:{r["claim_id"]}'}

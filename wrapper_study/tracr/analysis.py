@@ -12,7 +12,7 @@ Shapes: P population members, M pruned members, K pruning levels, N test inputs.
 from __future__ import annotations
 
 import functools
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from absl import logging
 import jax
@@ -172,8 +172,15 @@ def member_rows(config, data, members, params_P, history, test_sets, finite) -> 
   return rows
 
 
+def single_ranks(rank_MxU, j: int):
+  """The rankings with the j-th ranked unit moved to the front (swapped with the first): K=1
+  then prunes that unit alone, as Fig. 55 prunes each of W1..W4 alone."""
+  return jnp.where(rank_MxU == 0, j, jnp.where(rank_MxU == j, 0, rank_MxU))
+
+
 def prune_population(config, data: tracr_train.TaskData, members, params_P, test_sets,
-                     units_by_gran: Mapping[str, pruning.Units], cache_dir=None):
+                     units_by_gran: Mapping[str, pruning.Units], cache_dir=None,
+                     singles: Optional[dict] = None):
   """Pruning curves of the members with C_Tr in pruning.c_trs, and of their controls.
 
   Controls (issue 11): the C_Tr=0 members at the same lrs and, per seed, the
@@ -185,7 +192,8 @@ def prune_population(config, data: tracr_train.TaskData, members, params_P, test
   diverged). Per member and K: Acc O_PT (%), Acc O_FT (%) and the number of
   distinct classes predicted (Fig. 59's check that a pruned model has not
   collapsed). With cache_dir, each granularity's result is loaded if computed
-  before from the same inputs.
+  before from the same inputs. singles (a dict, filled in): {granularity: [M, n, 3]}, each
+  of the top n = paper.FIG55_UNITS units pruned ALONE (Fig. 55's W1..W4; issue 28).
   """
   tm, spec, position = data.tm, data.spec, data.position
   idx = [i for i, m in enumerate(members) if m.c_tr in config.pruning.c_trs]
@@ -212,14 +220,16 @@ def prune_population(config, data: tracr_train.TaskData, members, params_P, test
   def compute(units):
     ranks_MxU = jax.vmap(pruning.prune_order)(
         pruning.scores_population(loss_fn, params_M, grad_batch, units))
-    return {'curves': pruning.search(evaluate, params_M, units, ranks_MxU,
-                                     np.arange(len(chosen)), ks,
-                                     chunk_size=config.pruning.chunk_size or None),
-            'ranks': ranks_MxU}
+    one = lambda r, k: pruning.search(evaluate, params_M, units, r, np.arange(len(chosen)), k,
+                                      chunk_size=config.pruning.chunk_size or None)
+    n = min(paper.FIG55_UNITS, units.n_units)
+    return {'curves': one(ranks_MxU, ks), 'ranks': ranks_MxU,
+            'singles': jnp.concatenate([one(single_ranks(ranks_MxU, j), (1,))
+                                        for j in range(n)], axis=1)}
 
   # Keyed by every input (models, batches, K), so a changed config never reuses a result.
   key = metrics.digest(params_M, grad_batch, ts.inputs, ts.label_pt, ts.label_ft, ks, position,
-                       str(tm.config))
+                       str(tm.config), 'fig55', paper.FIG55_UNITS)
   curves, top = {}, {}
   logging.info('%s: pruning: grad x weight scores, then every K masked and evaluated, one '
                'compiled search per granularity (%s)', spec.task, ', '.join(units_by_gran))
@@ -230,5 +240,7 @@ def prune_population(config, data: tracr_train.TaskData, members, params_P, test
     out = compute(units) if path is None else metrics.cached_arrays(path, lambda: compute(units))
     curves[gran] = np.asarray(out['curves'])
     top[gran] = [pruning.top_units(units, out['ranks'][i], 3) for i in range(len(chosen))]
+    if singles is not None:
+      singles[gran] = np.asarray(out['singles'])
     bar.update()
   return curves, top, chosen, n_main, population.finite_members(params_M)

@@ -90,6 +90,7 @@ LOW = 10.0  # 'low' accuracy: <= LOW.
 CANNOT_LEARN = 50.0  # 'cannot learn': Acc O_FT < CANNOT_LEARN.
 PRUNING_GAIN = 60.0  # Pruning one weight raises Acc O_PT by > this many points over the controls.
 PRUNING_K = 1  # The paper's "a single weight".
+FIG55_UNITS = 4  # Fig. 55 prunes each of the top 4 weights (W1..W4) alone, beside Base.
 REVIVAL_THRESHOLD = 90.0  # Revived: first evaluation with Acc O_PT >= this (config default).
 CHANGED = 30.0  # Manipulation check: fine-tuning moved Acc O_PT down or Acc O_FT up by >= this.
 SORTING_KEPT = 90.0  # 100 x block-0 attention correlation with the compiled model: kept >= this.
@@ -109,10 +110,25 @@ LR_L, LR_M, LR_S, LR_VS = 1e-1, 1e-2, 1e-3, 1e-4  # eta_L, eta_M, eta_S, eta_VS.
 SCRATCH = 'Scr.+FT'  # The reFT table's source of the from-scratch baseline.
 NOISED = 'noised-only'  # The compiled model with a member seed's noise, never fine-tuned.
 
-# The two C_Te=0 test sets: ANTI excludes rows that obey the correlation by
-# chance (the paper's "no sample obeys it"; a model answering count(a)+1 scores
-# exactly 0 there), NATURAL allows them (chance agreement, ~18% for Counter).
-ANTI, NATURAL = 'c_te0', 'c_te0_natural'
+# The C_Te=0 test sets, each named (issue 28). 'c_te0' (ANTI, the key the paper's columns and
+# the claims read) holds the one eval.c_te0_set selects; every set is also kept under its own
+# name 'c_te0_<name>':
+# - 'disagree' (default): no row obeys the correlation AND r(x, O_PT) != r(x, O_FT). The set
+#   the paper's numbers imply: a perfect b-counter scores 0 on O_PT there (Table 3, Counter lr
+#   1e-1, C_Tr=0: 0 / 100), so count(a) never equals count(b) in the paper's set.
+# - 'anti': no row obeys the correlation (a model answering count(a)+1 scores exactly 0), but
+#   count(a) = count(b) is allowed (a perfect b-counter scores ~38 on O_PT at seq_len 10).
+# - 'natural': plain inputs, chance agreement allowed (~18% of Counter rows obey it).
+ANTI = 'c_te0'
+C_TE0_SETS = ('disagree', 'anti', 'natural')
+C_TE0_DEFAULT = 'disagree'
+NATURAL = 'c_te0_natural'
+
+
+def c_te0_key(name: str) -> str:
+  """The test-set key of a named C_Te=0 set: 'c_te0_<name>'."""
+  return f'c_te0_{name}'
+
 
 WORLD = 'tracr'
 _CHECK = (f'fine-tuning moved Acc O_PT down or Acc O_FT up by >= {CHANGED:g} points (C_Te=1 or '

@@ -12,27 +12,27 @@ and figure, never shown as 0% accuracy.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Callable
 
-from absl import logging
 import numpy as np
 
-from wrapper_study import metrics
-from wrapper_study import population
-from wrapper_study import progress
 from wrapper_study.analysis import reft
+from wrapper_study.report import agreement
 from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import plots
 from wrapper_study.report import tables
-from wrapper_study.tracr import analysis
 from wrapper_study.tracr import paper
-from wrapper_study.tracr import train as tracr_train
 
 METRICS = paper.TABLE3_COLUMNS
-NATURAL_METRICS = (f'{paper.NATURAL}/acc_o_pt', f'{paper.NATURAL}/acc_o_ft')
+# Every named C_Te=0 set beside the paper's columns (whose 'c_te0' is one of them).
+NAMED_C_TE0 = ('natural', 'anti', 'disagree')
+NATURAL_METRICS = tuple(f'{paper.c_te0_key(n)}/{m}' for n in NAMED_C_TE0
+                        for m in ('acc_o_pt', 'acc_o_ft'))
+COLUMN_NAMES = ('C_Te=1 O_PT', 'C_Te=1 O_FT', 'C_Te=0 O_PT', 'C_Te=0 O_FT') + tuple(
+    f'{n} C_Te=0 {m}' for n in NAMED_C_TE0 for m in ('O_PT', 'O_FT'))
 PRUNING_COLUMNS = ('granularity', 'lr', 'c_tr', 'n_seeds', 'diverged', 'acc_o_pt_k0',
                    'acc_o_pt_k1', 'gain_k1', 'control_noised_gain_k1', 'control_c_tr0_gain_k1',
+                   'gain_fig55', 'control_noised_gain_fig55', 'control_c_tr0_gain_fig55',
                    'best_k', 'acc_o_pt_best', 'gain_o_pt', 'acc_o_ft_k0', 'acc_o_ft_at_best',
                    'classes_k0', 'classes_at_best', 'first_pruned_seed0')
 
@@ -48,8 +48,9 @@ def _mean_sd(values) -> tuple[float, float]:
 def table3_rows(config, task: str, members, final_acc, finite, distinct=None) -> list[dict]:
   """Mean and sd over the seeds that did not diverge (diverged ones are counted).
 
-  Also the natural C_Te=0 set's columns and n_distinct: the fewest distinct
-  answers any seed's model gives (collapsed: <= paper.COLLAPSED).
+  Also every named C_Te=0 set's columns (NAMED_C_TE0), n_distinct: the fewest
+  distinct answers any seed's model gives (collapsed: <= paper.COLLAPSED), and
+  paper_within_10 / paper_entries: the cell's agreement with the paper's.
   """
   rows = []
   ref = paper.TABLE3.get(task, {})
@@ -70,8 +71,28 @@ def table3_rows(config, task: str, members, final_acc, finite, distinct=None) ->
       n = min((int(distinct[i]) for i in idx), default=None) if distinct is not None else None
       row['n_distinct'] = '' if n is None else n
       row['collapsed'] = n is not None and n <= paper.COLLAPSED
+      a = table3_agreement([row])
+      if a.total_entries:  # Entries within agreement.TOLERANCE of the paper's, of this cell.
+        row['paper_within_10'], row['paper_entries'] = a.total_within, a.total_entries
       rows.append(row)
   return rows
+
+
+def table3_agreement(rows) -> agreement.Agreement:
+  """Table 3 against the paper's: entries within 10 points, cells collapsed where the
+  paper's are not (issue 28)."""
+  return agreement.from_rows(rows, ('lr', 'c_tr'), METRICS, distinct_field='n_distinct')
+
+
+def agreement_line(rows) -> str:
+  """The report's line for one Table 3 (blank for a task the paper has no Table 3 for)."""
+  a = table3_agreement(rows)
+  return f'**Agreement with the paper\'s Table 3:** {a.line()}.' if a.total_entries else ''
+
+
+def agreement_row(task, arm, rows) -> dict:
+  """A row of tables/table3_agreement.csv."""
+  return dict(program=task, grid=arm or 'main', **table3_agreement(rows).summary())
 
 
 def table3_markdown(rows) -> str:
@@ -80,9 +101,7 @@ def table3_markdown(rows) -> str:
     div = r['diverged'] == r['n_seeds']
     cells = {'lr': f'{r["lr"]:g}', 'C_Tr': f'{r["c_tr"]:g}' + (
         f' ({r["diverged"]}/{r["n_seeds"]} diverged, left out)' if r['diverged'] else '')}
-    for metric, name in zip(METRICS + NATURAL_METRICS,
-                            ('C_Te=1 O_PT', 'C_Te=1 O_FT', 'C_Te=0 O_PT', 'C_Te=0 O_FT',
-                             'natural C_Te=0 O_PT', 'natural C_Te=0 O_FT')):
+    for metric, name in zip(METRICS + NATURAL_METRICS, COLUMN_NAMES):
       if metric not in r:
         continue
       paper_v = r.get('paper_' + metric)
@@ -93,9 +112,11 @@ def table3_markdown(rows) -> str:
     out.append(cells)
   return (tables.markdown_table(out) + '\n\nEach cell: our mean ± sd over the seeds that did '
           'not diverge (the paper\'s number in parentheses, blank for a task the paper has no '
-          'Table 3 for). Accuracies in %. C_Te=0: the anti-correlated set (no row obeys the '
-          'correlation, the paper\'s definition); natural C_Te=0: plain inputs, chance agreement '
-          f'allowed. n_distinct: the fewest distinct answers a seed\'s model gives; COLLAPSED '
+          'Table 3 for). Accuracies in %. C_Te=0 (the paper\'s columns): the set eval.c_te0_set '
+          'names; each named set beside it: disagree (no row obeys the correlation and '
+          'r(x, O_PT) != r(x, O_FT): a perfect O_FT model scores 0 on O_PT, as in the paper\'s '
+          'Table 3), anti (no row obeys the correlation; equal answers allowed), natural (plain '
+          f'inputs, chance agreement allowed). n_distinct: the fewest distinct answers a seed\'s model gives; COLLAPSED '
           f'(<= {paper.COLLAPSED}): its accuracies measure a constant answer, not a capability.')
 
 
@@ -120,9 +141,9 @@ def curves_figure(members, history, metric_pairs, title, logx=False,
 
 
 def finetune_figure(task, members, history, finite=None):
-  pairs = [('c_te0/acc_o_ft', 'Acc O_FT, C_Te=0 anti-corr. (%)'),
+  pairs = [('c_te0/acc_o_ft', 'Acc O_FT, C_Te=0 (%)'),
            ('c_te1/acc_o_ft', 'Acc O_FT, C_Te=1 (%)'),
-           ('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 anti-corr. (%)')]
+           ('c_te0/acc_o_pt', 'Acc O_PT, C_Te=0 (%)')]
   if history.curve(NATURAL_METRICS[1])[0].size:
     pairs.append((NATURAL_METRICS[1], 'Acc O_FT, natural C_Te=0 (%)'))
   return curves_figure(members, history, pairs, f'{task}: accuracy during fine-tuning',
@@ -137,66 +158,6 @@ def reft_figure(task, reft_members, history, finite=None, threshold=None):
                            threshold, f'revival threshold ({threshold:g}%)'))
 
 
-# -------------------------------------------------------------------- maps ----
-
-
-def map_figures(config, data, members, params_P, test_sets, workdir, writer) -> list:
-  """Attention maps per block (Figs 10, 40-45) and first-MLP maps (Figs 46, 53)."""
-  n, tm, task = config.figures.num_inputs, data.tm, data.spec.task
-  if not n:
-    return []
-  inputs = test_sets['c_te0'].inputs[:n]
-  seed0 = config.finetune.seeds[0]
-  shown = [('compiled', tm.params)]
-  for lr in sorted(config.finetune.lrs):  # Ascending, as in every figure.
-    for c in config.figures.c_trs:
-      i = next(i for i, m in enumerate(members) if (m.lr, m.c_tr, m.seed) == (lr, c, seed0))
-      shown.append((f'lr={lr:g} C_Tr={c:g}', population.member_params(params_P, i)))
-  names = [f'blocks.{l}.attn.hook_pattern' for l in range(tm.config.n_layers)]
-  mlp = 'blocks.0.mlp.hook_post'
-
-  def compute():  # [n, S, L, T, T] attention (head 0) and [S, T, d_mlp] MLP of input 0.
-    bar = progress.Progress(f'{task}: attention and MLP maps of {len(shown)} models',
-                            (n + 1) * len(shown), every_s=3.0)
-    pats = []
-    for j in range(n):
-      row = []
-      for _, p in shown:
-        row.append(np.stack([analysis.activations(tm, p, inputs[j:j + 1], names)[nm][0, 0]
-                             for nm in names]))
-        bar.update()
-      pats.append(np.stack(row))
-    acts = []
-    for _, p in shown:
-      acts.append(analysis.activations(tm, p, inputs[:1], [mlp])[mlp][0])
-      bar.update()
-    return {'attention': np.stack(pats), 'mlp': np.stack(acts)}
-
-  key = metrics.digest([p for _, p in shown], inputs, str(tm.config))
-  maps = metrics.cached_arrays(workdir / 'results' / f'maps_{task}_{key}.npz', compute)
-  written = []
-  labels = analysis.token_labels(tm, inputs)
-  titles = [s for s, _ in shown]
-  for j in range(n):
-    path = workdir / 'figures' / f'attention_{task}_input{j}.png'
-    fkey = plots.figure_key(metrics.digest(key, labels[j], titles), sys.modules[__name__])
-    if not plots.rendered(path, fkey):  # A rerun keeps the figure (and its TensorBoard image).
-      logging.info('%s: drawing %s (%d models x %d blocks)', task, path.name, len(shown),
-                   tm.config.n_layers)
-      fig = plots.attention_maps(maps['attention'][j], [labels[j]] * len(shown), titles,
-                                 title=f'{task}: attention per block, input {j} '
-                                       f'(O_PT={data.spec.operand_pt})')
-      plots.save(fig, path, fkey)  # Rendered once: TensorBoard gets the file's PNG.
-      writer.write_images(0, {f'{task}/attention/input{j}': path.read_bytes()})
-    written.append(path)
-  written.append(plots.save_once(
-      lambda: plots.activation_map(maps['mlp'], [labels[0]] * len(shown), titles,
-                                   title=f'{task}: first MLP activations (input 0)'),
-      workdir / 'figures' / f'mlp_{task}.png', metrics.digest(key, labels[0], titles),
-      sys.modules[__name__]))
-  return written
-
-
 # ----------------------------------------------------------------- pruning ----
 
 
@@ -206,7 +167,15 @@ def _gain_k1(c_MxKx3, idx) -> float:
   return float((c_MxKx3[idx, k, 0] - c_MxKx3[idx, 0, 0]).mean()) if idx else float('nan')
 
 
-def pruning_rows(config, task, pruned, curves, top, n_main, finite) -> list[dict]:
+def _gain_fig55(singles, c_MxKx3, idx) -> float:
+  """Mean over members idx of the best Acc O_PT gain of one of the top units pruned alone
+  (Fig. 55: W1..W4 each pruned alone, the best shown against Base); NaN if none."""
+  if singles is None or not idx:
+    return float('nan')
+  return float((singles[idx, :, 0].max(1) - c_MxKx3[idx, 0, 0]).mean())
+
+
+def pruning_rows(config, task, pruned, curves, top, n_main, finite, singles=None) -> list[dict]:
   """One row per (granularity, lr, C_Tr) of pruning.c_trs: means over non-diverged seeds.
 
   gain_k1 is the paper's single weight (K=1); control_*_gain_k1 the same gain
@@ -226,6 +195,11 @@ def pruning_rows(config, task, pruned, curves, top, n_main, finite) -> list[dict
                    diverged=len(cell) - len(idx),
                    control_noised_gain_k1=_r(_gain_k1(c_MxKx3, base)),
                    control_c_tr0_gain_k1=_r(_gain_k1(c_MxKx3, c0)))
+        if singles is not None:
+          sg = singles.get(gran)
+          row.update(gain_fig55=_r(_gain_fig55(sg, c_MxKx3, idx)),
+                     control_noised_gain_fig55=_r(_gain_fig55(sg, c_MxKx3, base)),
+                     control_c_tr0_gain_fig55=_r(_gain_fig55(sg, c_MxKx3, c0)))
         if not idx:
           rows.append({**row, **{k: 'diverged' for k in PRUNING_COLUMNS if k not in row}})
           continue
@@ -249,8 +223,9 @@ def _r(x: float):
   return round(x, 1) if math.isfinite(x) else ''
 
 
-def pruning_member_rows(task, pruned, curves, finite) -> list[dict]:
-  """Per pruned member (controls included): Acc O_PT at K=0 and K=paper.PRUNING_K (the claims)."""
+def pruning_member_rows(task, pruned, curves, finite, singles=None) -> list[dict]:
+  """Per pruned member (controls included): Acc O_PT at K=0 and K=paper.PRUNING_K (the claims);
+  with singles, acc_o_pt_fig55: the best of the top units pruned alone (Fig. 55's setup)."""
   rows = []
   for gran, c_MxKx3 in curves.items():
     k = min(paper.PRUNING_K, c_MxKx3.shape[1] - 1)
@@ -264,6 +239,8 @@ def pruning_member_rows(task, pruned, curves, finite) -> list[dict]:
                        acc_o_pt_k1=round(float(c_MxKx3[i, k, 0]), 2) if ok else '',
                        acc_o_ft_k1=round(float(c_MxKx3[i, k, 1]), 2) if ok else '',
                        classes_k1=int(c_MxKx3[i, k, 2]) if ok else ''))
+      if singles is not None and gran in singles:
+        rows[-1]['acc_o_pt_fig55'] = round(float(singles[gran][i, :, 0].max()), 2) if ok else ''
   return rows
 
 
@@ -365,53 +342,14 @@ def reft_member_rows(task, reft_members, history, threshold, finite) -> list[dic
 # ----------------------------------------------------------------- report ----
 
 
-def calibration_section(config, task, rows, why: str) -> tuple[str, str]:
-  """The starting point: each seed's noised-only Acc O_PT as % of the compiled model's."""
-  anchor, std = config.calibration.anchor_pct, config.finetune.noise_std
-  levels = sorted({r['noise_std'] for r in rows})
-  seeds = sorted({r['seed'] for r in rows})
-  table = []
-  for level in levels:
-    at = {r['seed']: r for r in rows if r['noise_std'] == level}
-    table.append({'noise_std': f'{level:g}' + (' (fine-tuned from)' if level == std else ''),
-                  **{f'seed {s}': at[s]['pct_of_compiled'] for s in seeds},
-                  'min': min(at[s]['pct_of_compiled'] for s in seeds),
-                  f'every seed >= {anchor:g}%': 'yes' if all(at[s]['passes'] for s in seeds)
-                  else 'NO'})
-  start = [r for r in rows if r['noise_std'] == std]
-  worst = min(start, key=lambda r: r['pct_of_compiled'])
-  verdict = (f'Fine-tuning starts from noise_std = {std:g} ({why}); its worst seed keeps '
-             f"{worst['pct_of_compiled']:g}% of the compiled Acc O_PT.")
-  if not worst['passes']:
-    verdict += (' The starting point is already broken: pruning gains and reverse fine-tuning '
-                'then partly measure the repair of noise, not a capability that fine-tuning '
-                'hid (read them against the noised-only controls).')
-  return (f'{task}: calibration, the starting point',
-          f'Noised-only models (compiled + each seed\'s weight noise, never fine-tuned): Acc '
-          f'O_PT on the C_Te=0 set as % of the compiled model\'s. Anchor, fixed before any run '
-          f'(calibration.anchor_pct): a sound start keeps >= {anchor:g}% on every seed.\n\n' +
-          tables.markdown_table(table) + '\n\n' + verdict)
-
-
-def arm_sections(config, task, arm_rows) -> list[tuple[str, str]]:
-  """Table 3 again for each sensitivity arm (calibration.arms), beside the main one."""
-  sections = []
-  for arm in dict.fromkeys(r['arm'] for r in arm_rows):
-    rows = [r for r in arm_rows if r['arm'] == arm]
-    field, value = tracr_train.parse_arm(arm)
-    sections.append((f'{task}: Table 3, sensitivity arm {arm}',
-                     f'The main grid with one change, {arm} (finetune.{field} = {value:g}; '
-                     f'seeds {tuple(config.calibration.get("arm_seeds") or config.finetune.seeds)}), to '
-                     f'show how much the starting point or the clipping decides Table 3. The '
-                     f'task\'s claims are also judged on this grid (verdict tables under the '
-                     f'main one, tables/claims_arms.csv).\n\n' + table3_markdown(rows)))
-  return sections
+def with_line(line: str) -> str:
+  return line + '\n\n' if line else ''
 
 
 def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[str, str]]:
   """The report sections of one task."""
   sections = [(f'{task}: Table 3 (after {config.finetune.steps} iterations)',
-               table3_markdown(t3) +
+               with_line(agreement_line(t3)) + table3_markdown(t3) +
                f'\n\n![{task}: accuracy during fine-tuning](figures/finetune_curves_{task}.png)')]
   if prows:
     sections.append((f'{task}: pruning (C_Te=0, mean over seeds)',
@@ -421,7 +359,14 @@ def task_sections(config, task, t3, prows, rrows, units, workdir) -> list[tuple[
                      '(never fine-tuned) and of C_Tr=0 models at the same lr. best_k (<= '
                      'k_max) is shown for the curves only. classes_*: distinct answers predicted '
                      'on the test set (a gain with ~1 class is a collapse to the most frequent '
-                     'count, not a revived capability).\n\n' + '\n'.join(
+                     'count, not a revived capability). gain_fig55 (and its controls): '
+                     f'the setup of the paper\'s Fig. 55, each of the top {paper.FIG55_UNITS} '
+                     'units pruned ALONE and the best of them read against K=0, where gain_k1 '
+                     'prunes only the top-ranked one; the same scores (grad x weight of the '
+                     'O_PT loss on plain inputs), candidates (every kernel in the blocks) and '
+                     'test set (C_Te=0, the paper\'s columns). Where gain_fig55 clears the '
+                     'paper\'s 60 points and gain_k1 does not, the difference is the setup; '
+                     'where neither does, it is the result.\n\n' + '\n'.join(
                          f'![{task}: {g} pruning curves](figures/pruning_{g}_{task}.png)'
                          for g in units)))
   sections.append((f'{task}: reverse fine-tuning (revived: Acc O_PT >= '

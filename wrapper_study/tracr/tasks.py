@@ -218,6 +218,26 @@ def sample(spec: TaskSpec, rng: np.random.Generator, n: int, c_tr) -> np.ndarray
   return tokens[perm]
 
 
+def agrees(spec: TaskSpec, tokens_NxL: np.ndarray) -> np.ndarray:
+  """[N] True where r(x, O_PT) == r(x, O_FT): one answer scores on both tasks."""
+  return result(spec, tokens_NxL, spec.operand_ft) == result(spec, tokens_NxL, spec.operand_pt)
+
+
+def sample_disagreeing(spec: TaskSpec, rng: np.random.Generator, n: int) -> np.ndarray:
+  """n rows where no row obeys the correlation and r(x, O_PT) != r(x, O_FT).
+
+  The C_Te=0 set the paper's Table 3 implies (a perfect O_FT model scores 0 on
+  O_PT there; paper.C_TE0_SETS). Rows are redrawn until both hold, so the
+  labels keep the plain distribution conditioned on those two events.
+  """
+  out = sample(spec, rng, n, 0.0)
+  bad = np.flatnonzero(agrees(spec, out))
+  while len(bad):
+    out[bad] = _sample_plain(spec, rng, len(bad))
+    bad = bad[agrees(spec, out[bad]) | obeys_correlation(spec, out[bad])]
+  return out
+
+
 def to_strings(spec: TaskSpec, tokens_NxL: np.ndarray) -> list[list[str]]:
   return [[spec.vocab[t] for t in row] for row in tokens_NxL]
 

@@ -118,35 +118,51 @@ class TestSet:
   tokens: np.ndarray  # [N, L] raw token ids (for figures).
 
 
-def make_test_sets(data: TaskData, n: int, seed: int, c_tes=(0.0, 1.0),
-                   natural: bool = True) -> dict[str, TestSet]:
-  """'c_te0' (anti-correlated: no row obeys the correlation), 'c_te1', and 'c_te0_natural'.
+def make_test_sets(data: TaskData, n: int, seed: int, c_tes=(0.0, 1.0), natural: bool = True,
+                   c_te0_set: str = paper.C_TE0_DEFAULT) -> dict[str, TestSet]:
+  """'c_te1' and the named C_Te=0 sets (paper.C_TE0_SETS), with 'c_te0' the one c_te0_set names.
 
-  The natural set draws plain inputs (chance agreement allowed, ~18% of
-  Counter rows at seq_len 10), from its own rng: the other sets are unchanged.
+  'c_te0_anti' (no row obeys the correlation), 'c_te0_natural' (plain inputs,
+  chance agreement allowed, ~18% of Counter rows at seq_len 10) and
+  'c_te0_disagree' (anti-correlated and r(x, O_PT) != r(x, O_FT): the set the
+  paper's numbers imply). Each draws from its own rng, so adding one leaves the
+  others unchanged. 'c_te0' is the selected set itself (the same object), which
+  the paper's columns and the claims read. natural=False: only 'c_te0' (the
+  anti-correlated set, as before the named sets) and 'c_te1'.
   """
+  if c_te0_set not in paper.C_TE0_SETS:
+    raise ValueError(f'c_te0_set={c_te0_set!r}; valid: {paper.C_TE0_SETS}')
+  make = lambda toks: TestSet(data.inputs(toks), data.labels(toks, data.spec.operand_pt),
+                              data.labels(toks, data.spec.operand_ft), toks)
   out = {}
   for c_te in c_tes:
     rng = np.random.default_rng([seed, 7, int(c_te * 1000)])
-    toks = tasks.sample(data.spec, rng, n, c_te)
-    out[f'c_te{c_te:g}'] = TestSet(data.inputs(toks), data.labels(toks, data.spec.operand_pt),
-                                   data.labels(toks, data.spec.operand_ft), toks)
-  if natural:
-    toks = tasks.sample(data.spec, np.random.default_rng([seed, 7, 9999]), n,
-                        None)
-    out[paper.NATURAL] = TestSet(data.inputs(toks), data.labels(toks, data.spec.operand_pt),
-                                 data.labels(toks, data.spec.operand_ft), toks)
+    out[f'c_te{c_te:g}'] = make(tasks.sample(data.spec, rng, n, c_te))
+  if not natural or 0.0 not in c_tes:
+    return out
+  out[paper.c_te0_key('anti')] = out.pop('c_te0')
+  out[paper.NATURAL] = make(tasks.sample(data.spec, np.random.default_rng([seed, 7, 9999]), n,
+                                         None))
+  out[paper.c_te0_key('disagree')] = make(tasks.sample_disagreeing(
+      data.spec, np.random.default_rng([seed, 7, 9998]), n))
+  out['c_te0'] = out[paper.c_te0_key(c_te0_set)]
   return out
 
 
-def accuracies(config, position: int, params_P, test_sets: Mapping[str, TestSet]
-               ) -> dict[str, np.ndarray]:
-  """'{c_te}/acc_o_pt' and '/acc_o_ft' in percent, each [P]."""
-  out = {}
+def accuracies(config, position: int, params_P, test_sets: Mapping[str, TestSet],
+               distinct: bool = False) -> dict[str, np.ndarray]:
+  """'{c_te}/acc_o_pt' and '/acc_o_ft' in percent, each [P]; distinct: also 'c_te0/n_distinct',
+  the distinct answers each member gives on the C_Te=0 set (<= 2: collapsed), traced during
+  fine-tuning (issue 28)."""
+  out, preds = {}, {}
   for name, ts in test_sets.items():
-    pred_PxN = readout.predict(config, params_P, ts.inputs, position, population=True)
+    if id(ts) not in preds:  # 'c_te0' is one of the named sets: predicted once.
+      preds[id(ts)] = readout.predict(config, params_P, ts.inputs, position, population=True)
+    pred_PxN = preds[id(ts)]
     out[f'{name}/acc_o_pt'] = (pred_PxN == ts.label_pt).mean(1) * 100
     out[f'{name}/acc_o_ft'] = (pred_PxN == ts.label_ft).mean(1) * 100
+    if distinct and name == 'c_te0':
+      out['c_te0/n_distinct'] = np.array([len(np.unique(p)) for p in pred_PxN], np.float32)
   return out
 
 
@@ -217,7 +233,7 @@ def run_population(*, name: str, tm: tracr_model.TracrModel, position: int, memb
       name=name, model_config=tm.config, members=members, params_P=params_P, opt_cfg=opt_cfg,
       total_steps=total_steps, batch_fn=batch_fn,
       loss_fn=losses.answer_loss_fn(tm.config, position),
-      evaluate=lambda p: accuracies(tm.config, position, p, test_sets),
+      evaluate=lambda p: accuracies(tm.config, position, p, test_sets, distinct=True),
       eval_steps=eval_steps, workdir=workdir, writer=writer, save_every=save_every,
       log_every=log_every, run=run, member_chunk=member_chunk)
 
