@@ -33,7 +33,16 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import machine  # benchmarks/machine.py  # pylint: disable=g-import-not-at-top
 import configs  # pylint: disable=g-import-not-at-top
 from wrapper_study import dry_run  # pylint: disable=g-import-not-at-top
-from wrapper_study import experiments  # pylint: disable=g-import-not-at-top
+from wrapper_study.pcfg import train as pcfg_train  # pylint: disable=g-import-not-at-top
+from wrapper_study.tinystories import train as tinystories_train  # pylint: disable=g-import-not-at-top
+from wrapper_study.tracr import train as tracr_train  # pylint: disable=g-import-not-at-top
+
+# Each experiment's plan(config), read from the worlds' train modules: a benchmark imports no
+# experiment (tests/test_layout.py).
+_PLANS = {'tracr_study': tracr_train.dry_run_phases,
+          'pcfg_study': pcfg_train.dry_run_phases,
+          'pcfg_analysis': lambda c: pcfg_train.dry_run_phases(c, analysis=True),
+          'tinystories_study': tinystories_train.dry_run_phases}
 
 _CONFIGS = flags.DEFINE_list(
     'configs', ['tracr_study:smoke', 'tracr_study', 'pcfg_study:smoke', 'pcfg_study',
@@ -66,9 +75,7 @@ def main(argv):
   factors = []
   for spec in _CONFIGS.value:
     config = _load(spec)
-    experiment = experiments.get(config.experiment)
-    experiment.validate(config)
-    for phase in experiment.plan(config):
+    for phase in _PLANS[config.experiment](config):
       compiled, n_dev, state, batch = dry_run.compile_phase(phase)
       measured, _ = machine.time_train_steps(compiled, _zeros(state), lambda _, b=_zeros(batch): b,
                                              _TIMED.value)

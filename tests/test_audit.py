@@ -89,7 +89,7 @@ def test_audit_of_the_exported_pcfg_pair_reproduces_the_worlds_analysis(audited)
   # [models (pretrained, member 0), blocks, targets (count O_PT, count O_FT)], one probe seed.
   np.testing.assert_allclose(ours['probe_acc'][0], probes['acc'][:2], atol=1e-4)
   np.testing.assert_allclose(ours['probe_majority'], probes['majority'], atol=1e-4)
-  prune = np.load(next((world / 'analysis').glob('*_prune.npz')))
+  prune = np.load(next((world / 'analysis').glob('*_prune_rand.npz')))
   assert list(ours['pruning_neuron_candidate'][[0, -1]]) == ['finetuned', 'pretrained']
   # The fine-tuned model's grad x weight curves (Acc O_PT and O_FT at every K) ...
   np.testing.assert_allclose(ours['pruning_neuron_acc_pt'][0], prune['acc_pt'][0, 0], atol=1e-4)

@@ -141,7 +141,8 @@ def test_decodable_needs_the_pretrained_probe_above_the_floor_and_two_seeds():
   floor = verdicts.decodable(acc, np.array([85.0]), _check(), 10.0)
   assert floor['verdict'].startswith(claims_lib.NOT_MEASURED)
   one = verdicts.decodable(acc[:1], np.array([30.0]), _check(), 10.0)
-  assert one['verdict'] == claims_lib.not_measured('fewer than 2 seeds: no interval')
+  # The shared layer's wording (issue 29): one seed decides nothing.
+  assert one['verdict'] == claims_lib.not_measured('1 seed')
 
 
 def test_pruning_claim_compares_top_k_with_random_k_at_the_same_k():
