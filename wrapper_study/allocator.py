@@ -7,22 +7,26 @@ tcmalloc preloaded (../shared/reference/perf_notes.md). So a binary calls
 `ensure_fast()` before it imports JAX, and the process re-executes itself once
 with a faster allocator in LD_PRELOAD:
 
+  tcmalloc  Debian's `libtcmalloc-minimal4`, where someone installed it;
   mimalloc  from the `cmeel-mimalloc` wheel, a dependency on Linux: found
             through that installed distribution's own file list, so a plain
             `pip install -e .` brings it (no root, no apt);
-  tcmalloc  Debian's `libtcmalloc-minimal4`, where someone installed it;
   glibc     no extra library: glibc settings that keep freed memory
             (MALLOC_MMAP_MAX_=0, a huge trim threshold), which recover part
             of the loss.
 
 `auto` takes the first of AUTO_ORDER that is installed, fastest first as
-measured on the paper-shape PCFG step (issue 31's closing note): the four
-allocators side by side on one 2-core EPYC at the same moment (paper model,
-batch 32, one device, two paired rounds), s/step: mimalloc 9.6 and 7.7,
-tcmalloc 10.7 and 12.0, tuned glibc 13.1 and 12.2; minor page faults per step
-9-16K, 122K and 487K. So every Linux machine runs mimalloc, whether or not
-Debian's tcmalloc is installed. The allocator changes no result, only speed;
-the run log says which one is active.
+measured on the idle 2-core EPYC (matmul peak 470-510 GFLOP/s; issue 31's
+closing note): the paper-shape PCFG step (`benchmarks/pcfg_train_throughput.py
+--steps=3 --warmup=1`, JAX fused on 2 devices), two rounds in alternating
+order, s/step: tcmalloc 1.893 and 1.920, mimalloc 2.053 and 2.148 (1.09x and
+1.12x tcmalloc's); the README's main job 8m09s with tcmalloc, 8m50s with
+mimalloc. Tuned glibc: 12.2 s/step where mimalloc took 7.5 (issue 31's fresh
+machine). So a machine with Debian's tcmalloc runs it, and every other Linux
+machine runs mimalloc from the wheel. (Run side by side on a loaded machine,
+mimalloc faulted least and was ahead: 9.6/7.7 vs tcmalloc 10.7/12.0 s/step at
+batch 32; idle, sequential rounds decide the order.) The allocator changes no
+result, only speed; the run log says which one is active.
 
 WRAPPER_STUDY_ALLOCATOR selects: 'auto' (default), 'mimalloc', 'tcmalloc',
 'glibc' (tuned glibc), or 'off' (leave the process as it is).
@@ -38,7 +42,7 @@ import sys
 
 ENV = 'WRAPPER_STUDY_ALLOCATOR'
 CHOICES = ('auto', 'mimalloc', 'tcmalloc', 'glibc', 'off')
-AUTO_ORDER = ('mimalloc', 'tcmalloc', 'glibc')  # Fastest first, as measured (docstring).
+AUTO_ORDER = ('tcmalloc', 'mimalloc', 'glibc')  # Fastest first, as measured (docstring).
 _DONE = 'WRAPPER_STUDY_ALLOCATOR_SET'  # Set before the re-exec: never loops.
 GLIBC_SETTINGS = {'MALLOC_MMAP_MAX_': '0', 'MALLOC_TRIM_THRESHOLD_': '100000000000',
                   'MALLOC_TOP_PAD_': '1000000000'}
