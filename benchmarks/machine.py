@@ -22,7 +22,7 @@ from wrapper_study import host_devices  # pylint: disable=g-import-not-at-top
 
 def ensure_fast_allocator() -> None:
   """Runs the benchmark as the launcher runs a study: re-executes it once under the
-  launcher's allocator (wrapper_study/allocator.py: mimalloc, tcmalloc or tuned glibc) and
+  launcher's allocator (wrapper_study/allocator.py: tcmalloc, mimalloc or tuned glibc) and
   splits the CPU into the launcher's host devices (host_devices; WRAPPER_STUDY_CPU_DEVICES=1
   keeps JAX's one device)."""
   allocator.ensure_fast()

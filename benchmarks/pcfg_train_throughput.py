@@ -56,9 +56,10 @@ a multi-GB CUDA build):
 (on the project machine a CPU wheel is on the local find-links path, so
 `pip install torch==2.13.0` picks it.) The allocator matters a great deal on
 CPU (see the project's perf notes): like every binary, the script re-executes
-itself once with the launcher's allocator (mimalloc from its wheel, see
-wrapper_study/allocator.py; both JAX and torch then use it) and prints which is
-active; compare with `WRAPPER_STUDY_ALLOCATOR=tcmalloc`, `=glibc` or `=off`.
+itself once with the launcher's allocator (tcmalloc where installed, else
+mimalloc from its wheel, see wrapper_study/allocator.py; both JAX and torch then
+use it) and prints which is active; compare with `WRAPPER_STUDY_ALLOCATOR=mimalloc`,
+`=glibc` or `=off`.
 Each step's CPU seconds (its process's threads) are printed beside the wall
 time: on a machine other jobs share they move less than the wall.
 """

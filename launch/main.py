@@ -259,7 +259,7 @@ def run():
   """The console script `wrapper-study` (and `wrapper-study audit ...`, see launch/audit.py)."""
   if audit_cli.is_audit(sys.argv):
     sys.argv = audit_cli.to_runner_argv(sys.argv)
-  allocator.ensure_fast()  # May re-execute this process once, with mimalloc (allocator.py).
+  allocator.ensure_fast()  # May re-execute this process once, with tcmalloc or mimalloc (allocator.py).
   try:
     host_devices.ensure()  # Two CPU devices where two cores may be used; before JAX starts.
   except ValueError as e:
