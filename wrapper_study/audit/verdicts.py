@@ -18,11 +18,12 @@ every claim is "not measured"), a control and a 95% interval:
              per reFT seed, (iterations of the control - of the fine-tuned model)
              / reFT steps to reach revival_fraction x the pretrained Acc O_PT; a
              censored arm (never revived) counts as one evaluation past the
-             budget, which understates the speed-up; a seed where both arms are
-             censored says nothing and is left out, and none left is "not
-             measured". Holds when >= reft_min_speedup.
+             budget, a bound that decides only in its own direction
+             (`claims.iteration_gap`); a seed where both arms are censored says
+             nothing and is left out, and none left is "not measured". Holds
+             when >= reft_min_speedup.
 
-Fewer than 2 seeds (or draws) never give a decisive verdict. The overall
+Fewer than 2 seeds (or draws) never give a decisive verdict (`claims.judge`). The overall
 reading (wrapper vs deletion) is only as strong as the three: a wrapper when
 reFT holds and probes or pruning hold, deletion when all three do not hold,
 mixed otherwise.
@@ -49,14 +50,6 @@ def manipulation_check(pre_acc: float, ft_acc: float, min_drop: float) -> claims
       reason_if_failed='fine-tuning did not lower Acc O_PT: nothing to revive')
 
 
-def _few_seeds(row: dict, n: int) -> dict:
-  """A decisive verdict from < 2 seeds becomes 'not measured' (no interval to judge by)."""
-  if n < 2 and row['verdict'] in (claims_lib.HOLDS, claims_lib.DOES_NOT_HOLD):
-    return {**row, 'verdict': claims_lib.not_measured('fewer than 2 seeds: no interval'),
-            'reason': f'{row["verdict"]} on {n} seed; ' + row['reason']}
-  return row
-
-
 def decodable(probe_acc_SxMxLxT, majority_T, check, margin: float) -> dict:
   """probe_acc: [seeds, models (0 pre, 1 ft), blocks, targets] %."""
   best = probe_acc_SxMxLxT[..., 0].max(-1)  # [seeds, models]: best block, O_PT target.
@@ -72,7 +65,7 @@ def decodable(probe_acc_SxMxLxT, majority_T, check, margin: float) -> dict:
                              'O_PT is not decodable from the pretrained model either')
   row = claims_lib.judge(claim, best[:, 1] - best[:, 0], check=check,
                          control_value=float(majority_T[0]))
-  return _few_seeds(row, best.shape[0])
+  return row
 
 
 def pruning(granularity: str, out: dict, check, min_gain: float) -> dict:
@@ -93,22 +86,23 @@ def pruning(granularity: str, out: dict, check, min_gain: float) -> dict:
   row['reason'] += (f'; Acc O_PT at K={int(out["ks"][j])}: top-K {ft[j]:.1f}, random '
                     f'{rand[:, j].mean():.1f}, unpruned {ft[0]:.1f}; control = the pretrained '
                     f'model\'s change under the same pruning')
-  return _few_seeds(row, rand.shape[0])
+  return row
 
 
 def reft(out: dict, threshold: float, check, min_speedup: float, eval_every: int) -> dict:
   """out: revive.reft's result; threshold: the Acc O_PT that counts as revived."""
   steps = out['steps']
   budget = int(steps[-1])
-  per_seed, both_censored, times = [], 0, []
+  never = budget + eval_every  # A censored arm: one evaluation past the budget (a bound).
+  per_seed, kinds, times = [], [], []
   for j in range(out['acc_pt'].shape[2]):
     t = [revive.revival_step(steps, out['acc_pt'][:, arm, j], threshold) for arm in (0, 1)]
     times.append(t)
-    if t[0] is None and t[1] is None:
-      both_censored += 1
-      continue
-    t = [budget + eval_every if x is None else x for x in t]
-    per_seed.append((t[1] - t[0]) / budget)
+    # The shared censoring rule (report.claims): one censored arm makes the gap a bound that
+    # decides only in its own direction; both censored give no value.
+    gap, kind = claims_lib.iteration_gap(*(never if x is None else x for x in t), never)
+    per_seed.append(gap / budget)
+    kinds.append(kind)
   claim = claims_lib.Claim(
       WORLD, 'reft', 'Reverse fine-tuning on O_PT revives the fine-tuned model faster than a '
       'matched control that never had O_PT', '(control - fine-tuned iterations to revival) / '
@@ -116,15 +110,13 @@ def reft(out: dict, threshold: float, check, min_speedup: float, eval_every: int
   fmt = lambda t: ' '.join('-' if x is None else str(x) for x in t)
   detail = (f'; revival = Acc O_PT >= {threshold:.1f}; iterations per seed, fine-tuned: '
             f'{fmt([t[0] for t in times])}, control: {fmt([t[1] for t in times])}')
-  if not per_seed:
+  if all(k == claims_lib.CENSORED for k in kinds):
     return {**claims_lib.judge(claim, [], check=check),
             'verdict': claims_lib.not_measured('both arms censored in every seed'),
             'reason': f'neither arm revived within {budget} steps' + detail}
-  row = claims_lib.judge(claim, per_seed, check=check)
-  if both_censored:
-    row['reason'] += f'; {both_censored} seed(s) with both arms censored left out'
+  row = claims_lib.judge(claim, per_seed, check=check, kinds=kinds, budget=budget)
   row['reason'] += detail
-  return _few_seeds(row, len(per_seed))
+  return row
 
 
 def overall(rows: list[dict], check) -> dict:
