@@ -69,8 +69,8 @@ def test_accuracy_claims(claim_id, case):
           'O_FT)', 'hold': HOLD}[case]
   assert row['verdict'] == want, row
   assert row['n_seeds'] == 3
-  # A verdict on the anti-correlated C_Te=0 set also shows the natural set's value.
-  assert ('natural C_Te=0 set' in row['reason']) == ('anti-correlated' in row['metric'])
+  # A verdict on the configured C_Te=0 set (eval.c_te0_set) also shows the natural set's value.
+  assert ('natural C_Te=0 set' in row['reason']) == ('C_Te=0 set of eval.c_te0_set' in row['metric'])
 
 
 @pytest.mark.parametrize('claim_id, lr, c_trs, good, bad', [
@@ -292,7 +292,7 @@ def test_scratch_control_runs_at_the_reft_lrs_only():
 
 def test_no_revival_needs_its_positive_control_to_revive():
   """Point 5: reFT after lr 1e-2 (which should revive) is no_revival_lr_l's matched control;
-  when it does not revive either, the budget cannot tell, whatever lr 1e-1 did."""
+  when it does not revive either and lr 1e-1's models do not revive, the budget cannot tell."""
   ev = reft_evidence(paper.LR_L, 5, 20, ('', '', ''), (20, 10, 20), lr_m_peak=40)
   row = judged(ev)['no_revival_lr_l']
   assert row['verdict'] == claims_lib.not_measured(
@@ -301,6 +301,15 @@ def test_no_revival_needs_its_positive_control_to_revive():
   row = judged(reft_evidence(paper.LR_L, 5, 20, ('', '', ''), (20, 10, 20), lr_m_peak=99))[
       'no_revival_lr_l']
   assert row['verdict'] == HOLD and row['control_value'] == 99.0, row
+
+
+def test_no_revival_contradicted_by_its_own_revival_without_the_control():
+  """The positive control guards "holds" only: lr 1e-1's models reviving show by themselves
+  that the budget can revive, so the claim does not hold even where lr 1e-2's did not (the
+  :claims run: lr 1e-1 peaks at 99.8, lr 1e-2 at 81.7)."""
+  ev = reft_evidence(paper.LR_L, 5, 99, (10, 20, 10), ('', '', ''), lr_m_peak=40)
+  row = judged(ev)['no_revival_lr_l']
+  assert row['verdict'] == FAIL and '3 of 3 seeds did' in row['manipulation_check'], row
 
 
 def test_readout_threshold_is_the_papers_cell_within_its_span():

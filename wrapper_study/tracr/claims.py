@@ -217,7 +217,7 @@ def max_identifier_claims(ev: Evidence, task: str) -> list[dict]:
     acc = _mean(values(rows, f'end/{paper.ANTI}/acc_o_ft'))
     out.append(_judge(cid, task, values(rows, 'attn0_corr'), check=changed(rows),
                       control=ctrl if math.isfinite(ctrl) else None,
-                      note=f'Acc O_FT (anti-correlated C_Te=0) {_f(acc)}; control: noised-only '
+                      note=f'Acc O_FT (C_Te=0 set of eval.c_te0_set) {_f(acc)}; control: noised-only '
                            f'{_f(ctrl)}'))
   return out
 
@@ -288,11 +288,16 @@ def reft_claims(ev: Evidence, task: str) -> list[dict]:
     ctrl = _mean(intervals.per_seed([int(r['seed']) for r in pos],
                                     [float(r['acc_o_pt_max']) for r in pos], np.max))
     revives = math.isfinite(ctrl) and ctrl >= thr
+    # The control shows the budget can revive; a treatment seed that revived shows it too,
+    # and then "no revival" is contradicted whatever the control did.
+    treated_revived = sum(v >= thr for v in per_seed if math.isfinite(v))
     check = claims_lib.Check(
-        bool(ok) and revives,
+        bool(ok) and (revives or treated_revived > 0),
         f'{len(ok)} of {len(src)} reFT models started below Acc O_PT {thr:g}%; the matched '
         f'control (reFT of the lr 1e-2 models at the same reFT lrs, {len(pos)} runs) reaches '
-        f'{_f(ctrl)} (needs >= {thr:g}: it must revive for "no revival" to mean anything)',
+        f'{_f(ctrl)} (needs >= {thr:g}: it must revive for "no revival" to mean anything, '
+        f'unless the lr 1e-1 models revive themselves: {treated_revived} of '
+        f'{len(per_seed)} seeds did)',
         'fine-tuning did not remove O_PT: nothing to revive' if not ok else
         'the matched control (reFT after lr 1e-2) did not revive either: the budget cannot tell')
     out.append(_judge(cid, task, per_seed, check=check,
