@@ -84,12 +84,16 @@ Choices where the paper is silent, with reasons:
 The claim cells in the paper's regime (issue 28), a longer variant:
   wrapper-study --config=tracr_study:claims --workdir=runs/tracr_claims
 trains only C_Tr 0 and 1 (every lr; the cells the claims, pruning and reFT
-read) for 3000 iterations at batch 32, warmup 300 (reFT the same). Measured on
-Counter, C_Tr {0, 1}, seeds 0-2 (benchmarks/tracr_schedule.py), it brings Table
-3 from 19/32 entries within 10 points (this default's schedule) to 26/32 and
-makes lr 1e-2 learn O_FT (93.7 vs the paper's 98.8); lr 1e-4, C_Tr=0 still
-collapses to 2 answers. Estimated 25-35 min on 2 idle cores, ~75 min on the loaded
-machine it was measured on (scaled from the grid runs; not measured whole).
+read) for 3000 iterations at the paper's batch 96 and warmup fraction (600),
+reFT and Scr.+FT the same. The schedule is the cheapest of ten measured
+(benchmarks/tracr_schedule.py; Counter, C_Tr {0, 1}, seeds 0-2) that passes the
+rule fixed before the runs (>= 70% of the 32 Table 3 entries within 10 points,
+no collapsed cell, the lr anchors hold): 26/32 and no collapsed cell, where the
+default's 500 at batch 16 gives 19/32 with lr 1e-2 collapsed, and 2000-4000 at
+batch 32, 2000-3000 at 48, 3000 at 64 and 2000-2500 at 96 all leave lr 1e-4,
+C_Tr=0 at <= 2 distinct answers. Its whole run (5 seeds, both tasks): 18m08s on
+the idle 2-core AMD EPYC VM; Table 3 agreement Counter 26/32, Max-identifier
+25/32 (one collapsed cell each, one seed of five), every lr anchor holds.
 """
 
 import string
@@ -210,20 +214,23 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
     c.calibration.arm_seeds = ()
   elif arg == 'claims':
     # The cells the claims read (every lr, C_Tr 0 and 1: the wrapper, learning, pruning and
-    # reFT sources) trained long enough to be in the paper's regime (issue 28). Measured on
-    # Counter, C_Tr {0, 1}, seeds 0-2 (benchmarks/tracr_schedule.py; notes in the docstring):
-    # 3000 iterations at batch 32, warmup 300 put 26/32 Table 3 entries within 10 points of
-    # the paper's (500 at batch 16, the default: 19/32, lr 1e-2 collapsed) and the lr anchors
-    # hold; lr 1e-4, C_Tr=0 still gives 2 distinct answers. Table 3's C_Tr 0.2-0.9 cells come
-    # from the default run (shorter). reFT and Scr.+FT scaled the same way.
+    # reFT sources) trained long enough to be in the paper's regime (issue 28): the cheapest
+    # schedule that passed the agreement rule fixed before the runs (Counter, C_Tr {0, 1},
+    # seeds 0-2: >= 70% of the 32 Table 3 entries within 10 points, no collapsed cell; the lr
+    # anchors hold). Measured (benchmarks/tracr_schedule.py, notes in the docstring): 3000
+    # iterations at the paper's batch 96 and warmup fraction (20%) pass with 26/32 and no
+    # collapsed cell; 2000-4000 at batch 32, 2000-3000 at 48, 3000 at 64 and 2000-2500 at 96
+    # do not (lr 1e-4, C_Tr=0 answers <= 2 distinct values in all of them). Table 3's C_Tr
+    # 0.2-0.9 cells come from the default run (shorter; the report says so). reFT and
+    # Scr.+FT the same schedule (the paper's reFT has fine-tuning's length).
     c.finetune.c_trs = (0.0, 1.0)
     c.finetune.steps = 3_000
-    c.finetune.warmup_steps = 300
-    c.finetune.batch_size = 32
+    c.finetune.warmup_steps = 600
+    c.finetune.batch_size = 96
     c.finetune.save_every = 500
     c.finetune.log_every = 100
     c.reft.steps = 3_000
-    c.reft.warmup_steps = 300
+    c.reft.warmup_steps = 600
     c.pruning.c_trs = (0.0, 1.0)
     # Clip 1.0 is the anchor's choice (clip 10 broke eta_L at 1000 iterations), so no clip arm.
     c.calibration.arms = ()

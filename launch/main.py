@@ -212,6 +212,7 @@ def main(argv):
                workdir / 'config.txt')
   logging.info('Allocator: %s; JAX devices: %s (%s=%s)', allocator.active(), jax.devices(),
                host_devices.ENV, os.environ.get(host_devices.ENV, 'auto'))
+  started = run_record.fingerprint(config)  # The code as it is now is the code that runs.
   done = run_record.finished(workdir, config)
   if done is not None:
     logging.info('This run finished earlier with the same config and code (%s); nothing to '
@@ -229,7 +230,7 @@ def main(argv):
     _fail('training diverged', f'{e} Lower the learning rate, or rerun to resume from the '
           'last good checkpoint.')
   report = (result or {}).get('report', workdir / 'report.md')
-  run_record.write(workdir, config, report)
+  run_record.write(workdir, config, report, started)
   logging.info('Done. Report: %s', report)
   print(_final_screen(workdir, pathlib.Path(report)), flush=True)
 

@@ -33,6 +33,20 @@ def test_a_record_matches_only_its_own_config_and_needs_the_report(tmp_path, mon
   assert run_record.finished(tmp_path, config) is None and not list(tmp_path.glob('results/*'))
 
 
+def test_source_edited_during_a_run_is_not_recorded_as_run(tmp_path, monkeypatch):
+  """The record carries the fingerprint taken when the run began: code edited while a long
+  run went on (it imported the old code) does not make the next run skip its phases."""
+  report = tmp_path / 'report.md'
+  report.write_text('done')
+  config = _config()
+  started = run_record.fingerprint(config)
+  monkeypatch.setattr(run_record, '_source_digest', lambda: 'edited during the run')
+  run_record.write(tmp_path, config, report, started)
+  assert run_record.finished(tmp_path, config) is None  # The edited code never ran.
+  monkeypatch.undo()
+  assert run_record.finished(tmp_path, config)['report'] == str(report)
+
+
 def test_a_damaged_record_is_no_record(tmp_path):
   config = _config()
   run_record.path(tmp_path, config).parent.mkdir(parents=True)

@@ -21,6 +21,7 @@ from wrapper_study import tb_events
 from wrapper_study.report import claims as claims_lib
 from wrapper_study.report import tables
 from wrapper_study.tracr import paper
+from wrapper_study.tracr import report as tracr_report
 from wrapper_study.tracr import train as ft
 from wrapper_study.experiments import tracr_study
 
@@ -530,3 +531,7 @@ def test_claims_config_is_valid_and_trains_only_the_claim_cells_longer(tracr_cac
   assert claims.finetune.c_trs == (0.0, 1.0) and claims.finetune.lrs == default.finetune.lrs
   assert claims.finetune.steps > default.finetune.steps and claims.reft.steps == claims.finetune.steps
   assert set(claims.reft.source_c_trs) <= set(claims.finetune.c_trs)
+  # Its report says which of the paper's Table 3 cells it left to the default run.
+  line = tracr_report.cells_not_run(claims, 'counter')
+  assert 'C_Tr 0, 1 only' in line and '0.2, 0.5, 0.6, 0.8, 0.9' in line, line
+  assert tracr_report.cells_not_run(default, 'counter') == ''

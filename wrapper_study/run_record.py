@@ -39,9 +39,10 @@ def fingerprint(config) -> str:
   return hashlib.sha256((str(config) + _source_digest()).encode()).hexdigest()
 
 
-def path(workdir, config) -> pathlib.Path:
-  """Where this config's record lives in the workdir."""
-  return pathlib.Path(workdir) / 'results' / f'finished_{fingerprint(config)[:16]}.json'
+def path(workdir, config, started: Optional[str] = None) -> pathlib.Path:
+  """Where this config's record lives in the workdir (started: its fingerprint taken earlier)."""
+  name = f'finished_{(started or fingerprint(config))[:16]}.json'
+  return pathlib.Path(workdir) / 'results' / name
 
 
 def _checkpoint_files(workdir: pathlib.Path) -> dict[str, int]:
@@ -77,18 +78,21 @@ def finished(workdir, config) -> Optional[dict]:
   return {**record, 'report': str(workdir / report)}
 
 
-def write(workdir, config, report) -> None:
+def write(workdir, config, report, started: Optional[str] = None) -> None:
   """Records the run as finished: its report (relative to the workdir, where it must lie)
-  and the size of every checkpoint file."""
+  and the size of every checkpoint file. started: fingerprint(config) taken when the run
+  began; the code that ran is the code of that moment, and source edited during a long run
+  must not be recorded as if it had run (the rerun then goes through the phases)."""
   workdir = pathlib.Path(workdir)
-  target = path(workdir, config)
+  started = started or fingerprint(config)
+  target = path(workdir, config, started)
   target.parent.mkdir(parents=True, exist_ok=True)
   try:
     relative = str(pathlib.Path(report).resolve().relative_to(workdir.resolve()))
   except ValueError:
     return  # A report outside the workdir: no record, the rerun goes through the phases.
   tmp = target.with_suffix('.tmp')
-  tmp.write_text(json.dumps({'fingerprint': fingerprint(config), 'report': relative,
+  tmp.write_text(json.dumps({'fingerprint': started, 'report': relative,
                              'experiment': config.experiment,
                              'checkpoints': _checkpoint_files(workdir)}, indent=1))
   tmp.replace(target)  # A kill mid-write leaves no record, so the rerun redoes the checks.

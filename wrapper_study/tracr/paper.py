@@ -164,9 +164,9 @@ CLAIMS = {c.claim_id: c for c in (
     Claim(WORLD, 'pruning_single_weight',
           f'C_Tr=1, lr 1e-2 and 1e-3: pruning a single weight (K={PRUNING_K}) raises Acc O_PT by '
           f'> {PRUNING_GAIN:g} points more than in the controls',
-          f'per seed: Acc O_PT gain at K={PRUNING_K} (grad x weight, C_Te=0 set of eval.c_te0_set) '
-          'minus the larger gain of the same seed\'s controls (noised-only, C_Tr=0 at the same '
-          f'lr), points; {_SEEDS}; worst lr', PRUNING_GAIN,
+          f'per seed: Acc O_PT gain at K={PRUNING_K} (grad x weight, C_Te=0 set of '
+          'eval.c_te0_set) minus the larger gain of the same seed\'s controls (noised-only, '
+          f'C_Tr=0 at the same lr), points; {_SEEDS}; worst lr', PRUNING_GAIN,
           control='the same K=1 pruning of the same seed\'s noised-only model and C_Tr=0 model at '
                   'the same lr'),
     Claim(WORLD, 'sorting_kept_lr_vs',
@@ -179,8 +179,8 @@ CLAIMS = {c.claim_id: c for c in (
     Claim(WORLD, 'readout_learned_lr_vs',
           f'lr 1e-4, C_Tr=0: learns the read-out (Acc O_FT at C_Te=0 >= {READOUT_LEARNED:g}: '
           f'the paper\'s cell {READOUT_PAPER_CELL:g} within the span of its 1e-4 cells '
-          f'{READOUT_PAPER_SPAN[0]:g}-{READOUT_PAPER_SPAN[1]:g}; C_Te=0 set of eval.c_te0_set; accuracy '
-          'only)',
+          f'{READOUT_PAPER_SPAN[0]:g}-{READOUT_PAPER_SPAN[1]:g}; C_Te=0 set of eval.c_te0_set; '
+          'accuracy only)',
           f'Acc O_FT on the C_Te=0 set of eval.c_te0_set after fine-tuning, %; {_SEEDS}',
           READOUT_LEARNED, control='the noised-only models (same seeds, never fine-tuned)'),
     Claim(WORLD, 'sorting_distorted_lr_m',
