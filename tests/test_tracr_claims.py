@@ -70,7 +70,7 @@ def test_accuracy_claims(claim_id, case):
   assert row['verdict'] == want, row
   assert row['n_seeds'] == 3
   # A verdict on the configured C_Te=0 set (eval.c_te0_set) also shows the natural set's value.
-  configured = 'C_Te=0 set of eval.c_te0_set' in row['metric']
+  configured = paper.CLAIMS_C_TE0 in row['metric']
   assert ('natural C_Te=0 set' in row['reason']) == configured
 
 

@@ -217,7 +217,7 @@ def max_identifier_claims(ev: Evidence, task: str) -> list[dict]:
     acc = _mean(values(rows, f'end/{paper.ANTI}/acc_o_ft'))
     out.append(_judge(cid, task, values(rows, 'attn0_corr'), check=changed(rows),
                       control=ctrl if math.isfinite(ctrl) else None,
-                      note=f'Acc O_FT (C_Te=0 set of eval.c_te0_set) {_f(acc)}; control: '
+                      note=f'Acc O_FT ({paper.CLAIMS_C_TE0}) {_f(acc)}; control: '
                            f'noised-only {_f(ctrl)}'))
   return out
 

@@ -131,8 +131,10 @@ def c_te0_key(name: str) -> str:
 
 
 WORLD = 'tracr'
+# The C_Te=0 set the claims read: the one eval.c_te0_set names (default 'disagree', issue 28).
+CLAIMS_C_TE0 = 'C_Te=0 set of eval.c_te0_set'
 _CHECK = (f'fine-tuning moved Acc O_PT down or Acc O_FT up by >= {CHANGED:g} points (C_Te=1 or '
-          'the C_Te=0 set of eval.c_te0_set, mean over seeds)')
+          f'the {CLAIMS_C_TE0}, mean over seeds)')
 _SEEDS = '95% t-interval over seeds'
 
 # Task-specific claims: judged only for the task whose `paper_claims` names
@@ -146,26 +148,26 @@ CLAIMS = {c.claim_id: c for c in (
           control='the noised-only models (same seeds, never fine-tuned), C_Te=1'),
     Claim(WORLD, 'wrapper_low_c_te0',
           f'lr 1e-2, C_Tr=1: Acc O_FT low (<= {LOW:g}) at C_Te=0 (spurious wrapper; '
-          'C_Te=0 set of eval.c_te0_set)',
-          f'Acc O_FT on the C_Te=0 set of eval.c_te0_set after fine-tuning, %; {_SEEDS}; the '
+          f'{CLAIMS_C_TE0})',
+          f'Acc O_FT on the {CLAIMS_C_TE0} after fine-tuning, %; {_SEEDS}; the '
           'natural set in the reason', LOW, '<=',
           control='C_Tr=0 models at the same lr 1e-2, seeds and budget'),
     Claim(WORLD, 'cannot_learn_lr_s',
           f'lr 1e-3, C_Tr=0: cannot learn to count b (Acc O_FT at C_Te=0 < {CANNOT_LEARN:g}; '
-          'C_Te=0 set of eval.c_te0_set)',
-          f'Acc O_FT on the C_Te=0 set of eval.c_te0_set after fine-tuning, %; {_SEEDS}',
+          f'{CLAIMS_C_TE0})',
+          f'Acc O_FT on the {CLAIMS_C_TE0} after fine-tuning, %; {_SEEDS}',
           CANNOT_LEARN, '<=',
           control='C_Tr=0 models at lr 1e-1 (same seeds and budget), which should learn'),
     Claim(WORLD, 'learns_lr_l',
           f'lr 1e-1, C_Tr=0: learns to count b (Acc O_FT at C_Te=0 >= {HIGH:g}; '
-          'C_Te=0 set of eval.c_te0_set)',
-          f'Acc O_FT on the C_Te=0 set of eval.c_te0_set after fine-tuning, %; {_SEEDS}', HIGH,
+          f'{CLAIMS_C_TE0})',
+          f'Acc O_FT on the {CLAIMS_C_TE0} after fine-tuning, %; {_SEEDS}', HIGH,
           control='the noised-only models (same seeds, never fine-tuned)'),
     Claim(WORLD, 'pruning_single_weight',
           f'C_Tr=1, lr 1e-2 and 1e-3: pruning a single weight (K={PRUNING_K}) raises Acc O_PT by '
           f'> {PRUNING_GAIN:g} points more than in the controls',
-          f'per seed: Acc O_PT gain at K={PRUNING_K} (grad x weight, C_Te=0 set of '
-          'eval.c_te0_set) minus the larger gain of the same seed\'s controls (noised-only, '
+          f'per seed: Acc O_PT gain at K={PRUNING_K} (grad x weight, {CLAIMS_C_TE0}) '
+          'minus the larger gain of the same seed\'s controls (noised-only, '
           f'C_Tr=0 at the same lr), points; {_SEEDS}; worst lr', PRUNING_GAIN,
           control='the same K=1 pruning of the same seed\'s noised-only model and C_Tr=0 model at '
                   'the same lr'),
@@ -179,9 +181,9 @@ CLAIMS = {c.claim_id: c for c in (
     Claim(WORLD, 'readout_learned_lr_vs',
           f'lr 1e-4, C_Tr=0: learns the read-out (Acc O_FT at C_Te=0 >= {READOUT_LEARNED:g}: '
           f'the paper\'s cell {READOUT_PAPER_CELL:g} within the span of its 1e-4 cells '
-          f'{READOUT_PAPER_SPAN[0]:g}-{READOUT_PAPER_SPAN[1]:g}; C_Te=0 set of eval.c_te0_set; '
+          f'{READOUT_PAPER_SPAN[0]:g}-{READOUT_PAPER_SPAN[1]:g}; {CLAIMS_C_TE0}; '
           'accuracy only)',
-          f'Acc O_FT on the C_Te=0 set of eval.c_te0_set after fine-tuning, %; {_SEEDS}',
+          f'Acc O_FT on the {CLAIMS_C_TE0} after fine-tuning, %; {_SEEDS}',
           READOUT_LEARNED, control='the noised-only models (same seeds, never fine-tuned)'),
     Claim(WORLD, 'sorting_distorted_lr_m',
           f'lr 1e-2, C_Tr=0: the sorting is distorted (block-0 attention correlation with the '
@@ -193,14 +195,14 @@ CLAIMS = {c.claim_id: c for c in (
     Claim(WORLD, 'reft_faster_than_scratch',
           'reFT after lr 1e-2 revives O_PT faster than Scr.+FT learns it',
           'per seed: the fastest Scr.+FT minus the fastest reFT iterations to Acc O_PT >= the '
-          'revival threshold (C_Te=0 set of eval.c_te0_set), both over the reFT lrs only, over '
+          f'revival threshold ({CLAIMS_C_TE0}), both over the reFT lrs only, over '
           'reFT models whose Acc O_PT started below the threshold; a seed where one arm never '
           'revived is a bound, where neither did it is censored (no value); ' + _SEEDS,
           REFT_MARGIN, control='Scr.+FT of the same seed at the same reFT lrs (no larger lr), '
                                'budget and evaluation grid'),
     Claim(WORLD, 'no_revival_lr_l',
           'no revival after lr 1e-1 fine-tuning',
-          'per seed: the highest Acc O_PT reached during reFT (C_Te=0 set of eval.c_te0_set), %, '
+          f'per seed: the highest Acc O_PT reached during reFT ({CLAIMS_C_TE0}), %, '
           f'over C_Tr and reFT lrs; {_SEEDS}', REVIVAL_THRESHOLD, '<=',
           control='reFT of the lr 1e-2 models (which should revive) at the same reFT lrs, budget '
                   'and grid; if it does not revive, not measured'),

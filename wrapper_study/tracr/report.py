@@ -93,8 +93,7 @@ def agreement_line(rows) -> str:
 def cells_not_run(config, task) -> str:
   """A line naming the paper's Table 3 C_Tr this grid did not train (blank when it has them all):
   `:claims` trains only the claim cells, and its agreement is over those."""
-  paper_c_trs = sorted({c for _, c in paper.TABLE3.get(task, {})})
-  missing = [c for c in paper_c_trs if not any(abs(c - x) < 1e-9 for x in config.finetune.c_trs)]
+  missing = sorted({c for _, c in paper.TABLE3.get(task, {})} - set(config.finetune.c_trs))
   if not missing:
     return ''
   return (f'This grid trains C_Tr {", ".join(f"{c:g}" for c in config.finetune.c_trs)} only, so '
